@@ -1,0 +1,583 @@
+"""The `prakerja` command: run waves, inspect them, and serve the partner simulator."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import sys
+import threading
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import click
+
+EXIT_OK, EXIT_ERROR, EXIT_REFUSED, EXIT_PENDING, EXIT_BUSY = 0, 1, 2, 3, 4
+log = logging.getLogger("prakerja")
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    from flows.logging import install_masking
+
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    install_masking()
+
+
+def _refuse(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_REFUSED)
+
+
+def _runtime(partners_config=None):
+    from tasks.runtime import configure
+
+    return configure(partners_config=partners_config)
+
+
+def _load_partners():
+    from partners.config import ConfigError, load_partners_config
+
+    try:
+        return load_partners_config()
+    except ConfigError as exc:
+        _refuse(str(exc))
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging on standard error.")
+def main(verbose: bool) -> None:
+    """Runs the waves of the pre-employment benefit (see README.md)."""
+    _setup_logging(verbose)
+
+
+# ---------------------------------------------------------------- generate / simulator
+@main.command()
+@click.option("--registrants", "-n", type=click.IntRange(1), required=True)
+@click.option("--seed", "-s", required=True, help="Same seed as the simulator's.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), required=True)
+@click.option(
+    "--reference-date",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="Ages are made relative to this date (default: today, Asia/Jakarta).",
+)
+@click.option(
+    "--truth",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write each row's intended result (for tests).",
+)
+def generate(registrants: int, seed: str, out: str, reference_date, truth) -> None:
+    """Writes a synthetic registrant export shaped like wave 1 of 2020."""
+    from partners.simulator.generate import generate_export
+
+    from rules.settings import jakarta_today
+
+    ref = reference_date.date() if reference_date else jakarta_today()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    summary = generate_export(
+        out,
+        registrants=registrants,
+        seed=seed,
+        reference_date=ref,
+        truth_path=truth,
+        progress=_progress("generate", registrants),
+    )
+    click.echo(
+        f"wrote {registrants} registrants to {out} in {time.monotonic() - started:.1f} s", err=True
+    )
+    click.echo(json.dumps(summary, default=str), err=True)
+
+
+def _progress(what: str, total: int):
+    last = [0.0]
+
+    def report(done: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 2 or done >= total:
+            last[0] = now
+            click.echo(f"{what}: {done:,}/{total:,} ({100 * done / max(total, 1):.0f}%)", err=True)
+
+    return report
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8700, show_default=True, type=int)
+@click.option("--seed", default="demo", show_default=True)
+@click.option("--faults", type=click.Path(exists=True, dir_okay=False), default=None)
+def simulator(host: str, port: int, seed: str, faults: str | None) -> None:
+    """Serves every simulated partner of partner-api.md."""
+    from partners.simulator.server import serve
+
+    click.echo(f"partner simulator on http://{host}:{port} (seed {seed!r})", err=True)
+    serve(host, port, seed, faults)
+
+
+# ---------------------------------------------------------------- wave
+@main.group()
+def wave() -> None:
+    """Run and inspect waves."""
+
+
+def _settings_options(f):
+    opts = [
+        click.option(
+            "--reference-date",
+            type=click.DateTime(["%Y-%m-%d"]),
+            default=None,
+            help="Date ages are computed on (default: today, Asia/Jakarta).",
+        ),
+        click.option("--min-age", type=int, default=None, help="Default 18."),
+        click.option("--min-test-score", type=int, default=None, help="Default 60."),
+        click.option("--name-score-min", type=int, default=None, help="Default 80."),
+        click.option("--household-cap", type=int, default=None, help="Default 2; 0 = off."),
+        click.option(
+            "--allocation",
+            type=click.Choice(["national", "provincial"]),
+            default=None,
+            help="Default national.",
+        ),
+        click.option("--backfill/--no-backfill", default=None, help="Default on."),
+        click.option(
+            "--training-balance",
+            type=int,
+            default=None,
+            help="Rupiah per participant (default 1000000).",
+        ),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+@wave.command("run")
+@click.option("--wave", "wave_id", type=click.IntRange(1), required=True)
+@click.option(
+    "--registrants",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="The registrant export (required when the wave is created).",
+)
+@click.option(
+    "--quota", type=int, default=None, help="Participants to fund (required at creation)."
+)
+@click.option(
+    "--lottery-seed",
+    default=None,
+    help="Seed of the draw (default: a fresh random one; its SHA-256 is published).",
+)
+@click.option("--keep-open", is_flag=True, help="Do not close the wave when done.")
+@click.option(
+    "--draw-without-pending",
+    is_flag=True,
+    help="Draw even if some registrants still wait on a partner (recorded).",
+)
+@_settings_options
+def wave_run(
+    wave_id, registrants, quota, lottery_seed, keep_open, draw_without_pending, **flags
+) -> None:
+    """Creates the wave (or resumes it), runs every stage still to do, and closes it."""
+    sys.exit(
+        run_wave_command(
+            wave_id=wave_id,
+            registrants=registrants,
+            quota=quota,
+            lottery_seed=lottery_seed,
+            keep_open=keep_open,
+            draw_without_pending=draw_without_pending,
+            flags=flags,
+        )
+    )
+
+
+def run_wave_command(
+    *,
+    wave_id: int,
+    registrants: str | None,
+    quota: int | None,
+    lottery_seed: str | None,
+    keep_open: bool,
+    draw_without_pending: bool,
+    flags: dict,
+    partners_config=None,
+    quiet: bool = False,
+) -> int:
+    from models.tables import Wave
+    from rules.intake import HeaderError, MissingColumnsError
+    from rules.settings import SettingsError, WaveSettings, jakarta_today
+    from tasks.intake import check_header, file_sha256
+    from tasks.waves import WaveBusyError, acquire_lease, create_or_resume_wave
+
+    if registrants is not None:
+        if not Path(registrants).is_file():
+            _refuse(f"--registrants: no such file: {registrants}")
+        try:
+            check_header(registrants)
+        except (MissingColumnsError, HeaderError) as exc:
+            _refuse(f"--registrants {registrants}: {exc}")
+    if partners_config is None:
+        partners_config = _load_partners()
+    rt = _runtime(partners_config)
+    with rt.sessions() as session:
+        existing = session.get(Wave, wave_id)
+    if existing is None:
+        if registrants is None:
+            _refuse(f"--registrants: wave {wave_id} does not exist yet: name its export")
+        if quota is None:
+            _refuse(f"--quota: wave {wave_id} does not exist yet: give its quota")
+    values = {k: v for k, v in flags.items() if v is not None}
+    if "reference_date" in values:
+        values["reference_date"] = values["reference_date"].date()
+    if quota is not None:
+        values["quota"] = quota
+    if lottery_seed is not None:
+        values["lottery_seed"] = lottery_seed
+    given = set(values)
+    base = {f.name: getattr(existing, f.name) for f in fields(WaveSettings)} if existing else {}
+    merged = {
+        "wave_id": wave_id,
+        "lottery_seed": secrets.token_hex(16),
+        "reference_date": jakarta_today(),
+        **base,
+        **values,
+    }
+    settings = WaveSettings(**merged)
+    try:
+        wave_row, created = create_or_resume_wave(
+            rt.sessions,
+            settings,
+            source_path=str(Path(registrants).resolve()) if registrants else None,
+            source_sha256=file_sha256(registrants) if registrants else None,
+            given=given,
+            keep_open=keep_open,
+        )
+    except SettingsError as exc:
+        _refuse(str(exc))
+    click.echo(
+        f"wave {wave_id}: {'created' if created else 'resumed'}; lottery seed sha256 "
+        f"{wave_row.lottery_seed_sha256}",
+        err=True,
+    )
+    try:
+        lease = acquire_lease(rt.sessions, wave_id)
+    except WaveBusyError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return EXIT_BUSY
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(rt, wave_id, lease, stop), daemon=True)
+    beat.start()
+    try:
+        summary = _run_flow(wave_id, registrants, keep_open, draw_without_pending)
+    except Exception as exc:  # noqa: BLE001 - report any failure as exit 1
+        from rules.masking import mask_text
+
+        click.echo(f"error: wave {wave_id} failed: {mask_text(str(exc))}", err=True)
+        return EXIT_ERROR
+    finally:
+        stop.set()
+        beat.join(timeout=5)
+        from tasks.waves import release_lease
+
+        release_lease(rt.sessions, wave_id, lease)
+    report = summary["report"]
+    if not quiet:
+        _print_funnel(report)
+    pending = report["outcomes"].get("PENDING", 0)
+    left = summary["close"].get("work_left", {})
+    if pending or left:
+        click.echo(
+            f"wave {wave_id}: {pending} registrants pending "
+            f"{json.dumps(report['pending'])}; rerun to pick them up",
+            err=True,
+        )
+        return EXIT_PENDING
+    return EXIT_OK
+
+
+def _heartbeat(rt, wave_id, lease, stop: threading.Event) -> None:
+    from tasks.waves import renew_lease
+
+    while not stop.wait(15):
+        try:
+            renew_lease(rt.sessions, wave_id, lease)
+        except Exception:  # noqa: BLE001 - a missed beat only shortens the lease
+            log.warning("could not renew the lease of wave %s", wave_id)
+
+
+def _run_flow(
+    wave_id: int, registrants: str | None, keep_open: bool, draw_without_pending: bool
+) -> dict:
+    from prefect import tags
+
+    from flows.wave import wave as wave_flow
+
+    with tags("prakerja", f"wave-{wave_id}"):
+        return wave_flow(
+            wave_id=wave_id,
+            registrants_path=str(Path(registrants).resolve()) if registrants else None,
+            draw_without_pending=draw_without_pending,
+            keep_open=keep_open,
+        )
+
+
+def _print_funnel(report: dict) -> None:
+    from rules.funnel import funnel_rows
+
+    click.echo(
+        f"\nWave {report['wave_id']} ({report['status']}, quota {report['quota']:,}): "
+        "funnel beside wave 1 of 2020"
+    )
+    click.echo(f"  {'step':34} {'count':>10} {'share':>7}   {'2020':>10} {'share':>7}")
+    for row in funnel_rows(report["funnel"]):
+        ref = f"{row['reference']:>10,}" if row["reference"] != "" else " " * 10
+        rs = f"{row['reference_share_pct']:>6}%" if row["reference_share_pct"] != "" else ""
+        click.echo(f"  {row['step']:34} {row['count']:>10,} {row['share_pct']:>6}%   {ref} {rs}")
+    click.echo(f"  credited amount: Rp {report['credited_amount']:,}")
+    if report["pending"]:
+        click.echo(f"  pending: {report['pending']}")
+
+
+@wave.command("raise-quota")
+@click.option("--wave", "wave_id", type=click.IntRange(1), required=True)
+@click.option("--quota", type=click.IntRange(1), required=True)
+def wave_raise_quota(wave_id: int, quota: int) -> None:
+    """Raises an open wave's quota; the new seats are drawn and processed."""
+    from tasks.draw import QuotaError, raise_quota
+
+    partners_config = _load_partners()
+    rt = _runtime(partners_config)
+    try:
+        result = raise_quota(rt.sessions, wave_id, quota)
+    except LookupError as exc:
+        _refuse(str(exc))
+    except QuotaError as exc:
+        _refuse(str(exc))
+    click.echo(
+        f"wave {wave_id}: quota {result['old_quota']:,} -> {result['new_quota']:,}", err=True
+    )
+    from models.tables import Wave
+
+    with rt.sessions() as session:
+        keep_open = session.get(Wave, wave_id).keep_open
+    sys.exit(
+        run_wave_command(
+            wave_id=wave_id,
+            registrants=None,
+            quota=None,
+            lottery_seed=None,
+            keep_open=keep_open,
+            draw_without_pending=False,
+            flags={},
+            partners_config=partners_config,
+        )
+    )
+
+
+@wave.command("report")
+@click.option("--wave", "wave_id", type=click.IntRange(1), required=True)
+@click.option("--json", "as_json", is_flag=True)
+def wave_report_cmd(wave_id: int, as_json: bool) -> None:
+    """The funnel, outcomes, reasons, pending and money."""
+    from tasks.reporting import wave_report
+
+    rt = _runtime()
+    with rt.sessions() as session:
+        try:
+            report = wave_report(session, wave_id)
+        except LookupError as exc:
+            _refuse(str(exc))
+    if as_json:
+        click.echo(json.dumps(report, default=str))
+        return
+    _print_funnel(report)
+    click.echo("\nOutcomes: " + ", ".join(f"{k} {v:,}" for k, v in report["outcomes"].items()))
+    click.echo("Reasons:")
+    for k, v in report["reasons"].items():
+        click.echo(f"  {k:30} {v:>10,}")
+    if report["pending_by_partner"]:
+        click.echo("Pending (stage:partner):")
+        for k, v in report["pending_by_partner"].items():
+            click.echo(f"  {k:40} {v:>10,}")
+    click.echo(f"Lottery seed sha256: {report['lottery_seed_sha256']}")
+    click.echo(f"Ledger: {report['ledger']}  SMS: {report['messages']}")
+
+
+@wave.command("export")
+@click.option("--wave", "wave_id", type=click.IntRange(1), required=True)
+@click.option("--out", type=click.Path(dir_okay=False), required=True)
+def wave_export(wave_id: int, out: str) -> None:
+    """Every data row's outcome: line,registration_id,nik,outcome,reason."""
+    from tasks.reporting import export_outcomes
+
+    rt = _runtime()
+    try:
+        n = export_outcomes(rt.sessions, wave_id, out)
+    except LookupError as exc:
+        _refuse(str(exc))
+    click.echo(f"wrote {n:,} rows to {out}", err=True)
+
+
+@wave.command("reconcile")
+@click.option("--wave", "wave_id", type=click.IntRange(1), required=True)
+@click.option("--json", "as_json", is_flag=True)
+def wave_reconcile(wave_id: int, as_json: bool) -> None:
+    """The ledger against the card issuer's statement."""
+    from partners.client import PartnerError
+    from tasks.reporting import reconcile
+
+    rt = _runtime(_load_partners())
+    try:
+        result = reconcile(rt.sessions, rt.partners.issuer, wave_id)
+    except LookupError as exc:
+        _refuse(str(exc))
+    except PartnerError as exc:
+        click.echo(f"error: the card issuer's statement could not be read: {exc}", err=True)
+        sys.exit(EXIT_PENDING)
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        for k, v in result.items():
+            click.echo(f"{k:24} {v}")
+    sys.exit(EXIT_OK if result["ok"] else EXIT_ERROR)
+
+
+@main.command()
+@click.option("--wave", "wave_id", type=click.IntRange(1), required=True)
+@click.option("--nik", required=True)
+@click.option("--json", "as_json", is_flag=True)
+def explain(wave_id: int, nik: str, as_json: bool) -> None:
+    """One registrant's path: every check, its answer, when, and the final reason."""
+    from tasks.reporting import explain as explain_one
+
+    rt = _runtime()
+    with rt.sessions() as session:
+        try:
+            result = explain_one(session, wave_id, nik)
+        except LookupError as exc:
+            _refuse(str(exc))
+    if result is None:
+        click.echo(f"error: no registrant with that NIK in wave {wave_id}", err=True)
+        sys.exit(EXIT_ERROR)
+    if as_json:
+        click.echo(json.dumps(result, default=str))
+        return
+    click.echo(f"wave {wave_id}, line {result['line']}: {result['outcome']} {result['reason']}")
+    for check in result["checks"]:
+        stage = check.pop("stage")
+        click.echo(f"  {stage:18} {json.dumps(check, default=str)}")
+
+
+# ---------------------------------------------------------------- blacklist
+@main.group()
+def blacklist() -> None:
+    """The program's revocation list (BLACKLISTED)."""
+
+
+@blacklist.command("add")
+@click.argument("nik")
+@click.option("--reason", required=True)
+@click.option("--by", "added_by", default=lambda: os.environ.get("USER", "operator"))
+def blacklist_add(nik: str, reason: str, added_by: str) -> None:
+    from tasks.blacklist import add_to_blacklist
+
+    rt = _runtime()
+    try:
+        added = add_to_blacklist(rt.sessions, [(nik, reason)], added_by=added_by)
+    except ValueError as exc:
+        _refuse(str(exc))
+    click.echo(f"{added} NIK added to the revocation list", err=True)
+
+
+@blacklist.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--by", "added_by", default=lambda: os.environ.get("USER", "operator"))
+def blacklist_import(file: str, added_by: str) -> None:
+    """FILE: CSV with header `nik,reason`."""
+    from tasks.blacklist import add_to_blacklist, read_blacklist_file
+
+    rt = _runtime()
+    try:
+        entries = read_blacklist_file(file)
+        added = add_to_blacklist(rt.sessions, entries, added_by=added_by)
+    except ValueError as exc:
+        _refuse(str(exc))
+    click.echo(f"{added} of {len(entries)} NIKs added to the revocation list", err=True)
+
+
+# ---------------------------------------------------------------- demo
+@main.command()
+@click.option("--registrants", "-n", type=click.IntRange(10), default=100_000, show_default=True)
+@click.option("--seed", "-s", default="demo", show_default=True)
+@click.option("--workdir", type=click.Path(file_okay=False), default="var/demo", show_default=True)
+def demo(registrants: int, seed: str, workdir: str) -> None:
+    """A whole demo wave: synthetic export, local simulator, Prefect run, the funnel."""
+    from partners.simulator.generate import generate_export
+
+    from partners.config import simulator_config
+    from partners.simulator.server import SimulatorProcess
+    from rules.funnel import demo_quota
+    from rules.settings import jakarta_today
+
+    started = time.monotonic()
+    work = Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    db_path = work / "prakerja-demo.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+    os.environ["PRAKERJA_DATABASE_URL"] = f"sqlite:///{db_path.resolve()}"
+    export = work / "wave-1.csv"
+    today = jakarta_today()
+    click.echo(f"demo: generating {registrants:,} registrants (seed {seed!r})", err=True)
+    generate_export(
+        export,
+        registrants=registrants,
+        seed=seed,
+        reference_date=today,
+        progress=_progress("generate", registrants),
+    )
+    quota = demo_quota(registrants)
+    with SimulatorProcess(seed) as sim:
+        click.echo(
+            f"demo: partner simulator at {sim.base_url}; running wave 1 "
+            f"(quota {quota:,}) under Prefect",
+            err=True,
+        )
+        code = run_wave_command(
+            wave_id=1,
+            registrants=str(export),
+            quota=quota,
+            lottery_seed=f"demo-{seed}",
+            keep_open=False,
+            draw_without_pending=False,
+            flags={"reference_date": None},
+            partners_config=simulator_config(sim.base_url),
+        )
+    elapsed = time.monotonic() - started
+    click.echo(f"\ndemo finished in {elapsed:.0f} s (exit {code}).")
+    click.echo(
+        "Prefect: flow run `wave-1` (tag prakerja) is in this machine's Prefect "
+        "database; browse it with `prefect server start` then http://127.0.0.1:4200/runs"
+        if not os.environ.get("PREFECT_API_URL")
+        else f"Prefect: flow run `wave-1` at {_ui_url()}/runs"
+    )
+    click.echo(
+        f"Inspect it: PRAKERJA_DATABASE_URL={os.environ['PRAKERJA_DATABASE_URL']} "
+        ".venv/bin/prakerja wave report --wave 1"
+    )
+    sys.exit(code)
+
+
+def _ui_url() -> str:
+    return os.environ.get("PREFECT_API_URL", "").removesuffix("/").removesuffix("/api")
+
+
+if __name__ == "__main__":
+    main()

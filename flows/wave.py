@@ -1,0 +1,128 @@
+"""The `wave` flow: one subflow per stage, each paging through what still needs it.
+
+Reads like the runbook: intake, local eligibility, identity, screening, draw, accounts
+(with backfill rounds), rollout, announcement, then close. Every stage only picks up
+work still to do, so a rerun resumes exactly the pending part.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.publish import publish_stage, publish_wave
+from models.enums import Stage, State
+from tasks import batches as t
+
+BATCH = 1000
+PARTNER_THREADS = 8
+
+
+def _run_batches(task, wave_id: int, ranges: list[tuple[int, int]]) -> list[dict]:
+    futures = [task.submit(wave_id, r) for r in ranges]
+    return [f.result() for f in futures]
+
+
+@flow(name="intake")
+def intake_stage(wave_id: int, path: str | None = None) -> dict:
+    return publish_stage(wave_id, Stage.INTAKE, [t.import_export_task(wave_id, path)])
+
+
+@flow(name="local-eligibility", task_runner=ThreadPoolTaskRunner(max_workers=2))
+def local_eligibility_stage(wave_id: int) -> dict:
+    ranges = t.plan_batches_task(wave_id, [State.AWAIT_LOCAL.value], 5 * BATCH)
+    return publish_stage(
+        wave_id, Stage.LOCAL_ELIGIBILITY, _run_batches(t.local_eligibility_task, wave_id, ranges)
+    )
+
+
+@flow(name="identity", task_runner=ThreadPoolTaskRunner(max_workers=PARTNER_THREADS))
+def identity_stage(wave_id: int) -> dict:
+    ranges = t.plan_batches_task(wave_id, [State.AWAIT_IDENTITY.value], BATCH)
+    return publish_stage(
+        wave_id, Stage.IDENTITY, _run_batches(t.verify_identity_task, wave_id, ranges)
+    )
+
+
+@flow(name="screening", task_runner=ThreadPoolTaskRunner(max_workers=PARTNER_THREADS))
+def screening_stage(wave_id: int) -> dict:
+    ranges = t.plan_batches_task(wave_id, [State.AWAIT_SCREENING.value], BATCH)
+    return publish_stage(wave_id, Stage.SCREENING, _run_batches(t.screen_task, wave_id, ranges))
+
+
+@flow(name="draw")
+def draw_stage(wave_id: int, without_pending: bool = False) -> dict:
+    return publish_stage(wave_id, Stage.DRAW, [t.draw_task(wave_id, without_pending)])
+
+
+@flow(name="accounts", task_runner=ThreadPoolTaskRunner(max_workers=PARTNER_THREADS))
+def accounts_stage(wave_id: int) -> dict:
+    """Checks payout accounts, then backfills freed seats, round after round."""
+    reports: list[dict] = []
+    while True:
+        ranges = t.plan_batches_task(wave_id, [State.SELECTED.value], BATCH)
+        reports += _run_batches(t.verify_accounts_task, wave_id, ranges)
+        if t.accounts_unanswered_task(wave_id):
+            break  # a pending account holds its seat and the round
+        filled = t.fill_free_seats_task(wave_id)
+        reports.append(
+            {
+                "stage": Stage.ACCOUNTS.value,
+                "counts": {
+                    "backfilled": filled.get("selected", 0),
+                    "backfill_household_cap": filled.get("household_cap", 0),
+                },
+                "failures": [],
+            }
+        )
+        if not filled.get("selected"):
+            break
+    return publish_stage(wave_id, Stage.ACCOUNTS, reports)
+
+
+@flow(name="rollout", task_runner=ThreadPoolTaskRunner(max_workers=PARTNER_THREADS))
+def rollout_stage(wave_id: int) -> dict:
+    ranges = t.plan_batches_task(wave_id, [State.CONFIRMED.value], BATCH)
+    summary = publish_stage(wave_id, Stage.ROLLOUT, _run_batches(t.credit_task, wave_id, ranges))
+    summary["reconcile"] = t.reconcile_task(wave_id)
+    return summary
+
+
+@flow(name="announce", task_runner=ThreadPoolTaskRunner(max_workers=PARTNER_THREADS))
+def announce_stage(wave_id: int) -> dict:
+    ranges = t.plan_message_batches_task(wave_id, BATCH)
+    return publish_stage(
+        wave_id, Stage.ANNOUNCE, _run_batches(t.send_messages_task, wave_id, ranges)
+    )
+
+
+@flow(name="wave", flow_run_name="wave-{wave_id}")
+def wave(
+    wave_id: int,
+    registrants_path: str | None = None,
+    stages: list[Stage] | None = None,
+    draw_without_pending: bool = False,
+    keep_open: bool = False,
+) -> dict:
+    """Runs every stage of a wave still to do, then closes it if nothing is pending."""
+    todo = set(stages or list(Stage))
+    summary: dict = {"wave_id": wave_id, "stages": {}}
+    if Stage.INTAKE in todo:
+        summary["stages"]["intake"] = intake_stage(wave_id, registrants_path)
+    if Stage.LOCAL_ELIGIBILITY in todo:
+        summary["stages"]["local-eligibility"] = local_eligibility_stage(wave_id)
+    if Stage.IDENTITY in todo:
+        summary["stages"]["identity"] = identity_stage(wave_id)
+    if Stage.SCREENING in todo:
+        summary["stages"]["screening"] = screening_stage(wave_id)
+    if Stage.DRAW in todo:
+        summary["stages"]["draw"] = draw_stage(wave_id, draw_without_pending)
+    if Stage.ACCOUNTS in todo:
+        summary["stages"]["accounts"] = accounts_stage(wave_id)
+    if Stage.ROLLOUT in todo:
+        summary["stages"]["rollout"] = rollout_stage(wave_id)
+    if Stage.ANNOUNCE in todo:
+        summary["stages"]["announce"] = announce_stage(wave_id)
+    summary["close"] = t.close_wave_task(wave_id, keep_open)
+    summary["report"] = publish_wave(wave_id, t.report_task(wave_id))
+    return summary

@@ -1,0 +1,154 @@
+"""The program database: waves, registrants with their evidence, the money ledger, the SMS outbox.
+
+One registrant row per data row of a wave's export; its `state` says where it is and its
+evidence columns say what every partner answered and when (for `explain`).
+"""
+
+from datetime import date, datetime
+
+from sqlalchemy import BigInteger, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from models.enums import LedgerStatus, MessageStatus, State, WaveStatus
+
+
+class Wave(SQLModel, table=True):
+    wave_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    quota: int
+    reference_date: date
+    min_age: int = 18
+    min_test_score: int = 60
+    name_score_min: int = 80
+    household_cap: int = 2
+    allocation: str = "national"
+    lottery_seed: str
+    lottery_seed_sha256: str
+    backfill: bool = True
+    training_balance: int = Field(default=1_000_000, sa_type=BigInteger)
+    rollout_deadline: datetime
+    status: str = WaveStatus.OPEN
+    keep_open: bool = False
+    created_at: datetime
+    closed_at: datetime | None = None
+    source_path: str | None = None
+    source_sha256: str | None = None
+    intake_done: bool = False
+    intake_rows: int = 0
+    drawn_at: datetime | None = None
+    draw_without_pending: bool = False
+    pool_size: int | None = None
+    pool_digest: str | None = None
+    seats_json: str | None = Field(default=None, sa_type=Text)
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+
+
+class Registrant(SQLModel, table=True):
+    __table_args__ = (
+        UniqueConstraint("wave_id", "line", name="uq_registrant_wave_line"),
+        Index("ix_registrant_wave_state", "wave_id", "state"),
+        Index("ix_registrant_wave_nik", "wave_id", "nik"),
+        Index("ix_registrant_nik_state", "nik", "state"),
+        Index("ix_registrant_kk", "kk_number"),
+        Index("ix_registrant_draw", "wave_id", "state", "priority", "draw_key"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    wave_id: int = Field(foreign_key="wave.wave_id")
+    line: int
+    registration_id: str | None = None
+    nik: str | None = None
+    kk_number: str | None = None
+    full_name: str | None = None
+    birth_date: date | None = None
+    gender: str | None = None
+    email: str | None = None
+    email_verified: bool | None = None
+    phone: str | None = None
+    domicile_regency_code: str | None = None
+    province: str | None = None
+    test_score: int | None = None
+    payout_provider: str | None = None
+    payout_account: str | None = None
+    registered_at: datetime | None = None  # UTC, naive
+    raw: str | None = Field(default=None, sa_type=Text)  # rejected rows only, <= 4 KiB
+
+    state: str = State.AWAIT_LOCAL
+    reason: str | None = None
+    # Evidence of each check, kept for `explain`.
+    identity_answer: str | None = Field(default=None, sa_type=Text)
+    identity_at: datetime | None = None
+    screening_answers: str | None = Field(default=None, sa_type=Text)  # {agency_id: listed}
+    screening_at: datetime | None = None
+    priority: bool = False
+    draw_key: str | None = None
+    draw_round: int | None = None  # 0 = the draw, k = backfill round k, -1 = a quota raise
+    drawn_at: datetime | None = None
+    account_status: str | None = None
+    account_at: datetime | None = None
+    card_number: str | None = Field(default=None, unique=True)
+    confirmed_at: datetime | None = None
+    credited_at: datetime | None = None
+    decided_at: datetime | None = None
+    # A partner failure that left the registrant waiting at a stage.
+    pending_stage: str | None = None
+    pending_partner: str | None = None
+    pending_error: str | None = None
+    pending_at: datetime | None = None
+
+
+class LedgerEntry(SQLModel, table=True):
+    """One credit per (wave, NIK, benefit), written before the issuer is called."""
+
+    __tablename__ = "ledger"
+    __table_args__ = (UniqueConstraint("wave_id", "nik", "benefit", name="uq_ledger_credit"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    wave_id: int = Field(index=True)
+    nik: str
+    benefit: str
+    idempotency_key: str = Field(unique=True)
+    card_number: str
+    amount: int = Field(sa_type=BigInteger)
+    status: str = LedgerStatus.PENDING
+    transfer_id: str | None = None
+    issuer_reason: str | None = None
+    attempts: int = 0
+    last_error: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class Message(SQLModel, table=True):
+    """The SMS outbox: one `balance_credited` message per credited participant."""
+
+    __table_args__ = (Index("ix_message_wave_status", "wave_id", "status"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    wave_id: int
+    nik: str
+    idempotency_key: str = Field(unique=True)
+    phone: str
+    template: str
+    params_json: str = Field(sa_type=Text)
+    status: str = MessageStatus.QUEUED
+    reason: str | None = None
+    attempts: int = 0
+    last_error: str | None = None
+    created_at: datetime
+    sent_at: datetime | None = None
+
+
+class BlacklistEntry(SQLModel, table=True):
+    """The program's own revocation list: a listed NIK is BLACKLISTED in later checks."""
+
+    __tablename__ = "blacklist"
+
+    nik: str = Field(primary_key=True)
+    reason: str
+    added_by: str
+    added_at: datetime
+
+
+def registrant_table():
+    return Registrant.__table__  # type: ignore[attr-defined]

@@ -1,0 +1,146 @@
+"""The Prefect tasks: thin wrappers that hand each plain batch function its dependencies.
+
+Each returns counts and partner failures, never people; partner failures are also
+published as `prakerja.partner.failed` events for the alert automations.
+"""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.events import emit_event
+
+from tasks import (
+    accounts,
+    announce,
+    draw,
+    eligibility,
+    identity,
+    intake,
+    reporting,
+    rollout,
+    screening,
+)
+from tasks.common import plan_batches
+from tasks.runtime import get_runtime
+
+DB_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10]}
+
+
+def publish_failures(wave_id: int, report: dict) -> dict:
+    for f in report.get("failures", []):
+        emit_event(
+            event="prakerja.partner.failed",
+            resource={
+                "prefect.resource.id": f"prakerja.partner.{f['partner']}",
+                "prefect.resource.name": f["partner"],
+            },
+            related=[
+                {"prefect.resource.id": f"prakerja.wave.{wave_id}", "prefect.resource.role": "wave"}
+            ],
+            payload={
+                "wave_id": wave_id,
+                "stage": report["stage"],
+                "partner": f["partner"],
+                "items": f["items"],
+                "error_class": f["error_class"],
+                "needs_person": f["needs_person"],
+            },
+        )
+    return report
+
+
+@task(name="plan-batches", **DB_RETRIES)
+def plan_batches_task(wave_id: int, states: list[str], batch_size: int) -> list[tuple[int, int]]:
+    rt = get_runtime()
+    with rt.sessions() as session:
+        return plan_batches(session, wave_id, states, batch_size)
+
+
+@task(name="import-export")
+def import_export_task(wave_id: int, path: str | None) -> dict:
+    result = intake.import_export(get_runtime().sessions, wave_id, path)
+    return {
+        "rows": result.rows,
+        "inserted": result.inserted,
+        "skipped": result.skipped_already_loaded,
+    }
+
+
+@task(name="local-eligibility-batch", **DB_RETRIES)
+def local_eligibility_task(wave_id: int, id_range: tuple[int, int]) -> dict:
+    return eligibility.check_local_eligibility_batch(get_runtime().sessions, wave_id, id_range)
+
+
+@task(name="verify-identity-batch")
+def verify_identity_task(wave_id: int, id_range: tuple[int, int]) -> dict:
+    rt = get_runtime()
+    report = identity.verify_identity_batch(rt.sessions, rt.partners.registry, wave_id, id_range)
+    return publish_failures(wave_id, report)
+
+
+@task(name="screen-batch")
+def screen_task(wave_id: int, id_range: tuple[int, int]) -> dict:
+    rt = get_runtime()
+    report = screening.screen_batch(rt.sessions, rt.partners.agencies, wave_id, id_range)
+    return publish_failures(wave_id, report)
+
+
+@task(name="draw-participants", **DB_RETRIES)
+def draw_task(wave_id: int, without_pending: bool) -> dict:
+    return draw.draw_participants(get_runtime().sessions, wave_id, without_pending=without_pending)
+
+
+@task(name="fill-free-seats", **DB_RETRIES)
+def fill_free_seats_task(wave_id: int) -> dict:
+    return draw.fill_free_seats(get_runtime().sessions, wave_id)
+
+
+@task(name="verify-accounts-batch")
+def verify_accounts_task(wave_id: int, id_range: tuple[int, int]) -> dict:
+    rt = get_runtime()
+    report = accounts.verify_accounts_batch(rt.sessions, rt.partners.payments, wave_id, id_range)
+    return publish_failures(wave_id, report)
+
+
+@task(name="credit-training-balance-batch")
+def credit_task(wave_id: int, id_range: tuple[int, int]) -> dict:
+    rt = get_runtime()
+    report = rollout.credit_training_balance_batch(
+        rt.sessions, rt.partners.issuer, wave_id, id_range
+    )
+    return publish_failures(wave_id, report)
+
+
+@task(name="plan-message-batches", **DB_RETRIES)
+def plan_message_batches_task(wave_id: int, batch_size: int) -> list[tuple[int, int]]:
+    return announce.plan_message_batches(get_runtime().sessions, wave_id, batch_size)
+
+
+@task(name="send-messages-batch")
+def send_messages_task(wave_id: int, id_range: tuple[int, int]) -> dict:
+    rt = get_runtime()
+    report = announce.send_messages_batch(rt.sessions, rt.partners.notifier, wave_id, id_range)
+    return publish_failures(wave_id, report)
+
+
+@task(name="reconcile")
+def reconcile_task(wave_id: int) -> dict:
+    rt = get_runtime()
+    return reporting.reconcile(rt.sessions, rt.partners.issuer, wave_id)
+
+
+@task(name="wave-report", **DB_RETRIES)
+def report_task(wave_id: int) -> dict:
+    with get_runtime().sessions() as session:
+        return reporting.wave_report(session, wave_id)
+
+
+@task(name="close-wave", **DB_RETRIES)
+def close_wave_task(wave_id: int, keep_open: bool) -> dict:
+    return reporting.close_wave_if_done(get_runtime().sessions, wave_id, keep_open=keep_open)
+
+
+@task(name="accounts-unanswered", **DB_RETRIES)
+def accounts_unanswered_task(wave_id: int) -> int:
+    with get_runtime().sessions() as session:
+        return draw.accounts_unanswered(session, wave_id)

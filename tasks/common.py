@@ -1,0 +1,116 @@
+"""Shared glue for batch tasks: paging by id, bulk updates, pending marks, the clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import bindparam, select, update
+from sqlmodel import Session
+
+from models.tables import Registrant, Wave
+
+R = Registrant.__table__  # type: ignore[attr-defined]
+
+
+def utcnow() -> datetime:
+    """Naive UTC: both SQLite and PostgreSQL store it the same way."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def load_wave(session: Session, wave_id: int) -> Wave:
+    wave = session.get(Wave, wave_id)
+    if wave is None:
+        raise LookupError(f"wave {wave_id} does not exist")
+    return wave
+
+
+def plan_batches(
+    session: Session, wave_id: int, states: Sequence[str], batch_size: int
+) -> list[tuple[int, int]]:
+    """Splits the ids of a wave's registrants in `states` into (first, last) id ranges."""
+    ids = session.execute(
+        select(R.c.id)
+        .where(R.c.wave_id == wave_id, R.c.state.in_(list(states)))
+        .order_by(R.c.id)
+        .execution_options(yield_per=50_000)
+    ).scalars()
+    ranges: list[tuple[int, int]] = []
+    first = last = None
+    count = 0
+    for rid in ids:
+        if first is None:
+            first = rid
+        last = rid
+        count += 1
+        if count == batch_size:
+            ranges.append((first, last))
+            first, count = None, 0
+    if first is not None and last is not None:
+        ranges.append((first, last))
+    return ranges
+
+
+def rows_in_range(
+    session: Session, wave_id: int, states: Sequence[str], id_range: tuple[int, int], columns
+) -> list[Any]:
+    lo, hi = id_range
+    return list(
+        session.execute(
+            select(*columns)
+            .where(
+                R.c.wave_id == wave_id,
+                R.c.state.in_(list(states)),
+                R.c.id >= lo,
+                R.c.id <= hi,
+            )
+            .order_by(R.c.id)
+        )
+    )
+
+
+def bulk_update(
+    session: Session,
+    changes: Iterable[dict[str, Any]],
+    *,
+    expect_state=None,
+    table=R,
+    state_col: str = "state",
+) -> int:
+    """Applies one UPDATE per distinct set of columns, as executemany.
+
+    Each dict has `_id` and the new column values. With `expect_state`, a row that has
+    moved on meanwhile is left alone (a batch never overwrites another's work).
+    """
+    by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for change in changes:
+        shape = tuple(sorted(k for k in change if k != "_id"))
+        by_shape.setdefault(shape, []).append(change)
+    total = 0
+    for shape, rows in by_shape.items():
+        stmt = update(table).where(table.c.id == bindparam("_id"))
+        if expect_state is not None:
+            stmt = stmt.where(table.c[state_col].in_(list(expect_state)))
+        stmt = stmt.values({col: bindparam(col) for col in shape})
+        result = session.connection().execute(stmt, rows)
+        total += result.rowcount if result.rowcount and result.rowcount > 0 else 0
+    return total
+
+
+def pending_change(rid: int, stage: str, partner: str, error: str, now: datetime) -> dict:
+    return {
+        "_id": rid,
+        "pending_stage": stage,
+        "pending_partner": partner,
+        "pending_error": error[:500],
+        "pending_at": now,
+    }
+
+
+CLEAR_PENDING = {
+    "pending_stage": None,
+    "pending_partner": None,
+    "pending_error": None,
+    "pending_at": None,
+}

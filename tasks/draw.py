@@ -1,0 +1,298 @@
+"""The draw, backfill rounds and quota raises: seats offered in (priority, sha256 key) order."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+
+from sqlalchemy import func, select, update
+from sqlmodel import Session
+
+from models.db import SessionFactory
+from models.enums import Allocation, ReasonCode, State, WaveStatus
+from rules.draw import (
+    Candidate,
+    SeatWalker,
+    backfill_round,
+    pool_digest,
+    provincial_seats,
+    raised_seats,
+)
+from tasks.common import R, bulk_update, load_wave, utcnow
+
+ACCOUNT_REASONS = (
+    ReasonCode.ACCOUNT_NOT_FOUND.value,
+    ReasonCode.ACCOUNT_NIK_MISMATCH.value,
+    ReasonCode.ACCOUNT_NOT_KYC.value,
+    ReasonCode.ACCOUNT_BLOCKED.value,
+)
+HOLDS_SEAT = (State.SELECTED.value, State.CONFIRMED.value, State.CREDITED.value)
+BEFORE_DRAW = (State.AWAIT_LOCAL.value, State.AWAIT_IDENTITY.value, State.AWAIT_SCREENING.value)
+
+
+class QuotaError(ValueError):
+    """A quota change the rules refuse (closed wave, or lower than before)."""
+
+
+def household_counts(session: Session, wave_id: int) -> Counter:
+    """Participants per family card: earlier waves' confirmed/credited, this wave's seats."""
+    counts: Counter = Counter()
+    earlier = session.execute(
+        select(R.c.kk_number, func.count())
+        .where(R.c.wave_id < wave_id, R.c.state.in_([State.CONFIRMED.value, State.CREDITED.value]))
+        .group_by(R.c.kk_number)
+    )
+    current = session.execute(
+        select(R.c.kk_number, func.count())
+        .where(R.c.wave_id == wave_id, R.c.state.in_(HOLDS_SEAT))
+        .group_by(R.c.kk_number)
+    )
+    for kk, n in list(earlier) + list(current):
+        counts[kk] += n
+    return counts
+
+
+def _candidates(session: Session, wave_id: int, state: str) -> Iterator[tuple[int, Candidate]]:
+    rows = session.execute(
+        select(R.c.id, R.c.nik, R.c.kk_number, R.c.province, R.c.priority, R.c.draw_key)
+        .where(R.c.wave_id == wave_id, R.c.state == state)
+        .order_by(R.c.priority.desc(), R.c.draw_key.asc())
+        .execution_options(yield_per=20_000)
+    )
+    for r in rows:
+        yield r.id, Candidate(r.nik, r.kk_number, r.province, bool(r.priority), r.draw_key)
+
+
+def waiting_before_draw(session: Session, wave_id: int) -> int:
+    return session.execute(
+        select(func.count()).where(R.c.wave_id == wave_id, R.c.state.in_(BEFORE_DRAW))
+    ).scalar_one()
+
+
+def draw_participants(
+    sessions: SessionFactory, wave_id: int, *, without_pending: bool = False
+) -> dict:
+    """Runs the wave's draw once; later calls only waitlist late arrivals.
+
+    Held (no change) while anyone may still become eligible, unless the operator draws
+    without them (recorded on the wave).
+    """
+    with sessions() as session, session.begin():
+        wave = load_wave(session, wave_id)
+        now = utcnow()
+        if wave.drawn_at is not None:
+            late = (
+                session.connection()
+                .execute(
+                    update(R)
+                    .where(R.c.wave_id == wave_id, R.c.state == State.ELIGIBLE.value)
+                    .values(state=State.WAITLISTED.value, drawn_at=now)
+                )
+                .rowcount
+            )
+            return {"drawn": True, "already": True, "late_waitlisted": late or 0}
+        waiting = waiting_before_draw(session, wave_id)
+        if waiting and not without_pending:
+            return {"drawn": False, "held_by_pending": waiting}
+        pool_counts = dict(
+            session.execute(
+                select(R.c.province, func.count())
+                .where(R.c.wave_id == wave_id, R.c.state == State.ELIGIBLE.value)
+                .group_by(R.c.province)
+            ).all()
+        )
+        pool_size = sum(pool_counts.values())
+        seats: int | dict[str, int] = (
+            provincial_seats(wave.quota, pool_counts)
+            if wave.allocation == Allocation.PROVINCIAL
+            else wave.quota
+        )
+        walker = SeatWalker(
+            seats=seats,
+            household_cap=wave.household_cap,
+            household_counts=household_counts(session, wave_id),
+        )
+        decided: list[dict] = []
+        keys: list[str] = []
+        outcome_counts: Counter = Counter()
+        with sessions() as reader:
+            for rid, cand in _candidates(reader, wave_id, State.ELIGIBLE.value):
+                keys.append(cand.key)
+                if walker.full:
+                    continue
+                outcome = walker.offer(cand)
+                if outcome == "SELECTED":
+                    decided.append(
+                        {
+                            "_id": rid,
+                            "state": State.SELECTED.value,
+                            "draw_round": 0,
+                            "drawn_at": now,
+                        }
+                    )
+                elif outcome == "HOUSEHOLD_CAP":
+                    decided.append(
+                        {
+                            "_id": rid,
+                            "state": State.NOT_SELECTED.value,
+                            "reason": ReasonCode.HOUSEHOLD_CAP.value,
+                            "drawn_at": now,
+                            "decided_at": now,
+                        }
+                    )
+                outcome_counts[outcome] += 1
+        bulk_update(session, decided, expect_state=[State.ELIGIBLE.value])
+        waitlisted = (
+            session.connection()
+            .execute(
+                update(R)
+                .where(R.c.wave_id == wave_id, R.c.state == State.ELIGIBLE.value)
+                .values(state=State.WAITLISTED.value, drawn_at=now)
+            )
+            .rowcount
+            or 0
+        )
+        wave.drawn_at = now
+        wave.draw_without_pending = bool(waiting)
+        wave.pool_size = pool_size
+        wave.pool_digest = pool_digest(keys)
+        wave.seats_json = json.dumps(
+            {"pool_counts": pool_counts, "seats": seats if isinstance(seats, dict) else None}
+        )
+        session.add(wave)
+        return {
+            "drawn": True,
+            "pool_size": pool_size,
+            "pool_digest": wave.pool_digest,
+            "selected": outcome_counts["SELECTED"],
+            "household_cap": outcome_counts["HOUSEHOLD_CAP"],
+            "waitlisted": waitlisted,
+            "without_pending": waiting,
+        }
+
+
+def free_seats(session: Session, wave_id: int) -> int | dict[str, int]:
+    """Seats not held: failed payout accounts free theirs (with backfill); nothing else does."""
+    wave = load_wave(session, wave_id)
+    counted = R.c.draw_round.is_not(None)
+    if wave.backfill:
+        counted = counted & ~(R.c.reason.in_(ACCOUNT_REASONS) & R.c.reason.is_not(None))
+    held = dict(
+        session.execute(
+            select(R.c.province, func.count())
+            .where(R.c.wave_id == wave_id, counted)
+            .group_by(R.c.province)
+        ).all()
+    )
+    if wave.allocation != Allocation.PROVINCIAL:
+        return max(0, wave.quota - sum(held.values()))
+    seats = json.loads(wave.seats_json or "{}").get("seats") or {}
+    return {p: max(0, n - held.get(p, 0)) for p, n in seats.items()}
+
+
+def accounts_unanswered(session: Session, wave_id: int) -> int:
+    return session.execute(
+        select(func.count()).where(R.c.wave_id == wave_id, R.c.state == State.SELECTED.value)
+    ).scalar_one()
+
+
+def fill_free_seats(sessions: SessionFactory, wave_id: int) -> dict:
+    """One backfill round: free seats go to the waitlist in draw order.
+
+    Held while any selected registrant's payout account has no answer yet.
+    """
+    with sessions() as session, session.begin():
+        wave = load_wave(session, wave_id)
+        if wave.drawn_at is None or wave.status == WaveStatus.CLOSED:
+            return {"selected": 0, "reason": "not drawn" if wave.drawn_at is None else "closed"}
+        if accounts_unanswered(session, wave_id):
+            return {"selected": 0, "reason": "held: payout accounts pending"}
+        seats = free_seats(session, wave_id)
+        total_free = seats if isinstance(seats, int) else sum(seats.values())
+        if total_free <= 0:
+            return {"selected": 0, "reason": "no free seats"}
+        round_no = (
+            session.execute(select(func.max(R.c.draw_round)).where(R.c.wave_id == wave_id)).scalar()
+            or 0
+        ) + 1
+        counts = household_counts(session, wave_id)
+        now = utcnow()
+        with sessions() as reader:
+            ids: dict[str, int] = {}
+
+            def waitlist() -> Iterator[Candidate]:
+                for rid, cand in _candidates(reader, wave_id, State.WAITLISTED.value):
+                    ids[cand.nik] = rid
+                    yield cand
+
+            decisions = backfill_round(
+                free_seats=seats,
+                waitlist=waitlist(),
+                household_cap=wave.household_cap,
+                household_counts=counts,
+            )
+        changes = []
+        tally: Counter = Counter()
+        for nik, outcome in decisions:
+            tally[outcome] += 1
+            if outcome == "SELECTED":
+                changes.append(
+                    {
+                        "_id": ids[nik],
+                        "state": State.SELECTED.value,
+                        "draw_round": round_no,
+                        "drawn_at": now,
+                    }
+                )
+            else:
+                changes.append(
+                    {
+                        "_id": ids[nik],
+                        "state": State.NOT_SELECTED.value,
+                        "reason": ReasonCode.HOUSEHOLD_CAP.value,
+                        "decided_at": now,
+                    }
+                )
+        bulk_update(session, changes, expect_state=[State.WAITLISTED.value])
+        return {
+            "round": round_no,
+            "selected": tally["SELECTED"],
+            "household_cap": tally["HOUSEHOLD_CAP"],
+        }
+
+
+def raise_quota(sessions: SessionFactory, wave_id: int, new_quota: int) -> dict:
+    """Raises an open wave's quota; the new seats are filled by the next round."""
+    with sessions() as session, session.begin():
+        wave = load_wave(session, wave_id)
+        if wave.status == WaveStatus.CLOSED:
+            raise QuotaError(f"wave {wave_id} is closed: its quota cannot be raised")
+        if new_quota < wave.quota:
+            raise QuotaError(
+                f"--quota {new_quota} is below wave {wave_id}'s quota {wave.quota}: "
+                "a quota can only be raised"
+            )
+        old = wave.quota
+        wave.quota = new_quota
+        added: int | dict[str, int] = new_quota - old
+        if wave.drawn_at is not None and wave.allocation == Allocation.PROVINCIAL:
+            stored = json.loads(wave.seats_json or "{}")
+            pool_counts = stored.get("pool_counts") or {}
+            added = raised_seats(
+                old_quota=old,
+                new_quota=new_quota,
+                allocation=wave.allocation,
+                pool_counts=pool_counts,
+            )
+            seats = stored.get("seats") or {}
+            for p, extra in added.items():
+                seats[p] = seats.get(p, 0) + extra
+            stored["seats"] = seats
+            wave.seats_json = json.dumps(stored)
+        session.add(wave)
+        return {
+            "old_quota": old,
+            "new_quota": new_quota,
+            "added_seats": added if isinstance(added, int) else sum(added.values()),
+        }

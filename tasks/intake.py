@@ -1,0 +1,209 @@
+"""Intake: stream a registrant export into the wave, then settle duplicates and email checks."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC
+from pathlib import Path
+
+from sqlalchemy import and_, exists, func, insert, select, update
+from sqlalchemy.orm import aliased
+
+from models.db import SessionFactory
+from models.enums import ReasonCode, State
+from models.tables import Registrant
+from rules.draw import province_of
+from rules.intake import IntakeRecord, read_export
+from tasks.common import R, load_wave, utcnow
+
+CHUNK_ROWS = 5_000
+
+
+class SourceMismatchError(ValueError):
+    """The wave was started from another file: resuming it from this one would mix waves."""
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_header(path: str | Path) -> list[str]:
+    """Reads only the header: a refused header raises before anything is written."""
+    with open(path, "rb") as fh:
+        header, _records = read_export(fh)
+    return header
+
+
+def _record_values(wave_id: int, rec: IntakeRecord, now) -> dict:
+    if rec.reason is not None or rec.row is None:
+        return {
+            "wave_id": wave_id,
+            "line": rec.line,
+            "registration_id": rec.registration_id,
+            "nik": rec.nik,
+            "raw": rec.raw,
+            "state": State.REJECTED.value,
+            "reason": (rec.reason or ReasonCode.MALFORMED_ROW).value,
+            "decided_at": now,
+        }
+    row = rec.row
+    return {
+        "wave_id": wave_id,
+        "line": rec.line,
+        "registration_id": row.registration_id,
+        "nik": row.nik,
+        "kk_number": row.kk_number,
+        "full_name": row.full_name,
+        "birth_date": row.birth_date,
+        "gender": row.gender,
+        "email": row.email,
+        "email_verified": row.email_verified,
+        "phone": row.phone,
+        "domicile_regency_code": row.domicile_regency_code,
+        "province": province_of(row.domicile_regency_code),
+        "test_score": row.test_score,
+        "payout_provider": row.payout_provider,
+        "payout_account": row.payout_account,
+        "registered_at": row.registered_at.astimezone(UTC).replace(tzinfo=None),
+        "raw": None,
+        "state": State.AWAIT_LOCAL.value,
+        "reason": None,
+    }
+
+
+_BLANK = dict.fromkeys(
+    [
+        "registration_id",
+        "nik",
+        "kk_number",
+        "full_name",
+        "birth_date",
+        "gender",
+        "email",
+        "email_verified",
+        "phone",
+        "domicile_regency_code",
+        "province",
+        "test_score",
+        "payout_provider",
+        "payout_account",
+        "registered_at",
+        "raw",
+        "reason",
+        "decided_at",
+    ]
+)
+
+
+@dataclass
+class IntakeResult:
+    rows: int
+    inserted: int
+    skipped_already_loaded: int
+
+
+def import_export(
+    sessions: SessionFactory,
+    wave_id: int,
+    path: str | Path | None = None,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> IntakeResult:
+    """Streams the export into registrant rows, one transaction per chunk.
+
+    Resumable: lines already stored (a run that died part-way) are skipped, so a rerun
+    finishes the file without duplicating anything.
+    """
+    with sessions() as session:
+        wave = load_wave(session, wave_id)
+        if wave.intake_done:
+            return IntakeResult(wave.intake_rows, 0, wave.intake_rows)
+        path = path or wave.source_path
+        if path is None:
+            raise ValueError(f"wave {wave_id} has no registrant export to take in")
+        last_line = (
+            session.execute(select(func.max(R.c.line)).where(R.c.wave_id == wave_id)).scalar() or 0
+        )
+
+    rows = inserted = skipped = 0
+    chunk: list[dict] = []
+    stmt = insert(R)
+
+    def flush() -> None:
+        nonlocal chunk, inserted
+        if not chunk:
+            return
+        with sessions() as session, session.begin():
+            session.connection().execute(stmt, chunk)
+        inserted += len(chunk)
+        chunk = []
+        if progress:
+            progress(rows)
+
+    with open(path, "rb") as fh:
+        _header, records = read_export(fh)
+        now = utcnow()
+        for rec in records:
+            rows += 1
+            if rec.line <= last_line:
+                skipped += 1
+                continue
+            values = {**_BLANK, **_record_values(wave_id, rec, now)}
+            chunk.append(values)
+            if len(chunk) >= CHUNK_ROWS:
+                flush()
+        flush()
+
+    settle_intake(sessions, wave_id, rows)
+    return IntakeResult(rows, inserted, skipped)
+
+
+def settle_intake(sessions: SessionFactory, wave_id: int, rows: int) -> None:
+    """DUPLICATE_NIK then EMAIL_UNVERIFIED, in one transaction that also ends intake.
+
+    Rows that passed checks 1-4 are the ones with a parsed birth date; of those sharing
+    a NIK, the earliest (registered_at, line) stays (rules.intake.duplicate_order_key).
+    """
+    reg = Registrant.__table__  # type: ignore[attr-defined]
+    other = aliased(Registrant)
+    now = utcnow()
+    earlier = exists().where(
+        and_(
+            other.wave_id == wave_id,
+            other.nik == reg.c.nik,
+            other.id != reg.c.id,
+            other.birth_date.is_not(None),
+            (other.registered_at < reg.c.registered_at)
+            | ((other.registered_at == reg.c.registered_at) & (other.line < reg.c.line)),
+        )
+    )
+    with sessions() as session, session.begin():
+        conn = session.connection()
+        conn.execute(
+            update(reg)
+            .where(reg.c.wave_id == wave_id, reg.c.state == State.AWAIT_LOCAL.value, earlier)
+            .values(
+                state=State.REJECTED.value, reason=ReasonCode.DUPLICATE_NIK.value, decided_at=now
+            )
+        )
+        conn.execute(
+            update(reg)
+            .where(
+                reg.c.wave_id == wave_id,
+                reg.c.state == State.AWAIT_LOCAL.value,
+                reg.c.email_verified.is_(False),
+            )
+            .values(
+                state=State.REJECTED.value, reason=ReasonCode.EMAIL_UNVERIFIED.value, decided_at=now
+            )
+        )
+        wave = load_wave(session, wave_id)
+        wave.intake_done = True
+        wave.intake_rows = rows
+        session.add(wave)

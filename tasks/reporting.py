@@ -1,0 +1,412 @@
+"""Read-side of a wave: report, export, explain and reconciliation, from the database."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from partners.issuer import IssuerClient
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+from models.db import SessionFactory
+from models.enums import LedgerStatus, MessageStatus, ReasonCode, State, WaveStatus
+from models.tables import LedgerEntry, Message, Registrant
+from rules.money import BENEFIT, statement_reference
+from rules.outcomes import outcome_of
+from tasks.common import R, load_wave
+
+L = LedgerEntry.__table__  # type: ignore[attr-defined]
+M = Message.__table__  # type: ignore[attr-defined]
+
+INTAKE_REASONS = {
+    "MALFORMED_ROW",
+    "MISSING_FIELD",
+    "INVALID_NIK",
+    "NIK_DATA_MISMATCH",
+    "DUPLICATE_NIK",
+    "EMAIL_UNVERIFIED",
+}
+LOCAL_REASONS = {"UNDERAGE", "TEST_FAILED", "PRIOR_RECIPIENT", "BLACKLISTED"}
+IDENTITY_REASONS = {
+    "NIK_NOT_FOUND",
+    "DECEASED",
+    "BIRTH_DATE_MISMATCH",
+    "NAME_MISMATCH",
+    "KK_MISMATCH",
+}
+
+
+def _state_rows(session: Session, wave_id: int):
+    return session.execute(
+        select(
+            R.c.state,
+            R.c.reason,
+            R.c.pending_stage.is_not(None).label("failed"),
+            R.c.pending_partner,
+            func.count(),
+        )
+        .where(R.c.wave_id == wave_id)
+        .group_by(R.c.state, R.c.reason, R.c.pending_stage.is_not(None), R.c.pending_partner)
+    ).all()
+
+
+def wave_report(session: Session, wave_id: int) -> dict[str, Any]:
+    wave = load_wave(session, wave_id)
+    outcomes: Counter = Counter()
+    reasons: Counter = Counter()
+    pending: Counter = Counter()
+    pending_by_partner: Counter = Counter()
+    by_state: Counter = Counter()
+    total = 0
+    for state, reason, failed, partner, n in _state_rows(session, wave_id):
+        total += n
+        by_state[state] += n
+        outcome, shown = outcome_of(state, reason, "x" if failed else None)
+        outcomes[str(outcome)] += n
+        if outcome in ("REJECTED", "NOT_SELECTED") and shown:
+            reasons[shown] += n
+        if outcome == "PENDING":
+            pending[str(shown)] += n
+            pending_by_partner[f"{shown}:{partner or 'not-attempted'}"] += n
+    rejected_at = Counter()
+    for reason, n in reasons.items():
+        if reason in INTAKE_REASONS:
+            rejected_at["intake"] += n
+        elif reason in LOCAL_REASONS:
+            rejected_at["local"] += n
+        elif reason in IDENTITY_REASONS:
+            rejected_at["identity"] += n
+        elif reason.startswith("EXCLUDED_"):
+            rejected_at["screening"] += n
+    intake_accepted = total - rejected_at["intake"]
+    locally_eligible = intake_accepted - rejected_at["local"] - by_state[State.AWAIT_LOCAL]
+    identity_verified = locally_eligible - rejected_at["identity"] - by_state[State.AWAIT_IDENTITY]
+    eligible = identity_verified - rejected_at["screening"] - by_state[State.AWAIT_SCREENING]
+    selected = session.execute(
+        select(func.count()).where(R.c.wave_id == wave_id, R.c.draw_round.is_not(None))
+    ).scalar_one()
+    confirmed = session.execute(
+        select(func.count()).where(R.c.wave_id == wave_id, R.c.card_number.is_not(None))
+    ).scalar_one()
+    ledger = dict(
+        session.execute(
+            select(L.c.status, func.coalesce(func.sum(L.c.amount), 0))
+            .where(L.c.wave_id == wave_id)
+            .group_by(L.c.status)
+        ).all()
+    )
+    ledger_counts = dict(
+        session.execute(
+            select(L.c.status, func.count()).where(L.c.wave_id == wave_id).group_by(L.c.status)
+        ).all()
+    )
+    messages = dict(
+        session.execute(
+            select(M.c.status, func.count()).where(M.c.wave_id == wave_id).group_by(M.c.status)
+        ).all()
+    )
+    return {
+        "wave_id": wave_id,
+        "status": wave.status,
+        "quota": wave.quota,
+        "registrants": total,
+        "lottery_seed_sha256": wave.lottery_seed_sha256,
+        "lottery_seed": wave.lottery_seed if wave.drawn_at is not None else None,
+        "funnel": {
+            "registered": total,
+            "intake_accepted": intake_accepted,
+            "locally_eligible": locally_eligible,
+            "identity_verified": identity_verified,
+            "eligible": eligible,
+            "selected": selected,
+            "confirmed": confirmed,
+            "credited": by_state[State.CREDITED],
+        },
+        "outcomes": dict(sorted(outcomes.items())),
+        "reasons": dict(sorted(reasons.items())),
+        "pending": dict(sorted(pending.items())),
+        "pending_by_partner": dict(sorted(pending_by_partner.items())),
+        "draw": {
+            "drawn": wave.drawn_at is not None,
+            "pool_size": wave.pool_size,
+            "pool_digest": wave.pool_digest,
+            "without_pending": wave.draw_without_pending,
+        },
+        "credited_amount": int(ledger.get(LedgerStatus.APPLIED.value, 0)),
+        "ledger": {k: int(v) for k, v in sorted(ledger_counts.items())},
+        "messages": dict(sorted(messages.items())),
+        "training_balance": wave.training_balance,
+    }
+
+
+def export_outcomes(sessions: SessionFactory, wave_id: int, out: str | Path) -> int:
+    """Writes `line,registration_id,nik,outcome,reason`, one row per data row, in line order."""
+    n = 0
+    with sessions() as session, open(out, "w", newline="", encoding="utf-8") as fh:
+        load_wave(session, wave_id)
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["line", "registration_id", "nik", "outcome", "reason"])
+        rows = session.execute(
+            select(R.c.line, R.c.registration_id, R.c.nik, R.c.state, R.c.reason, R.c.pending_stage)
+            .where(R.c.wave_id == wave_id)
+            .order_by(R.c.line)
+            .execution_options(yield_per=50_000)
+        )
+        for r in rows:
+            outcome, reason = outcome_of(r.state, r.reason, r.pending_stage)
+            writer.writerow(
+                [r.line, r.registration_id or "", r.nik or "", str(outcome), str(reason)]
+            )
+            n += 1
+    return n
+
+
+def explain(session: Session, wave_id: int, nik: str) -> dict[str, Any] | None:
+    """One registrant's path through the wave: every check, its answer and when."""
+    load_wave(session, wave_id)
+    rows = list(
+        session.scalars(
+            select(Registrant)
+            .where(Registrant.wave_id == wave_id, Registrant.nik == nik)  # type: ignore[arg-type]
+            .order_by(Registrant.line)  # type: ignore[arg-type]
+        )
+    )
+    if not rows:
+        return None
+    # The row that decides is the one that was not a duplicate; others are listed too.
+    main = next((r for r in rows if r.reason != ReasonCode.DUPLICATE_NIK), rows[0])
+    outcome, reason = outcome_of(main.state, main.reason, main.pending_stage)
+    checks: list[dict[str, Any]] = []
+    intake_reason = main.reason if main.reason in INTAKE_REASONS else None
+    checks.append({"stage": "intake", "result": intake_reason or "ACCEPTED", "line": main.line})
+    if intake_reason is None:
+        local = (
+            main.reason
+            if main.reason in LOCAL_REASONS
+            else (None if main.state != State.AWAIT_LOCAL else "NOT_CHECKED")
+        )
+        checks.append({"stage": "local-eligibility", "result": local or "PASSED"})
+    if main.identity_answer:
+        checks.append(
+            {
+                "stage": "identity",
+                "partner": "registry",
+                "answer": json.loads(main.identity_answer),
+                "at": _iso(main.identity_at),
+                "result": main.reason if main.reason in IDENTITY_REASONS else "VERIFIED",
+            }
+        )
+    if main.screening_answers:
+        checks.append(
+            {
+                "stage": "screening",
+                "answers": json.loads(main.screening_answers),
+                "at": _iso(main.screening_at),
+                "priority": bool(main.priority),
+                "result": main.reason
+                if (main.reason or "").startswith("EXCLUDED_")
+                else (
+                    "ELIGIBLE"
+                    if main.draw_key and main.state != State.AWAIT_SCREENING
+                    else "WAITING"
+                ),
+            }
+        )
+    if main.drawn_at:
+        checks.append(
+            {
+                "stage": "draw",
+                "key": main.draw_key,
+                "round": main.draw_round,
+                "at": _iso(main.drawn_at),
+                "result": "SELECTED"
+                if main.draw_round is not None
+                else (main.reason or main.state),
+            }
+        )
+    if main.account_status:
+        checks.append(
+            {
+                "stage": "accounts",
+                "partner": main.payout_provider,
+                "answer": main.account_status,
+                "at": _iso(main.account_at),
+            }
+        )
+    led = session.execute(select(L).where(L.c.wave_id == wave_id, L.c.nik == nik)).first()
+    if led is not None:
+        checks.append(
+            {
+                "stage": "rollout",
+                "partner": "card-issuer",
+                "status": led.status,
+                "amount": led.amount,
+                "transfer_id": led.transfer_id,
+                "idempotency_key": led.idempotency_key,
+                "at": _iso(led.updated_at),
+            }
+        )
+    msg = session.execute(select(M).where(M.c.wave_id == wave_id, M.c.nik == nik)).first()
+    if msg is not None:
+        checks.append(
+            {
+                "stage": "announce",
+                "partner": "notifier",
+                "status": msg.status,
+                "reason": msg.reason,
+                "at": _iso(msg.sent_at),
+            }
+        )
+    if main.pending_stage:
+        checks.append(
+            {
+                "stage": "pending",
+                "waiting_at": main.pending_stage,
+                "partner": main.pending_partner,
+                "error": main.pending_error,
+                "at": _iso(main.pending_at),
+            }
+        )
+    return {
+        "wave_id": wave_id,
+        "nik": nik,
+        "line": main.line,
+        "registration_id": main.registration_id,
+        "outcome": str(outcome),
+        "reason": str(reason),
+        "card_number": main.card_number,
+        "checks": checks,
+        "other_lines": [{"line": r.line, "reason": r.reason} for r in rows if r is not main],
+    }
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() + "Z" if value is not None else None
+
+
+def reconcile(sessions: SessionFactory, issuer: IssuerClient, wave_id: int) -> dict[str, Any]:
+    """The ledger's applied credits against the issuer's statement for the wave."""
+    with sessions() as session:
+        wave = load_wave(session, wave_id)
+        applied = {
+            r.idempotency_key: int(r.amount)
+            for r in session.execute(
+                select(L.c.idempotency_key, L.c.amount).where(
+                    L.c.wave_id == wave_id,
+                    L.c.benefit == BENEFIT,
+                    L.c.status == LedgerStatus.APPLIED.value,
+                )
+            )
+        }
+        refused = dict(
+            session.execute(
+                select(L.c.status, func.count())
+                .where(
+                    L.c.wave_id == wave_id,
+                    L.c.status.in_([LedgerStatus.REJECTED.value, LedgerStatus.CONFLICT.value]),
+                )
+                .group_by(L.c.status)
+            ).all()
+        )
+        credited = session.execute(
+            select(func.count()).where(R.c.wave_id == wave_id, R.c.state == State.CREDITED.value)
+        ).scalar_one()
+    seen: Counter = Counter()
+    statement_amount = statement_count = 0
+    unknown = mismatched = duplicated = 0
+    for entry in issuer.statement(statement_reference(wave_id)):
+        statement_count += 1
+        statement_amount += entry.amount
+        seen[entry.idempotency_key] += 1
+        if entry.idempotency_key not in applied:
+            unknown += 1
+        elif seen[entry.idempotency_key] > 1:
+            duplicated += 1
+        elif applied[entry.idempotency_key] != entry.amount:
+            mismatched += 1
+    missing = sum(1 for key in applied if key not in seen)
+    ledger_amount = sum(applied.values())
+    expected_total = credited * wave.training_balance
+    ok = (
+        missing == 0
+        and unknown == 0
+        and mismatched == 0
+        and duplicated == 0
+        and ledger_amount == statement_amount == expected_total
+        and len(applied) == credited
+    )
+    return {
+        "wave_id": wave_id,
+        "ledger_count": len(applied),
+        "ledger_amount": ledger_amount,
+        "statement_count": statement_count,
+        "statement_amount": statement_amount,
+        "missing_in_statement": missing,
+        "unknown_in_statement": unknown,
+        "amount_mismatches": mismatched,
+        "duplicates_in_statement": duplicated,
+        "credited_count": credited,
+        "expected_amount": expected_total,
+        "refused": {k: int(v) for k, v in refused.items()},
+        "ok": ok,
+    }
+
+
+def work_left(session: Session, wave_id: int) -> dict[str, int]:
+    """What keeps a wave open: registrants not final, messages not sent."""
+    by_state = dict(
+        session.execute(
+            select(R.c.state, func.count())
+            .where(
+                R.c.wave_id == wave_id,
+                R.c.state.in_(
+                    [
+                        State.AWAIT_LOCAL.value,
+                        State.AWAIT_IDENTITY.value,
+                        State.AWAIT_SCREENING.value,
+                        State.ELIGIBLE.value,
+                        State.SELECTED.value,
+                        State.CONFIRMED.value,
+                    ]
+                ),
+            )
+            .group_by(R.c.state)
+        ).all()
+    )
+    queued = session.execute(
+        select(func.count()).where(M.c.wave_id == wave_id, M.c.status == MessageStatus.QUEUED.value)
+    ).scalar_one()
+    if queued:
+        by_state["SMS_QUEUED"] = queued
+    return by_state
+
+
+def close_wave_if_done(sessions: SessionFactory, wave_id: int, *, keep_open: bool) -> dict:
+    """Closes a finished wave: the still-waitlisted become NOT_SELECTED / QUOTA_FULL."""
+    from sqlalchemy import update
+
+    from tasks.common import utcnow
+
+    with sessions() as session, session.begin():
+        wave = load_wave(session, wave_id)
+        left = work_left(session, wave_id)
+        if wave.status == WaveStatus.CLOSED:
+            return {"closed": True, "work_left": left}
+        if left or keep_open or wave.drawn_at is None:
+            return {"closed": False, "work_left": left}
+        now = utcnow()
+        session.connection().execute(
+            update(R)
+            .where(R.c.wave_id == wave_id, R.c.state == State.WAITLISTED.value)
+            .values(
+                state=State.NOT_SELECTED.value, reason=ReasonCode.QUOTA_FULL.value, decided_at=now
+            )
+        )
+        wave.status = WaveStatus.CLOSED
+        wave.closed_at = now
+        session.add(wave)
+        return {"closed": True, "work_left": {}}

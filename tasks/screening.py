@@ -1,0 +1,112 @@
+"""Agency screening: each configured agency in order; exclusions reject, priority lists mark."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from partners.agency import AgencyClient
+
+from models.db import SessionFactory
+from models.enums import PendingReason, Stage, State
+from partners.client import PartnerFailure
+from rules.draw import draw_key
+from rules.eligibility import screening_decision
+from tasks.common import (
+    CLEAR_PENDING,
+    R,
+    bulk_update,
+    load_wave,
+    pending_change,
+    rows_in_range,
+    utcnow,
+)
+from tasks.report_types import BatchReport
+
+
+def screen_batch(
+    sessions: SessionFactory,
+    agencies: Sequence[AgencyClient],
+    wave_id: int,
+    id_range: tuple[int, int],
+) -> dict:
+    """Asks each agency, in order, only about those it can still decide.
+
+    Answers already on file are reused (a rerun calls no agency twice for one person),
+    and a registrant excluded by an earlier agency is not sent to later ones.
+    """
+    report = BatchReport(Stage.SCREENING.value)
+    order = [(a.settings.id, a.settings.category, a.settings.effect) for a in agencies]
+    with sessions() as session:
+        wave = load_wave(session, wave_id)
+        rows = rows_in_range(
+            session,
+            wave_id,
+            [State.AWAIT_SCREENING],
+            id_range,
+            [R.c.id, R.c.nik, R.c.screening_answers],
+        )
+    if not rows:
+        return report.as_dict()
+    answers = {r.id: json.loads(r.screening_answers or "{}") for r in rows}
+    niks = {r.id: r.nik for r in rows}
+    failed: dict[int, PartnerFailure] = {}
+    for client in agencies:
+        agency_id = client.settings.id
+        asking = [
+            rid
+            for rid in answers
+            if rid not in failed and screening_decision(order, answers[rid]).waiting_on == agency_id
+        ]
+        if not asking:
+            continue
+        result = client.check([{"ref": str(rid), "nik": niks[rid]} for rid in asking])
+        for rid in asking:
+            listed = result[str(rid)]
+            if isinstance(listed, PartnerFailure):
+                failed[rid] = listed
+                report.fail(listed)
+            else:
+                answers[rid][agency_id] = listed
+    now = utcnow()
+    changes = []
+    for rid, known in answers.items():
+        decision = screening_decision(order, known)
+        change = {
+            "_id": rid,
+            "screening_answers": json.dumps(known, sort_keys=True),
+            "screening_at": now,
+        }
+        if not decision.done:
+            failure = failed.get(rid)
+            if failure is not None:
+                change.update(
+                    pending_change(
+                        rid,
+                        PendingReason.PENDING_SCREENING,
+                        failure.partner_id,
+                        f"{failure.error_class}: {failure.detail}",
+                        now,
+                    )
+                )
+            report.counts[PendingReason.PENDING_SCREENING.value] += 1
+        elif decision.reason is not None:
+            change.update(
+                state=State.REJECTED.value,
+                reason=str(decision.reason),
+                decided_at=now,
+                **CLEAR_PENDING,
+            )
+            report.counts[str(decision.reason)] += 1
+        else:
+            change.update(
+                state=State.ELIGIBLE.value,
+                priority=decision.priority,
+                draw_key=draw_key(wave.lottery_seed, niks[rid]),
+                **CLEAR_PENDING,
+            )
+            report.counts["eligible"] += 1
+        changes.append(change)
+    with sessions() as session, session.begin():
+        bulk_update(session, changes, expect_state=[State.AWAIT_SCREENING.value])
+    return report.as_dict()

@@ -1,0 +1,161 @@
+"""Creating and resuming waves, and the lease that keeps one wave to one live process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import or_, update
+
+from models.db import SessionFactory
+from models.enums import WaveStatus
+from models.tables import Wave
+from rules.draw import seed_sha256
+from rules.settings import SettingsError, WaveSettings, default_rollout_deadline, validate
+from tasks.common import utcnow
+
+LEASE_SECONDS = 60
+W = Wave.__table__  # type: ignore[attr-defined]
+
+
+def create_or_resume_wave(
+    sessions: SessionFactory,
+    settings: WaveSettings,
+    *,
+    source_path: str | None,
+    source_sha256: str | None,
+    given: set[str],
+    keep_open: bool = False,
+) -> tuple[Wave, bool]:
+    """Returns (wave, created). A resumed wave keeps its settings: a flag that disagrees
+    with them, or another export file, is refused rather than silently ignored."""
+    validate(settings)
+    with sessions() as session, session.begin():
+        wave = session.get(Wave, settings.wave_id)
+        if wave is not None:
+            if source_sha256 and wave.source_sha256 and source_sha256 != wave.source_sha256:
+                raise SettingsError(
+                    f"registrants: wave {wave.wave_id} was started from another export "
+                    f"(sha256 {wave.source_sha256[:12]}...); resume it with the same file"
+                )
+            for name in sorted(given):
+                stored = getattr(wave, name)
+                wanted = getattr(settings, name)
+                if name == "lottery_seed":
+                    same = seed_sha256(wanted) == wave.lottery_seed_sha256
+                else:
+                    same = str(stored) == str(wanted)
+                if not same:
+                    hint = " (use `prakerja wave raise-quota`)" if name == "quota" else ""
+                    shown = "<recorded>" if name == "lottery_seed" else stored
+                    raise SettingsError(
+                        f"{name}: wave {wave.wave_id} already has {name}={shown}; "
+                        f"a resumed wave keeps its settings{hint}"
+                    )
+            if keep_open != wave.keep_open:
+                wave.keep_open = keep_open
+                session.add(wave)
+            return wave, False
+        now = utcnow()
+        wave = Wave(
+            **{k: v for k, v in settings.as_dict().items()},
+            lottery_seed_sha256=seed_sha256(settings.lottery_seed),
+            rollout_deadline=default_rollout_deadline(settings.reference_date),
+            status=WaveStatus.OPEN,
+            keep_open=keep_open,
+            created_at=now,
+            source_path=source_path,
+            source_sha256=source_sha256,
+        )
+        session.add(wave)
+        return wave, True
+
+
+@dataclass
+class Lease:
+    owner: str
+
+
+class WaveBusyError(RuntimeError):
+    """Another live process is running this wave."""
+
+
+def _owner_alive(owner: str) -> bool | None:
+    """True/False for a holder on this host; None when it runs elsewhere (unknowable)."""
+    host, _, rest = owner.partition(":")
+    pid = rest.split(":", 1)[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def acquire_lease(
+    sessions: SessionFactory, wave_id: int, *, wait_s: float = LEASE_SECONDS, sleep=None
+) -> Lease:
+    """Takes the wave's lease; a dead holder's lease is taken at once on the same host,
+    or after it expires (at most LEASE_SECONDS) elsewhere."""
+    import time
+
+    sleep = sleep or time.sleep
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    deadline = time.monotonic() + wait_s + 1
+    while True:
+        now = utcnow()
+        with sessions() as session, session.begin():
+            current = session.get(Wave, wave_id)
+            holder = current.lease_owner if current else None
+            alive = _owner_alive(holder) if holder is not None else None
+            takeover = holder is not None and alive is False
+            cond = or_(W.c.lease_owner.is_(None), W.c.lease_expires_at < now)
+            if takeover:
+                cond = or_(cond, W.c.lease_owner == holder)
+            got = (
+                session.connection()
+                .execute(
+                    update(W)
+                    .where(W.c.wave_id == wave_id, cond)
+                    .values(
+                        lease_owner=owner, lease_expires_at=now + timedelta(seconds=LEASE_SECONDS)
+                    )
+                )
+                .rowcount
+            )
+        if got:
+            return Lease(owner)
+        if alive is True or time.monotonic() >= deadline:
+            raise WaveBusyError(
+                f"wave {wave_id} is being run by another live process ({holder}); "
+                "try again when it has finished"
+            )
+        sleep(2)
+
+
+def renew_lease(sessions: SessionFactory, wave_id: int, lease: Lease) -> bool:
+    with sessions() as session, session.begin():
+        return bool(
+            session.connection()
+            .execute(
+                update(W)
+                .where(W.c.wave_id == wave_id, W.c.lease_owner == lease.owner)
+                .values(lease_expires_at=utcnow() + timedelta(seconds=LEASE_SECONDS))
+            )
+            .rowcount
+        )
+
+
+def release_lease(sessions: SessionFactory, wave_id: int, lease: Lease) -> None:
+    with sessions() as session, session.begin():
+        session.connection().execute(
+            update(W)
+            .where(W.c.wave_id == wave_id, W.c.lease_owner == lease.owner)
+            .values(lease_owner=None, lease_expires_at=None)
+        )
