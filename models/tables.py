@@ -1,12 +1,13 @@
-"""The program database: waves, registrants with their evidence, the money ledger, the SMS outbox.
+"""The program database: waves, registrants with their evidence, the ledger, the SMS outbox.
 
 One registrant row per data row of a wave's export; its `state` says where it is and its
-evidence columns say what every partner answered and when (for `explain`).
+evidence columns say what every partner answered and when (for `explain`). Datetimes
+are naive UTC, stored the same way on SQLite and PostgreSQL.
 """
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Index, Text, UniqueConstraint
+from sqlalchemy import BigInteger, DateTime, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from models.enums import LedgerStatus, MessageStatus, State, WaveStatus
@@ -25,22 +26,22 @@ class Wave(SQLModel, table=True):
     lottery_seed_sha256: str
     backfill: bool = True
     training_balance: int = Field(default=1_000_000, sa_type=BigInteger)
-    rollout_deadline: datetime
+    rollout_deadline: datetime = Field(sa_type=DateTime)
     status: str = WaveStatus.OPEN
     keep_open: bool = False
-    created_at: datetime
-    closed_at: datetime | None = None
+    created_at: datetime = Field(sa_type=DateTime)
+    closed_at: datetime | None = Field(default=None, sa_type=DateTime)
     source_path: str | None = None
     source_sha256: str | None = None
     intake_done: bool = False
     intake_rows: int = 0
-    drawn_at: datetime | None = None
+    drawn_at: datetime | None = Field(default=None, sa_type=DateTime)
     draw_without_pending: bool = False
     pool_size: int | None = None
     pool_digest: str | None = None
     seats_json: str | None = Field(default=None, sa_type=Text)
     lease_owner: str | None = None
-    lease_expires_at: datetime | None = None
+    lease_expires_at: datetime | None = Field(default=None, sa_type=DateTime)
 
 
 class Registrant(SQLModel, table=True):
@@ -70,31 +71,31 @@ class Registrant(SQLModel, table=True):
     test_score: int | None = None
     payout_provider: str | None = None
     payout_account: str | None = None
-    registered_at: datetime | None = None  # UTC, naive
+    registered_at: datetime | None = Field(default=None, sa_type=DateTime)  # UTC, naive
     raw: str | None = Field(default=None, sa_type=Text)  # rejected rows only, <= 4 KiB
 
     state: str = State.AWAIT_LOCAL
     reason: str | None = None
     # Evidence of each check, kept for `explain`.
     identity_answer: str | None = Field(default=None, sa_type=Text)
-    identity_at: datetime | None = None
+    identity_at: datetime | None = Field(default=None, sa_type=DateTime)
     screening_answers: str | None = Field(default=None, sa_type=Text)  # {agency_id: listed}
-    screening_at: datetime | None = None
+    screening_at: datetime | None = Field(default=None, sa_type=DateTime)
     priority: bool = False
     draw_key: str | None = None
     draw_round: int | None = None  # 0 = the draw, k = backfill round k, -1 = a quota raise
-    drawn_at: datetime | None = None
+    drawn_at: datetime | None = Field(default=None, sa_type=DateTime)
     account_status: str | None = None
-    account_at: datetime | None = None
+    account_at: datetime | None = Field(default=None, sa_type=DateTime)
     card_number: str | None = Field(default=None, unique=True)
-    confirmed_at: datetime | None = None
-    credited_at: datetime | None = None
-    decided_at: datetime | None = None
+    confirmed_at: datetime | None = Field(default=None, sa_type=DateTime)
+    credited_at: datetime | None = Field(default=None, sa_type=DateTime)
+    decided_at: datetime | None = Field(default=None, sa_type=DateTime)
     # A partner failure that left the registrant waiting at a stage.
     pending_stage: str | None = None
     pending_partner: str | None = None
     pending_error: str | None = None
-    pending_at: datetime | None = None
+    pending_at: datetime | None = Field(default=None, sa_type=DateTime)
 
 
 class LedgerEntry(SQLModel, table=True):
@@ -115,8 +116,8 @@ class LedgerEntry(SQLModel, table=True):
     issuer_reason: str | None = None
     attempts: int = 0
     last_error: str | None = None
-    created_at: datetime
-    updated_at: datetime
+    created_at: datetime = Field(sa_type=DateTime)
+    updated_at: datetime = Field(sa_type=DateTime)
 
 
 class Message(SQLModel, table=True):
@@ -135,8 +136,8 @@ class Message(SQLModel, table=True):
     reason: str | None = None
     attempts: int = 0
     last_error: str | None = None
-    created_at: datetime
-    sent_at: datetime | None = None
+    created_at: datetime = Field(sa_type=DateTime)
+    sent_at: datetime | None = Field(default=None, sa_type=DateTime)
 
 
 class BlacklistEntry(SQLModel, table=True):
@@ -147,7 +148,7 @@ class BlacklistEntry(SQLModel, table=True):
     nik: str = Field(primary_key=True)
     reason: str
     added_by: str
-    added_at: datetime
+    added_at: datetime = Field(sa_type=DateTime)
 
 
 def registrant_table():

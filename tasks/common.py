@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlmodel import Session
 
 from models.tables import Registrant, Wave
@@ -91,7 +91,8 @@ def bulk_update(
     for shape, rows in by_shape.items():
         stmt = update(table).where(table.c.id == bindparam("_id"))
         if expect_state is not None:
-            stmt = stmt.where(table.c[state_col].in_(list(expect_state)))
+            # Plain equalities: an expanding IN cannot be used with executemany.
+            stmt = stmt.where(or_(*(table.c[state_col] == st for st in expect_state)))
         stmt = stmt.values({col: bindparam(col) for col in shape})
         result = session.connection().execute(stmt, rows)
         total += result.rowcount if result.rowcount and result.rowcount > 0 else 0

@@ -1,0 +1,53 @@
+"""Shared fixtures: a real database (SQLite, and PostgreSQL when configured), a Prefect
+test server started once per session, and the partner simulator over real HTTP."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+# Prefect keeps its state in a throwaway home, never the developer's ~/.prefect.
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="prakerja-prefect-"))
+os.environ.pop("PREFECT_API_URL", None)
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
+
+import pytest  # noqa: E402
+
+POSTGRES_URL = os.environ.get("PRAKERJA_TEST_POSTGRES_URL")
+DATABASES = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
+
+
+def _fresh_postgres() -> str:
+    from sqlmodel import SQLModel, create_engine
+
+    import models.tables  # noqa: F401
+
+    engine = create_engine(POSTGRES_URL)
+    SQLModel.metadata.drop_all(engine)
+    engine.dispose()
+    return POSTGRES_URL
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/prakerja.db"
+    return _fresh_postgres()
+
+
+@pytest.fixture
+def sessions(database_url):
+    from tasks import runtime
+
+    rt = runtime.configure(database=database_url)
+    yield rt.sessions
+    runtime.reset()
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
