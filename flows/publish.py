@@ -70,3 +70,17 @@ def publish_wave(wave_id: int, report: dict) -> dict:
         },
     )
     return report
+
+
+def publish_reconcile(wave_id: int, result: dict) -> dict:
+    create_table_artifact(
+        key=f"wave-{wave_id}-reconciliation",
+        table=[{"check": k, "value": str(v)} for k, v in result.items()],
+        description=f"wave {wave_id}: ledger against the card issuer's statement")
+    if not result["ok"]:
+        emit_event(
+            event="prakerja.reconcile.mismatch",
+            resource={"prefect.resource.id": f"prakerja.wave.{wave_id}"},
+            payload={k: v for k, v in result.items() if k != "refused"},
+        )
+    return result

@@ -30,10 +30,11 @@ def _fresh_postgres() -> str:
 
 
 @pytest.fixture(params=DATABASES)
-def database_url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/prakerja.db"
-    return _fresh_postgres()
+def database_url(request, tmp_path, monkeypatch) -> str:
+    url = f"sqlite:///{tmp_path}/prakerja.db" if request.param == "sqlite" else _fresh_postgres()
+    # The CLI and workers read it from the environment, like in production.
+    monkeypatch.setenv("PRAKERJA_DATABASE_URL", url)
+    return url
 
 
 @pytest.fixture

@@ -1,0 +1,497 @@
+"""The one HTTP client every partner uses: batching, retries, rate and concurrency limits, breaker.
+
+It applies the common rules of partner-api.md; the per-partner modules only say which path
+to call and how to read one result. Nothing here logs bodies, keys or personal data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeGuard, TypeVar
+
+import requests
+from tenacity import RetryCallState, Retrying, retry_if_exception_type
+
+from partners.config import PartnerSettings
+from partners.limits import CircuitBreaker, RateLimiter
+
+T = TypeVar("T")
+LOGGER = logging.getLogger("prakerja.partners")
+
+TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
+# Errors raised before or while reading an answer that a repeat may cure.
+_TRANSIENT_EXCEPTIONS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
+
+
+@dataclass(frozen=True)
+class PartnerFailure:
+    """Why a partner gave no usable answer for an item; the item stays pending.
+
+    `detail` never holds personal data or a key. `needs_person` marks failures that
+    retrying later will not cure (refused credentials, a request the partner calls invalid).
+    """
+
+    partner_id: str
+    error_class: str
+    detail: str
+    needs_person: bool = False
+
+
+class PartnerError(Exception):
+    """A non-batch call (a lookup page, a statement) that got no usable answer."""
+
+    def __init__(self, failure: PartnerFailure) -> None:
+        super().__init__(f"{failure.partner_id}: {failure.error_class}: {failure.detail}")
+        self.failure = failure
+
+
+class _Transient(Exception):
+    def __init__(
+        self, error_class: str, detail: str, *, retry_after: float | None = None, request_id: str
+    ) -> None:
+        super().__init__(error_class)
+        self.error_class = error_class
+        self.detail = detail
+        self.retry_after = retry_after
+        self.request_id = request_id
+
+
+class _Final(Exception):
+    def __init__(self, error_class: str, detail: str, *, needs_person: bool) -> None:
+        super().__init__(error_class)
+        self.error_class = error_class
+        self.detail = detail
+        self.needs_person = needs_person
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _Attempts:
+    """What one retried call has learnt so far: answered items, items still open and why."""
+
+    def __init__(self, pending: dict[str, dict]) -> None:
+        self.pending = pending
+        self.settled: dict[str, Any] = {}
+        self.problems: dict[str, tuple[str, str]] = {}
+        self.count = 0
+
+
+class PartnerClient:
+    """Calls one partner by the common rules of partner-api.md; safe to share between threads."""
+
+    def __init__(
+        self,
+        settings: PartnerSettings,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        session_factory: Callable[[], requests.Session] = requests.Session,
+        logger: logging.Logger = LOGGER,
+    ) -> None:
+        self.settings = settings
+        self._sleep = sleep
+        self._clock = clock
+        self._session_factory = session_factory
+        self._log = logger
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(settings.max_concurrency)
+        # A burst as wide as the concurrency lets parallel callers start together; after
+        # that the bucket paces calls at max_rps.
+        self._limiter = RateLimiter(
+            settings.max_rps,
+            clock,
+            sleep,
+            burst=max(1.0, min(float(settings.max_concurrency), settings.max_rps)),
+        )
+        self.breaker = CircuitBreaker(
+            settings.breaker_threshold, settings.breaker_cooldown_s, clock
+        )
+        # Lowered when the partner answers 413: its real limit is below the configured one.
+        self._batch_limit = settings.batch_size
+
+    def close(self) -> None:
+        """Closes the HTTP sessions this client opened (one per thread that used it)."""
+        with self._lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
+
+    def post_items(
+        self,
+        path: str,
+        list_key: str,
+        items: Sequence[dict],
+        *,
+        key_field: str,
+        parse: Callable[[dict], T | None],
+    ) -> dict[str, T | PartnerFailure]:
+        """Sends `items` under `list_key`; returns one answer or failure per item key.
+
+        Items are sent in batches of at most `batch_size`; only items without a usable
+        result are sent again. `parse` returns None for a result it cannot read.
+        """
+        keys = [item.get(key_field) for item in items]
+        for number, key in enumerate(keys, 1):
+            if not isinstance(key, str) or not key:
+                raise ValueError(f"item #{number} has no {key_field}")
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"{key_field} values must be unique within one call")
+        results: dict[str, T | PartnerFailure] = {}
+        queue: deque[list[dict]] = deque([list(items)])
+        while queue:
+            chunk = queue.popleft()
+            if not chunk:
+                continue
+            limit = self._batch_limit
+            if len(chunk) > limit:
+                queue.extendleft(
+                    reversed([chunk[i : i + limit] for i in range(0, len(chunk), limit)])
+                )
+                continue
+            if not self.breaker.allow():
+                failure = PartnerFailure(self.settings.id, "CircuitOpen", "circuit open")
+                results.update({item[key_field]: failure for item in chunk})
+                continue
+            answered, too_large = self._post_chunk(path, list_key, chunk, key_field, parse)
+            results.update(answered)
+            if too_large:
+                if len(too_large) == 1:
+                    results[too_large[0][key_field]] = PartnerFailure(
+                        self.settings.id, "HTTPStatus413", "HTTP 413 for a single item", True
+                    )
+                else:
+                    self._lower_batch_limit((len(too_large) + 1) // 2)
+                    queue.appendleft(too_large)
+        return results
+
+    def get_json(self, path: str, params: dict | None = None) -> tuple[int, dict | None]:
+        """GETs `path`; returns (200, body) or (404, None). Raises PartnerError otherwise."""
+        return self._get(path, params, label=path, parse=lambda body: body)
+
+    def _get(
+        self,
+        path: str,
+        params: dict | None,
+        *,
+        label: str,
+        parse: Callable[[dict], T | None],
+    ) -> tuple[int, T | None]:
+        """GET with the retry rules; `label` is what logs show instead of a path with keys."""
+        if not self.breaker.allow():
+            raise PartnerError(PartnerFailure(self.settings.id, "CircuitOpen", "circuit open"))
+        state = _Attempts({})
+
+        def attempt() -> tuple[int, T | None]:
+            state.count += 1
+            response, request_id = self._send("GET", path, label, params=params)
+            if response.status_code == 404:
+                return 404, None
+            self._raise_for_status(response, request_id)
+            body = self._json_object(response, request_id)
+            value = parse(body)
+            if value is None:
+                raise _Transient("InvalidJSON", "unreadable body", request_id=request_id)
+            return response.status_code, value
+
+        try:
+            answer = self._retrying(label)(attempt)
+        except _Transient as exc:
+            self.breaker.record_failure()
+            raise PartnerError(self._exhausted(exc.error_class, exc.detail, state.count)) from None
+        except _TooLarge:
+            self.breaker.record_success()
+            raise PartnerError(
+                PartnerFailure(self.settings.id, "HTTPStatus413", "HTTP 413 on a GET", True)
+            ) from None
+        except _Final as exc:
+            self._record_final(exc)
+            raise PartnerError(
+                PartnerFailure(self.settings.id, exc.error_class, exc.detail, exc.needs_person)
+            ) from None
+        except BaseException:
+            self.breaker.record_failure()
+            raise
+        self.breaker.record_success()
+        return answer
+
+    def _post_chunk(
+        self,
+        path: str,
+        list_key: str,
+        chunk: list[dict],
+        key_field: str,
+        parse: Callable[[dict], T | None],
+    ) -> tuple[dict[str, T | PartnerFailure], list[dict]]:
+        """One batch with its retries; returns its answers and, after a 413, the items left."""
+        state = _Attempts({item[key_field]: item for item in chunk})
+
+        def attempt() -> None:
+            state.count += 1
+            items = list(state.pending.values())
+            try:
+                response, request_id = self._send("POST", path, path, body={list_key: items})
+                self._raise_for_status(response, request_id)
+                body = self._json_object(response, request_id)
+            except _Transient as exc:
+                for key in state.pending:
+                    state.problems[key] = (exc.error_class, exc.detail)
+                raise
+            self._apply_results(body, state, key_field, parse, request_id)
+
+        answers: dict[str, T | PartnerFailure] = {}
+        try:
+            self._retrying(path)(attempt)
+        except _Transient:
+            self.breaker.record_failure()
+            for key in state.pending:
+                error_class, detail = state.problems[key]
+                answers[key] = self._exhausted(error_class, detail, state.count)
+        except _TooLarge:
+            self.breaker.record_success()
+            answers.update(state.settled)
+            return answers, list(state.pending.values())
+        except _Final as exc:
+            self._record_final(exc)
+            failure = PartnerFailure(
+                self.settings.id, exc.error_class, exc.detail, exc.needs_person
+            )
+            answers.update({key: failure for key in state.pending})
+        except BaseException:
+            self.breaker.record_failure()
+            raise
+        else:
+            self.breaker.record_success()
+        answers.update(state.settled)
+        return answers, []
+
+    def _apply_results(
+        self,
+        body: dict,
+        state: _Attempts,
+        key_field: str,
+        parse: Callable[[dict], T | None],
+        request_id: str,
+    ) -> None:
+        results = body.get("results")
+        if not isinstance(results, list):
+            for pending_key in state.pending:
+                state.problems[pending_key] = ("InvalidJSON", "unreadable body")
+            raise _Transient("InvalidJSON", "unreadable body", request_id=request_id)
+        parsed: dict[str, list[Any]] = {}
+        unknown = 0
+        for result in results:
+            key: Any = result.get(key_field) if isinstance(result, dict) else None
+            if not isinstance(key, str) or key not in state.pending:
+                unknown += 1
+                continue
+            parsed.setdefault(key, []).append(_safe_parse(parse, result))
+        if unknown:
+            self._log.info(
+                "%s: ignored %d results for keys not in request %s",
+                self.settings.id,
+                unknown,
+                request_id,
+            )
+        for key in list(state.pending):
+            values = parsed.get(key)
+            if not values:
+                state.problems[key] = ("MissingResult", "no result for item")
+            elif any(value is None for value in values):
+                state.problems[key] = ("UnreadableResult", "unreadable result for item")
+            elif any(value != values[0] for value in values[1:]):
+                state.problems[key] = ("ConflictingResults", "conflicting results for item")
+            else:
+                state.settled[key] = values[0]
+                del state.pending[key]
+                state.problems.pop(key, None)
+        if state.pending:
+            counts = Counter(state.problems[key][0] for key in state.pending)
+            error_class = counts.most_common(1)[0][0]
+            summary = ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))
+            raise _Transient(error_class, summary, request_id=request_id)
+
+    def _send(
+        self, method: str, path: str, label: str, *, body: Any = None, params: dict | None = None
+    ) -> tuple[requests.Response, str]:
+        request_id = str(uuid.uuid4())
+        headers = {
+            "Authorization": f"Bearer {self.settings.api_key}",
+            "Content-Type": "application/json",
+            "X-Request-Id": request_id,
+        }
+        data = None if body is None else json.dumps(body, separators=(",", ":"))
+        with self._slots:
+            self._limiter.acquire()
+            try:
+                response = self._session().request(
+                    method,
+                    self.settings.base_url + path,
+                    data=data,
+                    params=params,
+                    headers=headers,
+                    timeout=(self.settings.connect_timeout_s, self.settings.timeout_s),
+                )
+            except _TRANSIENT_EXCEPTIONS as exc:
+                # The class name only: requests' messages carry the URL, which may hold a key.
+                name = type(exc).__name__
+                raise _Transient(name, name, request_id=request_id) from None
+            except requests.RequestException as exc:
+                name = type(exc).__name__
+                raise _Final(name, f"{name} before any answer", needs_person=True) from None
+        self._log.debug(
+            "%s %s %s -> %d (%s)", self.settings.id, method, label, response.status_code, request_id
+        )
+        return response, request_id
+
+    def _raise_for_status(self, response: requests.Response, request_id: str) -> None:
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        if status == 429:
+            raise _Transient(
+                "RateLimited",
+                "HTTP 429",
+                retry_after=_retry_after(response.headers.get("Retry-After")),
+                request_id=request_id,
+            )
+        if status in TRANSIENT_STATUSES:
+            raise _Transient(f"HTTPStatus{status}", f"HTTP {status}", request_id=request_id)
+        if status == 413:
+            raise _TooLarge()
+        if status in (401, 403):
+            detail = f"HTTP {status} credentials refused"
+        elif status == 400:
+            detail = "HTTP 400 request refused as invalid"
+        else:
+            detail = f"HTTP {status} not in the partner contract"
+        raise _Final(f"HTTPStatus{status}", detail, needs_person=True)
+
+    def _json_object(self, response: requests.Response, request_id: str) -> dict:
+        try:
+            body = json.loads(response.content)
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise _Transient("InvalidJSON", "unreadable body", request_id=request_id)
+        return body
+
+    def _retrying(self, label: str) -> Retrying:
+        retry = self.settings.retry
+        started = self._clock()
+
+        def stop(state: RetryCallState) -> bool:
+            # The coming wait counts against the budget: never sleep past total_s.
+            spent = self._clock() - started + state.upcoming_sleep
+            return state.attempt_number >= retry.attempts or spent > retry.total_s
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, _Transient) and exc.retry_after is not None:
+                return exc.retry_after
+            # Full jitter: spreads the retries of many callers hit by the same outage.
+            cap = min(retry.backoff_max_s, retry.backoff_s * 2 ** (state.attempt_number - 1))
+            return random.uniform(0.0, cap)
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            assert isinstance(exc, _Transient)
+            self._log.warning(
+                "%s %s: %s on attempt %d of %d (%s), retrying in %.2f s",
+                self.settings.id,
+                label,
+                exc.detail,
+                state.attempt_number,
+                retry.attempts,
+                exc.request_id,
+                state.upcoming_sleep,
+            )
+
+        return Retrying(
+            stop=stop,
+            wait=wait,
+            retry=retry_if_exception_type(_Transient),
+            sleep=self._sleep,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+
+    def _exhausted(self, error_class: str, detail: str, attempts: int) -> PartnerFailure:
+        plural = "s" if attempts != 1 else ""
+        return PartnerFailure(
+            self.settings.id, error_class, f"{detail} after {attempts} attempt{plural}"
+        )
+
+    def _record_final(self, exc: _Final) -> None:
+        # Refused credentials are the partner saying no to every call: count them so the
+        # breaker stops the stage; an invalid request is about that request only.
+        if exc.error_class in ("HTTPStatus401", "HTTPStatus403"):
+            self.breaker.record_failure()
+        else:
+            self.breaker.record_success()
+        self._log.error("%s: %s", self.settings.id, exc.detail)
+
+    def _lower_batch_limit(self, limit: int) -> None:
+        with self._lock:
+            if limit < self._batch_limit:
+                self._batch_limit = limit
+                self._log.warning(
+                    "%s: answered 413, sending at most %d items per call", self.settings.id, limit
+                )
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._session_factory()
+            self._local.session = session
+            with self._lock:
+                self._sessions.append(session)
+        return session
+
+
+def _safe_parse(parse: Callable[[dict], T | None], result: dict) -> T | None:
+    try:
+        return parse(result)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (seconds or an HTTP date), None if unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def is_int(value: object) -> TypeGuard[int]:
+    """An integer that is not a bool (JSON true must not pass for 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -1,0 +1,112 @@
+"""Politeness towards a partner: a rate limiter and a circuit breaker, both thread-safe."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], None]
+
+
+class RateLimiter:
+    """A token bucket: on average at most `max_rps` calls a second, bursts of up to `burst`."""
+
+    def __init__(
+        self,
+        max_rps: float,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = time.sleep,
+        *,
+        burst: float = 1.0,
+    ) -> None:
+        if max_rps <= 0 or burst < 1:
+            raise ValueError("max_rps must be positive and burst at least 1")
+        self._rate = float(max_rps)
+        self._capacity = float(burst)
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._tokens = self._capacity
+        self._updated = clock()
+
+    def acquire(self) -> float:
+        """Takes one token, sleeping until it is there; returns the time waited."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self._capacity, self._tokens + (now - self._updated) * self._rate)
+            self._updated = now
+            # The token is taken now even if it is not there yet (the balance goes negative):
+            # each caller reserves its own slot, so waiting threads never race for a refill.
+            self._tokens -= 1.0
+            wait = -self._tokens / self._rate if self._tokens < 0 else 0.0
+        if wait > 0:
+            self._sleep(wait)
+        return wait
+
+
+class CircuitBreaker:
+    """Stops calls to a partner after `threshold` failed calls in a row, for `cooldown_s`.
+
+    After the cool-down one trial call goes through (half-open): its success closes the
+    breaker, its failure opens it for another cool-down.
+    """
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half-open"
+
+    def __init__(self, threshold: int, cooldown_s: float, clock: Clock = time.monotonic) -> None:
+        if threshold < 1:
+            raise ValueError("threshold must be at least 1")
+        self._threshold = threshold
+        self._cooldown_s = cooldown_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._state = self.CLOSED
+        self._failures = 0
+        self._opened_at = 0.0
+        self._trial_running = False
+
+    @property
+    def state(self) -> str:
+        with self._lock:
+            if self._state == self.OPEN and self._cooled_down():
+                return self.HALF_OPEN
+            return self._state
+
+    def allow(self) -> bool:
+        """Whether a call may go out now; in half-open, only one caller gets True."""
+        with self._lock:
+            if self._state == self.CLOSED:
+                return True
+            if self._state == self.OPEN:
+                if not self._cooled_down():
+                    return False
+                self._state = self.HALF_OPEN
+                self._trial_running = False
+            if self._trial_running:
+                return False
+            self._trial_running = True
+            return True
+
+    def record_success(self) -> None:
+        with self._lock:
+            self._state = self.CLOSED
+            self._failures = 0
+            self._trial_running = False
+
+    def record_failure(self) -> None:
+        with self._lock:
+            self._failures += 1
+            # A late failure of a call begun before the breaker opened does not extend the wait.
+            if self._state == self.OPEN:
+                return
+            if self._state == self.HALF_OPEN or self._failures >= self._threshold:
+                self._state = self.OPEN
+                self._opened_at = self._clock()
+                self._trial_running = False
+
+    def _cooled_down(self) -> bool:
+        return self._clock() - self._opened_at >= self._cooldown_s

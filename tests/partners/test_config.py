@@ -1,0 +1,201 @@
+"""The partners file: the built-in one loads alone; a bad one is refused, naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from partners.client import PartnerClient
+from partners.config import (
+    ConfigError,
+    PartnersConfig,
+    load_partners_config,
+    simulator_config,
+)
+
+SECRET = "prod-key-Zq81xVv0"
+
+GOOD = """
+[registry]
+base_url = "https://registry.example.id/api/"
+api_key_env = "PRAKERJA_REGISTRY_API_KEY"
+batch_size = 500
+retry_attempts = 4
+
+[[agencies]]
+id = "civil-service"
+category = "CIVIL_SERVANT"
+effect = "exclude"
+base_url = "https://bkn.example.id"
+api_key_env = "PRAKERJA_AGENCY_KEY"
+
+[[agencies]]
+id = "manpower"
+category = "LAID_OFF"
+effect = "prioritize"
+base_url = "https://kemnaker.example.id"
+api_key_env = "PRAKERJA_AGENCY_KEY"
+
+[[payment_providers]]
+id = "wallet-a"
+base_url = "https://wallet-a.example.id"
+api_key_env = "PRAKERJA_WALLET_A_API_KEY"
+
+[card_issuer]
+base_url = "https://issuer.example.id"
+api_key_env = "PRAKERJA_ISSUER_API_KEY"
+
+[notifier]
+base_url = "https://sms.example.id"
+api_key_env = "PRAKERJA_NOTIFIER_API_KEY"
+"""
+ENV = {
+    name: SECRET
+    for name in (
+        "PRAKERJA_REGISTRY_API_KEY",
+        "PRAKERJA_AGENCY_KEY",
+        "PRAKERJA_WALLET_A_API_KEY",
+        "PRAKERJA_ISSUER_API_KEY",
+        "PRAKERJA_NOTIFIER_API_KEY",
+    )
+}
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "partners.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def refusal(tmp_path: Path, text: str, env: dict | None = None) -> str:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_partners_config(path, env=ENV if env is None else env)
+    message = str(caught.value)
+    assert message.startswith(f"partners file {path}: ")
+    assert SECRET not in message
+    return message
+
+
+def test_built_in_file_loads_with_no_environment_at_all():
+    config = load_partners_config(env={})
+
+    assert config.registry.base_url == "http://127.0.0.1:8700/registry"
+    assert [(a.id, a.category, a.effect) for a in config.agencies] == [
+        ("civil-service", "CIVIL_SERVANT", "exclude"),
+        ("military-police", "MILITARY_POLICE", "exclude"),
+        ("education", "STUDENT", "exclude"),
+        ("village", "VILLAGE_OFFICIAL", "exclude"),
+        ("legislature", "LEGISLATOR", "exclude"),
+        ("soe", "SOE_BOARD", "exclude"),
+        ("social-aid", "SOCIAL_AID", "exclude"),
+        ("manpower", "LAID_OFF", "prioritize"),
+    ]
+    assert list(config.payment_providers) == ["bank-a", "bank-b", "wallet-a", "wallet-b"]
+    assert config.card_issuer.id == "card-issuer"
+    assert config.card_issuer.base_url == "http://127.0.0.1:8700/issuer"
+    assert config.notifier.base_url == "http://127.0.0.1:8700/notify"
+    assert config.registry.api_key == "simulator"
+
+
+def test_environment_variable_names_the_file_to_load(tmp_path):
+    path = write(tmp_path, GOOD)
+
+    config = load_partners_config(env={**ENV, "PRAKERJA_PARTNERS": str(path)})
+
+    assert config.source == str(path)
+    assert config.registry.base_url == "https://registry.example.id/api"
+    assert config.registry.batch_size == 500
+    assert config.registry.retry.attempts == 4
+    assert config.registry.api_key == SECRET
+
+
+def test_a_missing_key_variable_is_refused_naming_field_and_variable(tmp_path):
+    env = {k: v for k, v in ENV.items() if k != "PRAKERJA_ISSUER_API_KEY"}
+
+    message = refusal(tmp_path, GOOD, env)
+
+    assert message.endswith(
+        "[card_issuer].api_key_env: environment variable PRAKERJA_ISSUER_API_KEY is not set"
+    )
+
+
+def test_an_unknown_field_is_named(tmp_path):
+    message = refusal(tmp_path, GOOD.replace("batch_size = 500", "bach_size = 500"))
+
+    assert message.endswith("[registry].bach_size: unknown field")
+
+
+def test_a_bad_agency_effect_is_named_with_the_agency(tmp_path):
+    message = refusal(tmp_path, GOOD.replace('"prioritize"', '"boost"'))
+
+    assert message.endswith("[[agencies]] #2 (manpower).effect: must be 'exclude' or 'prioritize'")
+
+
+def test_malformed_toml_is_refused(tmp_path):
+    message = refusal(tmp_path, GOOD + "\n[notifier\n")
+
+    assert "malformed TOML" in message
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (("batch_size = 500", "batch_size = 0"), "[registry].batch_size: must be a positive"),
+        (("batch_size = 500", "batch_size = true"), "[registry].batch_size: must be a positive"),
+        (
+            ('base_url = "https://sms.example.id"', 'base_url = "ftp://sms.example.id"'),
+            "[notifier].base_url: must be an http",
+        ),
+        (('id = "manpower"', 'id = "civil-service"'), "#2 (civil-service).id: duplicate id"),
+        (('category = "LAID_OFF"', 'category = "laid off"'), "(manpower).category: must match"),
+        (("[card_issuer]", "[card_issuerr]"), "[card_issuerr]: unknown section"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_field(tmp_path, change, expected):
+    message = refusal(tmp_path, GOOD.replace(*change))
+
+    assert expected in message
+
+
+def test_a_missing_section_is_required(tmp_path):
+    text = GOOD[: GOOD.index("[notifier]")]
+
+    assert refusal(tmp_path, text).endswith("[notifier]: required")
+
+
+def test_a_set_key_never_shows_in_reprs_errors_or_failures(tmp_path, requests_mock):
+    config = load_partners_config(write(tmp_path, GOOD), env=ENV)
+
+    assert SECRET not in repr(config) and SECRET not in str(config)
+    assert SECRET not in repr(config.agencies[0])
+    assert SECRET not in refusal(tmp_path, GOOD.replace("batch_size = 500", "batch_size = -1"))
+
+    requests_mock.post("https://issuer.example.id/v1/credits", status_code=401)
+    client = PartnerClient(config.card_issuer, sleep=lambda s: None)
+    failure = client.post_items(
+        "/v1/credits",
+        "credits",
+        [{"idempotency_key": "k1"}],
+        key_field="idempotency_key",
+        parse=lambda r: r,
+    )["k1"]
+    assert SECRET not in repr(failure)
+
+
+def test_simulator_config_moves_every_partner_to_the_given_root():
+    config: PartnersConfig = simulator_config("http://127.0.0.1:55123/")
+
+    urls = [
+        config.registry.base_url,
+        *(a.base_url for a in config.agencies),
+        *(p.base_url for p in config.payment_providers.values()),
+        config.card_issuer.base_url,
+        config.notifier.base_url,
+    ]
+    assert all(url.startswith("http://127.0.0.1:55123/") for url in urls)
+    assert (
+        config.payment_providers["wallet-b"].base_url == "http://127.0.0.1:55123/payment/wallet-b"
+    )
+    assert config.agencies[2].base_url == "http://127.0.0.1:55123/agency/education"
