@@ -21,6 +21,9 @@ log = logging.getLogger("prakerja")
 def _setup_logging(verbose: bool = False) -> None:
     from flows.logging import install_masking
 
+    # This program's machines talk only to their partners: no telemetry calls.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.DEBUG if verbose else logging.INFO,
@@ -76,7 +79,6 @@ def main(verbose: bool) -> None:
 def generate(registrants: int, seed: str, out: str, reference_date, truth) -> None:
     """Writes a synthetic registrant export shaped like wave 1 of 2020."""
     from partners.simulator.generate import generate_export
-
     from rules.settings import jakarta_today
 
     ref = reference_date.date() if reference_date else jakarta_today()
@@ -290,6 +292,7 @@ def run_wave_command(
     report = summary["report"]
     if not quiet:
         _print_funnel(report)
+        click.echo(f"  Prefect flow run: wave-{wave_id} ({summary['flow_run_id']})")
     pending = report["outcomes"].get("PENDING", 0)
     left = summary["close"].get("work_left", {})
     if pending or left:
@@ -519,9 +522,8 @@ def blacklist_import(file: str, added_by: str) -> None:
 @click.option("--workdir", type=click.Path(file_okay=False), default="var/demo", show_default=True)
 def demo(registrants: int, seed: str, workdir: str) -> None:
     """A whole demo wave: synthetic export, local simulator, Prefect run, the funnel."""
-    from partners.simulator.generate import generate_export
-
     from partners.config import simulator_config
+    from partners.simulator.generate import generate_export
     from partners.simulator.server import SimulatorProcess
     from rules.funnel import demo_quota
     from rules.settings import jakarta_today

@@ -76,7 +76,8 @@ def publish_reconcile(wave_id: int, result: dict) -> dict:
     create_table_artifact(
         key=f"wave-{wave_id}-reconciliation",
         table=[{"check": k, "value": str(v)} for k, v in result.items()],
-        description=f"wave {wave_id}: ledger against the card issuer's statement")
+        description=f"wave {wave_id}: ledger against the card issuer's statement",
+    )
     if not result["ok"]:
         emit_event(
             event="prakerja.reconcile.mismatch",

@@ -1,0 +1,1 @@
+"""Local stand-in for every partner of partner-api.md, plus a synthetic registrant export."""

@@ -1,0 +1,20 @@
+"""Command line: `python -m partners.simulator --port 8900 --seed demo [--faults faults.toml]`."""
+
+import argparse
+
+from partners.simulator.server import serve
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m partners.simulator", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8900)
+    parser.add_argument("--seed", required=True, help="the truth seed (same as the export's)")
+    parser.add_argument("--faults", default=None, help="a faults TOML file")
+    parser.add_argument("--state", default=None, help="JSON-lines issuer and notifier state")
+    args = parser.parse_args(argv)
+    serve(args.host, args.port, args.seed, args.faults, state_path=args.state)
+
+
+if __name__ == "__main__":
+    main()

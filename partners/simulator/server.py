@@ -1,0 +1,656 @@
+"""The partner simulator: one FastAPI app answering every partner route of partner-api.md."""
+
+import asyncio
+import math
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import requests
+import uvicorn
+from fastapi import FastAPI, Request, Response
+from starlette.responses import StreamingResponse
+
+from partners.simulator.faults import (
+    Decision,
+    FaultDecider,
+    FaultsConfig,
+    FaultsError,
+    PartnerFaults,
+    faults_from_dict,
+    load_faults,
+)
+from partners.simulator.state import CreditBody, open_state
+from partners.simulator.truth import (
+    AGENCY_CATEGORIES,
+    LAID_OFF_AGENCY,
+    PAYMENT_PROVIDERS,
+    person_truth,
+)
+
+REGISTRY = "registry"
+CARD_ISSUER = "card-issuer"
+NOTIFIER = "notifier"
+MAX_STATEMENT_PAGE = 10_000
+_TRANSPORT = "simulator.transport"
+_JSON = "application/json"
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+Answer = Callable[[], list[dict[str, Any]]]
+
+
+class BadRequest(Exception):
+    """The request body breaks the contract: answered 400."""
+
+
+class _TokenBucket:
+    """max_rps for one partner: a bucket of max(1, rps) tokens refilled at rps per second."""
+
+    def __init__(self, rps: float) -> None:
+        self.rps = rps
+        self.capacity = max(1.0, rps)
+        self.tokens = self.capacity
+        self.at = time.monotonic()
+
+    def take(self) -> float:
+        """0 if the call may go ahead, else the seconds until a token is free."""
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.at) * self.rps)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rps
+
+
+def _nik_of_message(item: dict[str, Any]) -> str:
+    # Messages carry no NIK in the contract; the program's keys embed it ("w1:<nik>:selected").
+    nik = item.get("nik")
+    if isinstance(nik, str):
+        return nik
+    for part in item["idempotency_key"].split(":"):
+        if len(part) == 16 and part.isdigit():
+            return part
+    return str(item.get("to", ""))
+
+
+def _parse_items(body: bytes, list_field: str, key_field: str, required: tuple[str, ...]) -> list:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"body is not JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get(list_field), list):
+        raise BadRequest(f"body must be an object with a {list_field!r} list")
+    items = data[list_field]
+    keys = set()
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise BadRequest(f"{list_field}[{i}] is not an object")
+        key = item.get(key_field)
+        if not isinstance(key, str) or not key:
+            raise BadRequest(f"{list_field}[{i}].{key_field} must be a non-empty string")
+        if key in keys:
+            raise BadRequest(f"{list_field}[{i}].{key_field} repeats {key!r}")
+        keys.add(key)
+        for name in required:
+            if not isinstance(item.get(name), str):
+                raise BadRequest(f"{list_field}[{i}].{name} must be a string")
+    return items
+
+
+class Simulator:
+    """The partners' behaviour, stats and faults; the routes only hand requests to it."""
+
+    def __init__(
+        self,
+        seed: str,
+        faults: FaultsConfig | None,
+        state_path: str | Path | None,
+        providers: tuple[str, ...],
+    ) -> None:
+        self.seed = seed
+        self.providers = frozenset(providers)
+        self.issuer, self.notifier, self._journal = open_state(seed, state_path)
+        self.set_faults(faults or FaultsConfig())
+        self.reset_stats()
+
+    def set_faults(self, faults: FaultsConfig) -> None:
+        # A new configuration starts its fault sequence (and rate limits) afresh.
+        self.faults = faults
+        self.decider = FaultDecider(faults)
+        self._buckets: dict[str, _TokenBucket] = {}
+
+    def reset_stats(self) -> None:
+        self.calls: defaultdict[str, int] = defaultdict(int)
+        self.items: defaultdict[str, int] = defaultdict(int)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "calls": dict(self.calls),
+            "items": dict(self.items),
+            "credits_applied": self.issuer.applied,
+            "messages_accepted": self.notifier.accepted,
+            "messages_duplicate_keys": self.notifier.duplicate_keys,
+        }
+
+    def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+
+    async def guard(
+        self, request: Request, partner: str, body: bytes
+    ) -> tuple[Response | None, PartnerFaults, Decision | None]:
+        """The checks every call goes through before its items are looked at."""
+        self.calls[partner] += 1
+        faults = self.faults.for_partner(partner)
+        if faults.latency_ms:
+            await asyncio.sleep(faults.latency_ms / 1000)
+        if faults.down:
+            return _error(503, "partner down"), faults, None
+        auth = request.headers.get("authorization", "")
+        scheme, _, key = auth.partition(" ")
+        key = key.strip()
+        if scheme.lower() != "bearer" or not key or (faults.api_key and key != faults.api_key):
+            return _error(401, "credentials refused"), faults, None
+        decision = self.decider.decide(partner, body, faults) if faults.draws else None
+        return None, faults, decision
+
+    async def request_fault(
+        self, request: Request, partner: str, faults: PartnerFaults, decision: Decision | None
+    ) -> Response | None:
+        """Rate limiting and the request-level faults drawn for this call, if any."""
+        if faults.max_rps:
+            bucket = self._buckets.get(partner)
+            if bucket is None or bucket.rps != faults.max_rps:
+                bucket = self._buckets[partner] = _TokenBucket(faults.max_rps)
+            wait = bucket.take()
+            if wait:
+                return _too_many(math.ceil(wait))
+        if decision is None:
+            return None
+        fault = decision.request_fault
+        if fault == "429":
+            return _too_many(faults.retry_after_s)
+        if fault == "5xx":
+            return _error(decision.status_5xx, "injected server error")
+        if fault == "drop":
+            return await _drop(request)
+        if fault == "timeout":
+            await asyncio.sleep(faults.timeout_s)
+        return None
+
+    async def batch(
+        self,
+        request: Request,
+        partner: str,
+        list_field: str,
+        key_field: str,
+        required: tuple[str, ...],
+        prepare: Callable[[list[dict[str, Any]]], Answer],
+        unknown_status: dict[str, Any],
+    ) -> Response:
+        body = await request.body()
+        refused, faults, decision = await self.guard(request, partner, body)
+        if refused is not None:
+            return refused
+        try:
+            items = _parse_items(body, list_field, key_field, required)
+            if len(items) > faults.batch_size:
+                return _error(413, f"at most {faults.batch_size} {list_field} per call")
+            # Validate every item before acting: an invalid item refuses the whole call.
+            answer = prepare(items)
+        except BadRequest as exc:
+            return _error(400, str(exc))
+        faulted = await self.request_fault(request, partner, faults, decision)
+        if faulted is not None:
+            return faulted
+        self.items[partner] += len(items)
+        results = answer()
+        if decision is not None and decision.request_fault == "lost_answer":
+            return _error(503, "injected: applied, answer lost")
+        if decision is not None:
+            results = _mangle(results, key_field, decision, unknown_status)
+        return _json(orjson.dumps({"results": results}), decision)
+
+    # --- answers per partner ---------------------------------------------------------
+
+    def identity(self, items: list[dict[str, Any]]) -> Answer:
+        return lambda: self._identity(items)
+
+    def _identity(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        seed = self.seed
+        out = []
+        for item in items:
+            t = person_truth(seed, item["nik"])
+            fate = t.registry_fate
+            if fate == "NIK_NOT_FOUND":
+                out.append({"ref": item["ref"], "found": False})
+            else:
+                out.append(
+                    {
+                        "ref": item["ref"],
+                        "found": True,
+                        "deceased": fate == "DECEASED",
+                        "name_score": t.name_score,
+                        "birth_date_match": fate != "BIRTH_DATE_MISMATCH",
+                        "kk_match": fate != "KK_MISMATCH",
+                    }
+                )
+        return out
+
+    def screening(self, agency_id: str) -> Callable[[list[dict[str, Any]]], Answer]:
+        seed = self.seed
+        cat = AGENCY_CATEGORIES.get(agency_id)
+
+        def prepare(items: list[dict[str, Any]]) -> Answer:
+            return lambda: answer(items)
+
+        def answer(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            if agency_id == LAID_OFF_AGENCY:
+                return [
+                    {"ref": i["ref"], "listed": person_truth(seed, i["nik"]).laid_off}
+                    for i in items
+                ]
+            if cat is None:
+                return [{"ref": i["ref"], "listed": False} for i in items]
+            return [
+                {"ref": i["ref"], "listed": person_truth(seed, i["nik"]).excluded_category == cat}
+                for i in items
+            ]
+
+        return prepare
+
+    def accounts(self, provider_id: str) -> Callable[[list[dict[str, Any]]], Answer]:
+        seed = self.seed
+        known = provider_id in self.providers
+
+        def prepare(items: list[dict[str, Any]]) -> Answer:
+            return lambda: answer(items)
+
+        def answer(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            if not known:
+                return [{"ref": i["ref"], "status": "NOT_FOUND"} for i in items]
+            return [
+                {"ref": i["ref"], "status": person_truth(seed, i["nik"]).account_status}
+                for i in items
+            ]
+
+        return prepare
+
+    def credits(self, items: list[dict[str, Any]]) -> Answer:
+        batch: list[tuple[str, CreditBody]] = []
+        for i, item in enumerate(items):
+            amount = item.get("amount")
+            if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+                raise BadRequest(f"credits[{i}].amount must be a positive integer")
+            body = (
+                item["card_number"],
+                item["nik"],
+                amount,
+                item["currency"],
+                item["reference"],
+            )
+            batch.append((item["idempotency_key"], body))
+        return lambda: self.issuer.apply(batch)
+
+    def messages(self, items: list[dict[str, Any]]) -> Answer:
+        batch = [(m["idempotency_key"], _nik_of_message(m)) for m in items]
+        return lambda: self.notifier.send(batch)
+
+
+def _error(status: int, message: str) -> Response:
+    return Response(orjson.dumps({"error": message}), status_code=status, media_type=_JSON)
+
+
+def _too_many(retry_after_s: int) -> Response:
+    response = _error(429, "rate limited")
+    response.headers["Retry-After"] = str(max(1, retry_after_s))
+    return response
+
+
+def _json(content: bytes, decision: Decision | None) -> Response:
+    if decision is not None and decision.body_fault == "bad_json":
+        content = b"<html><body>upstream error</body></html>"
+    elif decision is not None and decision.body_fault == "truncated_json":
+        content = content[: len(content) // 2]
+    return Response(content, media_type=_JSON)
+
+
+async def _drop(request: Request) -> Response:
+    """Close the connection without an answer (the client sees the peer disconnect)."""
+    transport = request.scope.get(_TRANSPORT)
+    if transport is not None:
+        transport.close()
+        # Let uvicorn notice the disconnect; whatever is sent next is discarded.
+        await asyncio.sleep(0)
+        return Response(status_code=500)
+
+    # Not under uvicorn: start an answer and break it, which closes the connection mid-body.
+    async def broken() -> Any:
+        yield b'{"results": ['
+        raise ConnectionAbortedError("injected dropped connection")
+
+    return StreamingResponse(broken(), media_type=_JSON)
+
+
+def _mangle(
+    results: list[dict[str, Any]],
+    key_field: str,
+    decision: Decision,
+    unknown_status: dict[str, Any],
+) -> list[dict[str, Any]]:
+    if decision.faults.item_draws:
+        mangled = []
+        for result in results:
+            fault = decision.item_fault(result[key_field])
+            if fault == "missing_result":
+                continue
+            if fault == "unknown_status":
+                result = {key_field: result[key_field], **unknown_status}
+            mangled.append(result)
+            if fault == "duplicate_result":
+                mangled.append(dict(result))
+        results = mangled
+    if decision.unknown_key:
+        template = results[0] if results else {}
+        results = [*results, {**template, key_field: "unknown-" + decision.salt[:6].hex()}]
+    return results
+
+
+class _SimulatorApp(FastAPI):
+    """FastAPI plus two things every answer needs: the X-Request-Id echo, and access to the
+    connection's transport so a 'drop' fault can close it without answering."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        # uvicorn hands the app its RequestResponseCycle.send, whose owner holds the transport.
+        transport = getattr(getattr(send, "__self__", None), "transport", None)
+        if transport is not None:
+            scope[_TRANSPORT] = transport
+        request_id = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                request_id = value
+                break
+        if request_id is None:
+            await super().__call__(scope, receive, send)
+            return
+
+        async def send_with_id(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id)]
+            await send(message)
+
+        await super().__call__(scope, receive, send_with_id)
+
+
+def create_app(
+    seed: str,
+    faults: FaultsConfig | None = None,
+    state_path: str | Path | None = None,
+    *,
+    providers: tuple[str, ...] = PAYMENT_PROVIDERS,
+) -> FastAPI:
+    """The simulator app; partners answer from person_truth(seed, nik) and the faults config."""
+    sim = Simulator(seed, faults, state_path, providers)
+    app = _SimulatorApp(title="partner simulator", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.simulator = sim
+
+    @app.post("/registry/v1/identity/verify")
+    async def verify_identity(request: Request) -> Response:
+        return await sim.batch(
+            request, REGISTRY, "records", "ref", ("nik",), sim.identity, {"found": "maybe"}
+        )
+
+    @app.post("/agency/{agency_id}/v1/screening/check")
+    async def check_screening(request: Request, agency_id: str) -> Response:
+        return await sim.batch(
+            request,
+            agency_id,
+            "records",
+            "ref",
+            ("nik",),
+            sim.screening(agency_id),
+            {"listed": "maybe"},
+        )
+
+    @app.post("/payment/{provider_id}/v1/accounts/verify")
+    async def verify_accounts(request: Request, provider_id: str) -> Response:
+        return await sim.batch(
+            request,
+            provider_id,
+            "records",
+            "ref",
+            ("nik", "account"),
+            sim.accounts(provider_id),
+            {"status": "WEIRD"},
+        )
+
+    @app.post("/issuer/v1/credits")
+    async def apply_credits(request: Request) -> Response:
+        return await sim.batch(
+            request,
+            CARD_ISSUER,
+            "credits",
+            "idempotency_key",
+            ("card_number", "nik", "currency", "reference"),
+            sim.credits,
+            {"status": "WEIRD"},
+        )
+
+    @app.get("/issuer/v1/credits/{idempotency_key}")
+    async def get_credit(request: Request, idempotency_key: str) -> Response:
+        body = request.url.path.encode()
+        refused, faults, decision = await sim.guard(request, CARD_ISSUER, body)
+        if refused is None:
+            refused = await sim.request_fault(request, CARD_ISSUER, faults, decision)
+        if refused is not None:
+            return refused
+        result = sim.issuer.result(idempotency_key)
+        if result is None:
+            return _error(404, "unknown idempotency key")
+        return _json(orjson.dumps(result), decision)
+
+    @app.get("/issuer/v1/statements")
+    async def get_statement(request: Request) -> Response:
+        body = str(request.url.path + "?" + request.url.query).encode()
+        refused, faults, decision = await sim.guard(request, CARD_ISSUER, body)
+        if refused is not None:
+            return refused
+        params = request.query_params
+        reference = params.get("reference")
+        try:
+            start = int(params.get("after") or 0)
+            limit = int(params.get("limit") or 1000)
+        except ValueError:
+            return _error(400, "after and limit must be cursors/integers")
+        if not reference or start < 0 or not 1 <= limit <= MAX_STATEMENT_PAGE:
+            return _error(400, f"reference is required; limit is 1..{MAX_STATEMENT_PAGE}")
+        refused = await sim.request_fault(request, CARD_ISSUER, faults, decision)
+        if refused is not None:
+            return refused
+        entries, after = sim.issuer.statement(reference, start, limit)
+        page = {"entries": entries, "next": None if after is None else str(after)}
+        return _json(orjson.dumps(page), decision)
+
+    @app.post("/notify/v1/messages")
+    async def send_messages(request: Request) -> Response:
+        return await sim.batch(
+            request,
+            NOTIFIER,
+            "messages",
+            "idempotency_key",
+            ("to", "template"),
+            sim.messages,
+            {"status": "WEIRD"},
+        )
+
+    @app.get("/_admin/stats")
+    async def admin_stats() -> Response:
+        return Response(orjson.dumps(sim.stats()), media_type=_JSON)
+
+    @app.post("/_admin/faults")
+    async def admin_faults(request: Request) -> Response:
+        try:
+            sim.set_faults(faults_from_dict(orjson.loads(await request.body())))
+        except (orjson.JSONDecodeError, FaultsError) as exc:
+            return _error(400, str(exc))
+        return Response(orjson.dumps({"ok": True}), media_type=_JSON)
+
+    @app.post("/_admin/reset-stats")
+    async def admin_reset_stats() -> Response:
+        sim.reset_stats()
+        return Response(orjson.dumps({"ok": True}), media_type=_JSON)
+
+    app.router.on_shutdown.append(sim.close)
+    return app
+
+
+def serve(
+    host: str,
+    port: int,
+    seed: str,
+    faults_path: str | None,
+    *,
+    state_path: str | None = None,
+) -> None:
+    """Run the simulator until interrupted (uvicorn, warnings only, no access log)."""
+    faults = load_faults(faults_path) if faults_path else None
+    uvicorn.run(
+        create_app(seed, faults, state_path),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        # Calls held by a timeout fault must not hold a shutdown for their whole sleep.
+        timeout_graceful_shutdown=2,
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class SimulatorThread:
+    """The simulator on a daemon thread of this process, for tests: `with SimulatorThread(...)`."""
+
+    def __init__(
+        self,
+        seed: str,
+        faults: FaultsConfig | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        state_path: str | Path | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.app = create_app(seed, faults, state_path)
+        self.simulator: Simulator = self.app.state.simulator
+        config = uvicorn.Config(
+            self.app,
+            host=host,
+            port=self.port,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=1,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True, name="simulator")
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> "SimulatorThread":
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the simulator did not start on {self.base_url}")
+            time.sleep(0.005)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self.simulator.close()
+
+    def __enter__(self) -> "SimulatorThread":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class SimulatorProcess:
+    """The simulator as a child process (`python -m partners.simulator`), for end-to-end runs."""
+
+    def __init__(
+        self,
+        seed: str,
+        faults_path: str | Path | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        state_path: str | Path | None = None,
+        startup_timeout_s: float = 20.0,
+    ) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.args = [sys.executable, "-m", "partners.simulator"]
+        self.args += ["--host", host, "--port", str(self.port), "--seed", seed]
+        if faults_path is not None:
+            self.args += ["--faults", str(faults_path)]
+        if state_path is not None:
+            self.args += ["--state", str(state_path)]
+        self.startup_timeout_s = startup_timeout_s
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> "SimulatorProcess":
+        self.process = subprocess.Popen(self.args, cwd=_PROJECT_ROOT)
+        deadline = time.monotonic() + self.startup_timeout_s
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the simulator exited with {self.process.returncode}")
+            try:
+                if requests.get(f"{self.base_url}/_admin/stats", timeout=1).ok:
+                    return self
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the simulator did not answer on {self.base_url}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> "SimulatorProcess":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
