@@ -323,12 +323,16 @@ def _run_flow(
     from flows.wave import wave as wave_flow
 
     with tags("prakerja", f"wave-{wave_id}"):
-        return wave_flow(
+        state = wave_flow(
             wave_id=wave_id,
             registrants_path=str(Path(registrants).resolve()) if registrants else None,
             draw_without_pending=draw_without_pending,
             keep_open=keep_open,
+            return_state=True,
         )
+    summary = state.result()
+    summary["flow_run_id"] = str(state.state_details.flow_run_id)
+    return summary
 
 
 def _print_funnel(report: dict) -> None:

@@ -1,0 +1,66 @@
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rules.masking import mask_account, mask_name, mask_nik, mask_phone, mask_text
+
+
+@pytest.mark.parametrize(
+    ("value", "masked"),
+    [
+        ("3171010101800001", "3171********0001"),
+        ("12345", "***45"),
+        ("", ""),
+        (None, ""),
+    ],
+)
+def test_mask_nik_shows_only_region_and_serial(value, masked):
+    assert mask_nik(value) == masked
+
+
+@pytest.mark.parametrize(
+    ("value", "masked"),
+    [
+        ("+6281234567890", "+62*******7890"),
+        ("081234567890", "********7890"),
+        ("+621234", "+62****"),
+        (None, ""),
+    ],
+)
+def test_mask_phone_keeps_country_code_and_last_four_digits(value, masked):
+    assert mask_phone(value) == masked
+
+
+def test_mask_name_keeps_only_the_initial():
+    assert mask_name("Budi Santoso") == "B***"
+    assert mask_name("") == ""
+
+
+@pytest.mark.parametrize(
+    ("value", "masked"), [("1234567890", "****7890"), ("1234", "****"), (None, "")]
+)
+def test_mask_account_keeps_last_four(value, masked):
+    assert mask_account(value) == masked
+
+
+def test_mask_text_masks_nik_kk_and_phone_inside_a_message():
+    message = "nik=3171010101800001 kk 3171010101010001, sms +6281234567890."
+    assert mask_text(message) == ("nik=3171********0001 kk 3171********0001, sms +62*******7890.")
+
+
+def test_mask_text_leaves_other_numbers_alone():
+    message = "wave 1: 164000 seats, account 12345678901234567"
+    assert mask_text(message) == message
+
+
+@given(
+    before=st.text(alphabet="ab ,:=+-x"),
+    nik=st.from_regex(r"\A[0-9]{16}\Z"),
+    after=st.text(alphabet="ab ,:=+-x"),
+)
+def test_masked_text_never_shows_a_sixteen_digit_number(before, nik, after):
+    masked = mask_text(before + nik + after)
+    assert nik not in masked
+    assert not re.search(r"\d{16}", masked)
