@@ -41,7 +41,7 @@ class ReasonCode(StrEnum):
     NAME_MISMATCH = "NAME_MISMATCH"
     KK_MISMATCH = "KK_MISMATCH"
     # 4. agency screening: EXCLUDED_<CATEGORY> is built from configuration, see
-    #    rules.screening.excluded_reason; these are the usual ones.
+    #    rules.eligibility.excluded_reason; these are the usual ones.
     EXCLUDED_CIVIL_SERVANT = "EXCLUDED_CIVIL_SERVANT"
     EXCLUDED_MILITARY_POLICE = "EXCLUDED_MILITARY_POLICE"
     EXCLUDED_STUDENT = "EXCLUDED_STUDENT"
