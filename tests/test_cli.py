@@ -18,8 +18,9 @@ PRAKERJA = [sys.executable, "-m", "cli"]
 
 
 def run(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(PRAKERJA + args, cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        PRAKERJA + args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture
@@ -55,8 +56,11 @@ def test_a_missing_api_key_variable_is_refused_without_printing_any_key(tmp_path
     export = write_export(tmp_path / "w.csv", [person(1)])
     partners = tmp_path / "partners.toml"
     builtin = (ROOT / "partners" / "default_partners.toml").read_text()
-    partners.write_text(builtin.replace(
-        '[card_issuer]\n', '[card_issuer]\napi_key_env = "PRAKERJA_ISSUER_API_KEY"\n', 1))
+    partners.write_text(
+        builtin.replace(
+            "[card_issuer]\n", '[card_issuer]\napi_key_env = "PRAKERJA_ISSUER_API_KEY"\n', 1
+        )
+    )
     env["PRAKERJA_PARTNERS"] = str(partners)
     env["PRAKERJA_REGISTRY_API_KEY"] = "sekret-registry-key-123"
     env.pop("PRAKERJA_ISSUER_API_KEY", None)
@@ -74,10 +78,10 @@ def test_report_of_a_wave_that_does_not_exist_is_refused(env):
 
 def test_a_whole_wave_through_the_command_line(tmp_path, env):
     """run, report --json, export, reconcile --json and explain --json agree."""
+    from datetime import date
+
     from partners.simulator.generate import generate_export
     from partners.simulator.server import SimulatorProcess
-
-    from datetime import date
 
     export = tmp_path / "wave.csv"
     generate_export(export, registrants=600, seed="cli", reference_date=date(2026, 11, 28))
@@ -86,18 +90,48 @@ def test_a_whole_wave_through_the_command_line(tmp_path, env):
         builtin = (ROOT / "partners" / "default_partners.toml").read_text()
         partners.write_text(builtin.replace("http://127.0.0.1:8700", sim.base_url))
         env["PRAKERJA_PARTNERS"] = str(partners)
-        result = run(["wave", "run", "--wave", "3", "--registrants", str(export), "--quota",
-                      "25", "--lottery-seed", "s", "--reference-date", "2026-11-28"], env)
+        result = run(
+            [
+                "wave",
+                "run",
+                "--wave",
+                "3",
+                "--registrants",
+                str(export),
+                "--quota",
+                "25",
+                "--lottery-seed",
+                "s",
+                "--reference-date",
+                "2026-11-28",
+            ],
+            env,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         assert "credited" in result.stdout
 
         report = json.loads(run(["wave", "report", "--wave", "3", "--json"], env).stdout)
-        for key in ("wave_id", "registrants", "lottery_seed_sha256", "funnel", "outcomes",
-                    "reasons", "pending", "credited_amount"):
+        for key in (
+            "wave_id",
+            "registrants",
+            "lottery_seed_sha256",
+            "funnel",
+            "outcomes",
+            "reasons",
+            "pending",
+            "credited_amount",
+        ):
             assert key in report
-        assert set(report["funnel"]) >= {"registered", "intake_accepted", "locally_eligible",
-                                         "identity_verified", "eligible", "selected",
-                                         "confirmed", "credited"}
+        assert set(report["funnel"]) >= {
+            "registered",
+            "intake_accepted",
+            "locally_eligible",
+            "identity_verified",
+            "eligible",
+            "selected",
+            "confirmed",
+            "credited",
+        }
         assert report["registrants"] == 600
 
         out = tmp_path / "outcomes.csv"
@@ -116,6 +150,7 @@ def test_a_whole_wave_through_the_command_line(tmp_path, env):
         recon_doc = json.loads(recon.stdout)
         assert recon_doc["ok"] and recon_doc["ledger_count"] == len(credited)
 
-        story = json.loads(run(["explain", "--wave", "3", "--nik", credited[0]["nik"],
-                                "--json"], env).stdout)
+        story = json.loads(
+            run(["explain", "--wave", "3", "--nik", credited[0]["nik"], "--json"], env).stdout
+        )
         assert story["outcome"] == "CREDITED" and story["line"] == int(credited[0]["line"])

@@ -24,8 +24,9 @@ def wave_files(tmp_path):
     from partners.simulator.generate import generate_export
 
     export, truth = tmp_path / "wave.csv", tmp_path / "truth.csv"
-    generate_export(export, registrants=REGISTRANTS, seed=SEED, reference_date=REFERENCE,
-                    truth_path=truth)
+    generate_export(
+        export, registrants=REGISTRANTS, seed=SEED, reference_date=REFERENCE, truth_path=truth
+    )
     return export, truth
 
 
@@ -46,10 +47,16 @@ def _run(export, sim, **kw) -> int:
     from partners.config import simulator_config
 
     return run_wave_command(
-        wave_id=1, registrants=str(export), quota=kw.pop("quota", QUOTA), lottery_seed=LOTTERY,
-        keep_open=False, draw_without_pending=False,
-        flags={"reference_date": datetime.combine(REFERENCE, time()), **kw}, partners_config=simulator_config(sim.base_url),
-        quiet=True)
+        wave_id=1,
+        registrants=str(export),
+        quota=kw.pop("quota", QUOTA),
+        lottery_seed=LOTTERY,
+        keep_open=False,
+        draw_without_pending=False,
+        flags={"reference_date": datetime.combine(REFERENCE, time()), **kw},
+        partners_config=simulator_config(sim.base_url),
+        quiet=True,
+    )
 
 
 def _export(sessions, tmp_path) -> dict[int, tuple[str, str, str]]:
@@ -74,8 +81,9 @@ def test_every_registrant_gets_the_outcome_the_partners_truth_implies(
     truth = read_truth(str(truth_path), str(export))
     assert len(got) == len(truth) == REGISTRANTS
     expected = expected_outcomes(truth, seed=LOTTERY, quota=QUOTA)
-    wrong = {line: (got[line][:2], want) for line, want in expected.items()
-             if got[line][:2] != want}
+    wrong = {
+        line: (got[line][:2], want) for line, want in expected.items() if got[line][:2] != want
+    }
     assert not wrong, f"{len(wrong)} registrants differ, e.g. {list(wrong.items())[:5]}"
     credited = sum(1 for o, _r, _n in got.values() if o == "CREDITED")
     assert credited > 0
@@ -104,7 +112,11 @@ def test_every_registrant_gets_the_outcome_the_partners_truth_implies(
         story = explain(session, 1, got[sample][2])
     assert (story["outcome"], story["reason"]) == got[sample][:2]
     assert [c["stage"] for c in story["checks"]][:4] == [
-        "intake", "local-eligibility", "identity", "screening"]
+        "intake",
+        "local-eligibility",
+        "identity",
+        "screening",
+    ]
 
     # A second run of a finished wave calls no partner and changes nothing.
     before = _stats(simulator)

@@ -13,16 +13,21 @@ from tasks.waves import create_or_resume_wave
 
 def make_wave(sessions, wave_id: int = 1, **overrides):
     settings = WaveSettings(
-        wave_id=wave_id, quota=overrides.pop("quota", 10),
+        wave_id=wave_id,
+        quota=overrides.pop("quota", 10),
         lottery_seed=overrides.pop("lottery_seed", "seed"),
-        reference_date=overrides.pop("reference_date", date(2026, 11, 28)), **overrides)
-    wave, _ = create_or_resume_wave(sessions, settings, source_path=None, source_sha256=None,
-                                    given=set())
+        reference_date=overrides.pop("reference_date", date(2026, 11, 28)),
+        **overrides,
+    )
+    wave, _ = create_or_resume_wave(
+        sessions, settings, source_path=None, source_sha256=None, given=set()
+    )
     return wave
 
 
-def nik_for(i: int, *, female: bool = False, birth: date = date(1990, 1, 1),
-            province: str = "31") -> str:
+def nik_for(
+    i: int, *, female: bool = False, birth: date = date(1990, 1, 1), province: str = "31"
+) -> str:
     day = birth.day + (40 if female else 0)
     return f"{province}7101{day:02d}{birth.month:02d}{birth.year % 100:02d}{i:04d}"
 

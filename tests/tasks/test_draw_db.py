@@ -15,25 +15,44 @@ from tests.tasks.factories import make_wave
 SEED = "seed"
 
 
-def _eligible(sessions, wave_id: int, people: list[tuple[str, str, str, bool]], state="ELIGIBLE",
-              start_line: int = 2):
+def _eligible(
+    sessions,
+    wave_id: int,
+    people: list[tuple[str, str, str, bool]],
+    state="ELIGIBLE",
+    start_line: int = 2,
+):
     rows = []
     for i, (nik, kk, province, priority) in enumerate(people):
-        rows.append({
-            "wave_id": wave_id, "line": start_line + i, "nik": nik, "kk_number": kk,
-            "province": province, "priority": priority, "state": state,
-            "draw_key": draw_key(SEED, nik), "phone": "+6281200000000",
-            "payout_provider": "wallet-a", "payout_account": "1",
-        })
+        rows.append(
+            {
+                "wave_id": wave_id,
+                "line": start_line + i,
+                "nik": nik,
+                "kk_number": kk,
+                "province": province,
+                "priority": priority,
+                "state": state,
+                "draw_key": draw_key(SEED, nik),
+                "phone": "+6281200000000",
+                "payout_provider": "wallet-a",
+                "payout_account": "1",
+            }
+        )
     with sessions() as session, session.begin():
         session.connection().execute(insert(Registrant.__table__), rows)
 
 
 def _states(sessions, wave_id=1) -> dict[str, tuple[str, str | None]]:
     with sessions() as session:
-        return {nik: (state, reason) for nik, state, reason in session.execute(
-            select(Registrant.nik, Registrant.state, Registrant.reason)
-            .where(Registrant.wave_id == wave_id))}
+        return {
+            nik: (state, reason)
+            for nik, state, reason in session.execute(
+                select(Registrant.nik, Registrant.state, Registrant.reason).where(
+                    Registrant.wave_id == wave_id
+                )
+            )
+        }
 
 
 def _people(n: int, rng: random.Random, provinces=("31", "32", "33")):
@@ -52,12 +71,20 @@ def test_database_draw_matches_the_reference_draw(sessions):
     _eligible(sessions, 1, people)
     result = draw_participants(sessions, 1)
     assert result["drawn"] and result["pool_size"] == 400
-    reference = draw([Candidate(n, k, p, pr, draw_key(SEED, n)) for n, k, p, pr in people],
-                     quota=60, allocation="national", household_cap=2, household_counts={})
+    reference = draw(
+        [Candidate(n, k, p, pr, draw_key(SEED, n)) for n, k, p, pr in people],
+        quota=60,
+        allocation="national",
+        household_cap=2,
+        household_counts={},
+    )
     states = _states(sessions)
     for nik, outcome in reference:
-        want = {"SELECTED": ("SELECTED", None), "HOUSEHOLD_CAP": ("NOT_SELECTED", "HOUSEHOLD_CAP"),
-                "WAITLISTED": ("WAITLISTED", None)}[outcome]
+        want = {
+            "SELECTED": ("SELECTED", None),
+            "HOUSEHOLD_CAP": ("NOT_SELECTED", "HOUSEHOLD_CAP"),
+            "WAITLISTED": ("WAITLISTED", None),
+        }[outcome]
         assert states[nik] == want
     assert sum(1 for s, _ in states.values() if s == "SELECTED") == 60
 
@@ -68,19 +95,31 @@ def test_provincial_draw_gives_each_province_its_largest_remainder_seats(session
     make_wave(sessions, quota=37, lottery_seed=SEED, allocation="provincial", household_cap=0)
     _eligible(sessions, 1, people)
     draw_participants(sessions, 1)
-    reference = dict(draw([Candidate(n, k, p, pr, draw_key(SEED, n)) for n, k, p, pr in people],
-                          quota=37, allocation="provincial", household_cap=0,
-                          household_counts={}))
+    reference = dict(
+        draw(
+            [Candidate(n, k, p, pr, draw_key(SEED, n)) for n, k, p, pr in people],
+            quota=37,
+            allocation="provincial",
+            household_cap=0,
+            household_counts={},
+        )
+    )
     states = _states(sessions)
     assert {n for n, o in reference.items() if o == "SELECTED"} == {
-        n for n, (s, _) in states.items() if s == "SELECTED"}
+        n for n, (s, _) in states.items() if s == "SELECTED"
+    }
 
 
 def test_draw_waits_for_pending_registrants_unless_told_otherwise(sessions):
     make_wave(sessions, quota=2, lottery_seed=SEED)
     _eligible(sessions, 1, [("3100000000000001", "k1", "31", False)])
-    _eligible(sessions, 1, [("3100000000000002", "k2", "31", False)],
-              state=State.AWAIT_SCREENING.value, start_line=3)
+    _eligible(
+        sessions,
+        1,
+        [("3100000000000002", "k2", "31", False)],
+        state=State.AWAIT_SCREENING.value,
+        start_line=3,
+    )
     held = draw_participants(sessions, 1)
     assert held == {"drawn": False, "held_by_pending": 1}
     assert _states(sessions)["3100000000000001"][0] == "ELIGIBLE"
@@ -91,11 +130,17 @@ def test_draw_waits_for_pending_registrants_unless_told_otherwise(sessions):
 def test_household_cap_counts_participants_of_earlier_waves(sessions):
     make_wave(sessions, wave_id=1, quota=5, lottery_seed=SEED)
     make_wave(sessions, wave_id=2, quota=5, lottery_seed=SEED)
-    _eligible(sessions, 1, [("3100000000000011", "family", "31", False),
-                            ("3100000000000012", "family", "31", False)],
-              state=State.CREDITED.value)
-    _eligible(sessions, 2, [("3100000000000013", "family", "31", False),
-                            ("3100000000000014", "other", "31", False)])
+    _eligible(
+        sessions,
+        1,
+        [("3100000000000011", "family", "31", False), ("3100000000000012", "family", "31", False)],
+        state=State.CREDITED.value,
+    )
+    _eligible(
+        sessions,
+        2,
+        [("3100000000000013", "family", "31", False), ("3100000000000014", "other", "31", False)],
+    )
     draw_participants(sessions, 2)
     states = _states(sessions, wave_id=2)
     assert states["3100000000000013"] == ("NOT_SELECTED", "HOUSEHOLD_CAP")
@@ -106,16 +151,20 @@ def _fail_accounts(sessions, niks, reason="ACCOUNT_NOT_FOUND"):
     from sqlalchemy import update
 
     with sessions() as session, session.begin():
-        session.execute(update(Registrant).where(Registrant.nik.in_(niks))
-                        .values(state="REJECTED", reason=reason))
+        session.execute(
+            update(Registrant)
+            .where(Registrant.nik.in_(niks))
+            .values(state="REJECTED", reason=reason)
+        )
 
 
 def _confirm(sessions, niks):
     from sqlalchemy import update
 
     with sessions() as session, session.begin():
-        session.execute(update(Registrant).where(Registrant.nik.in_(niks))
-                        .values(state="CONFIRMED"))
+        session.execute(
+            update(Registrant).where(Registrant.nik.in_(niks)).values(state="CONFIRMED")
+        )
 
 
 def test_backfill_fills_seats_freed_by_failed_accounts_in_draw_order(sessions):

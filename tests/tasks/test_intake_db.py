@@ -20,8 +20,9 @@ def test_duplicate_nik_keeps_earliest_registration_even_across_offsets(sessions,
     first = person(1, registered_at="2026-11-25T10:00:00+08:00")  # 09:00 in Jakarta
     later = person(1, registration_id="reg-1b", registered_at="2026-11-25T09:30:00+07:00")
     same_instant = person(2, registered_at="2026-11-25T09:00:00+07:00")
-    same_instant_later_line = person(2, registration_id="reg-2b",
-                                     registered_at="2026-11-25T11:00:00+09:00")
+    same_instant_later_line = person(
+        2, registration_id="reg-2b", registered_at="2026-11-25T11:00:00+09:00"
+    )
     export = write_export(tmp_path / "w.csv", [later, first, same_instant, same_instant_later_line])
     import_export(sessions, 1, export)
     got = _outcomes(sessions)
@@ -33,13 +34,14 @@ def test_duplicate_nik_keeps_earliest_registration_even_across_offsets(sessions,
 
 def test_unverified_email_loses_to_nothing_but_still_wins_the_duplicate(sessions, tmp_path):
     make_wave(sessions)
-    unverified_first = person(1, email_verified="false",
-                              registered_at="2026-11-25T08:00:00+07:00")
+    unverified_first = person(1, email_verified="false", registered_at="2026-11-25T08:00:00+07:00")
     verified_later = person(1, registration_id="r-late")
     export = write_export(tmp_path / "w.csv", [unverified_first, verified_later])
     import_export(sessions, 1, export)
-    assert _outcomes(sessions) == {2: ("REJECTED", "EMAIL_UNVERIFIED"),
-                                   3: ("REJECTED", "DUPLICATE_NIK")}
+    assert _outcomes(sessions) == {
+        2: ("REJECTED", "EMAIL_UNVERIFIED"),
+        3: ("REJECTED", "DUPLICATE_NIK"),
+    }
 
 
 def test_importing_the_same_file_twice_changes_nothing(sessions, tmp_path):
