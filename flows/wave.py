@@ -7,6 +7,9 @@ work still to do, so a rerun resumes exactly the pending part.
 
 from __future__ import annotations
 
+import os
+import time
+
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -14,7 +17,7 @@ from flows.publish import publish_reconcile, publish_stage, publish_wave
 from models.enums import Stage, State
 from tasks import batches as t
 
-BATCH = 1000
+BATCH = int(os.environ.get("PRAKERJA_BATCH_SIZE") or 1000)  # small in crash tests
 PARTNER_THREADS = 8
 
 
@@ -107,23 +110,22 @@ def wave(
 ) -> dict:
     """Runs every stage of a wave still to do, then closes it if nothing is pending."""
     todo = set(stages or list(Stage))
+    runbook = [
+        (Stage.INTAKE, lambda: intake_stage(wave_id, registrants_path)),
+        (Stage.LOCAL_ELIGIBILITY, lambda: local_eligibility_stage(wave_id)),
+        (Stage.IDENTITY, lambda: identity_stage(wave_id)),
+        (Stage.SCREENING, lambda: screening_stage(wave_id)),
+        (Stage.DRAW, lambda: draw_stage(wave_id, draw_without_pending)),
+        (Stage.ACCOUNTS, lambda: accounts_stage(wave_id)),
+        (Stage.ROLLOUT, lambda: rollout_stage(wave_id)),
+        (Stage.ANNOUNCE, lambda: announce_stage(wave_id)),
+    ]
     summary: dict = {"wave_id": wave_id, "stages": {}}
-    if Stage.INTAKE in todo:
-        summary["stages"]["intake"] = intake_stage(wave_id, registrants_path)
-    if Stage.LOCAL_ELIGIBILITY in todo:
-        summary["stages"]["local-eligibility"] = local_eligibility_stage(wave_id)
-    if Stage.IDENTITY in todo:
-        summary["stages"]["identity"] = identity_stage(wave_id)
-    if Stage.SCREENING in todo:
-        summary["stages"]["screening"] = screening_stage(wave_id)
-    if Stage.DRAW in todo:
-        summary["stages"]["draw"] = draw_stage(wave_id, draw_without_pending)
-    if Stage.ACCOUNTS in todo:
-        summary["stages"]["accounts"] = accounts_stage(wave_id)
-    if Stage.ROLLOUT in todo:
-        summary["stages"]["rollout"] = rollout_stage(wave_id)
-    if Stage.ANNOUNCE in todo:
-        summary["stages"]["announce"] = announce_stage(wave_id)
+    for stage, run_stage in runbook:
+        if stage in todo:
+            started = time.monotonic()
+            summary["stages"][stage.value] = run_stage()
+            summary["stages"][stage.value]["seconds"] = round(time.monotonic() - started, 3)
     summary["close"] = t.close_wave_task(wave_id, keep_open)
     summary["report"] = publish_wave(wave_id, t.report_task(wave_id))
     return summary

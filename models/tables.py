@@ -7,7 +7,7 @@ are naive UTC, stored the same way on SQLite and PostgreSQL.
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, DateTime, Index, Text, UniqueConstraint
+from sqlalchemy import BigInteger, DateTime, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from models.enums import LedgerStatus, MessageStatus, State, WaveStatus
@@ -47,11 +47,20 @@ class Wave(SQLModel, table=True):
 class Registrant(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("wave_id", "line", name="uq_registrant_wave_line"),
+        # Few indexes, and none on columns every stage rewrites except `state`: each
+        # one is paid on every state change of millions of rows.
         Index("ix_registrant_wave_state", "wave_id", "state"),
         Index("ix_registrant_wave_nik", "wave_id", "nik"),
-        Index("ix_registrant_nik_state", "nik", "state"),
-        Index("ix_registrant_kk", "kk_number"),
-        Index("ix_registrant_draw", "wave_id", "state", "priority", "draw_key"),
+        Index("ix_registrant_nik", "nik"),
+        Index(
+            "ix_registrant_draw",
+            "wave_id",
+            "state",
+            "priority",
+            "draw_key",
+            sqlite_where=text("draw_key IS NOT NULL"),
+            postgresql_where=text("draw_key IS NOT NULL"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)

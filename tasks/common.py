@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Any
 
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import select
 from sqlmodel import Session
 
+from models.bulk import update_rows
 from models.tables import Registrant, Wave
 
 R = Registrant.__table__  # type: ignore[attr-defined]
@@ -74,29 +76,34 @@ def bulk_update(
     session: Session,
     changes: Iterable[dict[str, Any]],
     *,
-    expect_state=None,
+    expect_state: Sequence[str] | None = None,
     table=R,
     state_col: str = "state",
-) -> int:
-    """Applies one UPDATE per distinct set of columns, as executemany.
+) -> None:
+    """Applies one driver-level executemany UPDATE per distinct set of columns.
 
-    Each dict has `_id` and the new column values. With `expect_state`, a row that has
-    moved on meanwhile is left alone (a batch never overwrites another's work).
+    Each dict has `_id` and the new column values. With `expect_state` (one state), a
+    row that has moved on meanwhile is left alone (a batch never overwrites another's
+    work).
     """
+    expect = None
+    if expect_state is not None:
+        if len(expect_state) != 1:
+            raise ValueError("expect_state takes exactly one state")
+        expect = (state_col, str(expect_state[0]))
     by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for change in changes:
         shape = tuple(sorted(k for k in change if k != "_id"))
         by_shape.setdefault(shape, []).append(change)
-    total = 0
+    conn = session.connection()
     for shape, rows in by_shape.items():
-        stmt = update(table).where(table.c.id == bindparam("_id"))
-        if expect_state is not None:
-            # Plain equalities: an expanding IN cannot be used with executemany.
-            stmt = stmt.where(or_(*(table.c[state_col] == st for st in expect_state)))
-        stmt = stmt.values({col: bindparam(col) for col in shape})
-        result = session.connection().execute(stmt, rows)
-        total += result.rowcount if result.rowcount and result.rowcount > 0 else 0
-    return total
+        values = [(*(_plain(row[c]) for c in shape), row["_id"]) for row in rows]
+        update_rows(conn, table, shape, values, expect=expect)
+
+
+def _plain(value: Any) -> Any:
+    # Enums are str subclasses the drivers would store by name on some paths.
+    return value.value if isinstance(value, Enum) else value
 
 
 def pending_change(rid: int, stage: str, partner: str, error: str, now: datetime) -> dict:

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
 
-from sqlalchemy import and_, exists, func, insert, select, update
+from sqlalchemy import and_, exists, func, select, update
 from sqlalchemy.orm import aliased
 
+from models.bulk import insert_rows
 from models.db import SessionFactory
 from models.enums import ReasonCode, State
 from models.tables import Registrant
@@ -40,65 +41,87 @@ def check_header(path: str | Path) -> list[str]:
     return header
 
 
-def _record_values(wave_id: int, rec: IntakeRecord, now) -> dict:
-    if rec.reason is not None or rec.row is None:
-        return {
-            "wave_id": wave_id,
-            "line": rec.line,
-            "registration_id": rec.registration_id,
-            "nik": rec.nik,
-            "raw": rec.raw,
-            "state": State.REJECTED.value,
-            "reason": (rec.reason or ReasonCode.MALFORMED_ROW).value,
-            "decided_at": now,
-        }
-    row = rec.row
-    return {
-        "wave_id": wave_id,
-        "line": rec.line,
-        "registration_id": row.registration_id,
-        "nik": row.nik,
-        "kk_number": row.kk_number,
-        "full_name": row.full_name,
-        "birth_date": row.birth_date,
-        "gender": row.gender,
-        "email": row.email,
-        "email_verified": row.email_verified,
-        "phone": row.phone,
-        "domicile_regency_code": row.domicile_regency_code,
-        "province": province_of(row.domicile_regency_code),
-        "test_score": row.test_score,
-        "payout_provider": row.payout_provider,
-        "payout_account": row.payout_account,
-        "registered_at": row.registered_at.astimezone(UTC).replace(tzinfo=None),
-        "raw": None,
-        "state": State.AWAIT_LOCAL.value,
-        "reason": None,
-    }
-
-
-_BLANK = dict.fromkeys(
-    [
-        "registration_id",
-        "nik",
-        "kk_number",
-        "full_name",
-        "birth_date",
-        "gender",
-        "email",
-        "email_verified",
-        "phone",
-        "domicile_regency_code",
-        "province",
-        "test_score",
-        "payout_provider",
-        "payout_account",
-        "registered_at",
-        "raw",
-        "reason",
-        "decided_at",
-    ]
+INTAKE_COLUMNS = (
+    "wave_id",
+    "line",
+    "registration_id",
+    "nik",
+    "kk_number",
+    "full_name",
+    "birth_date",
+    "gender",
+    "email",
+    "email_verified",
+    "phone",
+    "domicile_regency_code",
+    "province",
+    "test_score",
+    "payout_provider",
+    "payout_account",
+    "registered_at",
+    "raw",
+    "state",
+    "reason",
+    "decided_at",
+    "priority",
 )
+_REJECTED = State.REJECTED.value
+_ACCEPTED = State.AWAIT_LOCAL.value
+
+
+def _record_values(wave_id: int, rec: IntakeRecord, now) -> tuple:
+    """One registrant row in INTAKE_COLUMNS order."""
+    row = rec.row
+    if rec.reason is not None or row is None:
+        reason = (rec.reason or ReasonCode.MALFORMED_ROW).value
+        return (
+            wave_id,
+            rec.line,
+            rec.registration_id,
+            rec.nik,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            rec.raw,
+            _REJECTED,
+            reason,
+            now,
+            False,
+        )
+    return (
+        wave_id,
+        rec.line,
+        row.registration_id,
+        row.nik,
+        row.kk_number,
+        row.full_name,
+        row.birth_date,
+        row.gender,
+        row.email,
+        row.email_verified,
+        row.phone,
+        row.domicile_regency_code,
+        province_of(row.domicile_regency_code),
+        row.test_score,
+        row.payout_provider,
+        row.payout_account,
+        row.registered_at.astimezone(UTC).replace(tzinfo=None),
+        None,
+        _ACCEPTED,
+        None,
+        None,
+        False,
+    )
 
 
 @dataclass
@@ -132,15 +155,14 @@ def import_export(
         )
 
     rows = inserted = skipped = 0
-    chunk: list[dict] = []
-    stmt = insert(R)
+    chunk: list[tuple] = []
 
     def flush() -> None:
         nonlocal chunk, inserted
         if not chunk:
             return
         with sessions() as session, session.begin():
-            session.connection().execute(stmt, chunk)
+            insert_rows(session.connection(), R, INTAKE_COLUMNS, chunk)
         inserted += len(chunk)
         chunk = []
         if progress:
@@ -154,8 +176,7 @@ def import_export(
             if rec.line <= last_line:
                 skipped += 1
                 continue
-            values = {**_BLANK, **_record_values(wave_id, rec, now)}
-            chunk.append(values)
+            chunk.append(_record_values(wave_id, rec, now))
             if len(chunk) >= CHUNK_ROWS:
                 flush()
         flush()

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from partners.agency import AgencyClient
-
 from models.db import SessionFactory
 from models.enums import PendingReason, Stage, State
+from partners.agency import AgencyClient
 from partners.client import PartnerFailure
 from rules.draw import draw_key
 from rules.eligibility import screening_decision
@@ -51,23 +50,28 @@ def screen_batch(
     answers = {r.id: json.loads(r.screening_answers or "{}") for r in rows}
     niks = {r.id: r.nik for r in rows}
     failed: dict[int, PartnerFailure] = {}
+    # Walk the agencies in order with the people they can still decide: someone listed
+    # by an exclusion agency, or whose agency failed, is not sent further. The decision
+    # itself is rules.eligibility.screening_decision's, taken once per person below.
+    open_ids = list(answers)
     for client in agencies:
         agency_id = client.settings.id
-        asking = [
+        asking = [rid for rid in open_ids if agency_id not in answers[rid]]
+        if asking:
+            result = client.check([{"ref": str(rid), "nik": niks[rid]} for rid in asking])
+            for rid in asking:
+                listed = result[str(rid)]
+                if isinstance(listed, PartnerFailure):
+                    failed[rid] = listed
+                    report.fail(listed)
+                else:
+                    answers[rid][agency_id] = listed
+        excludes = client.settings.effect == "exclude"
+        open_ids = [
             rid
-            for rid in answers
-            if rid not in failed and screening_decision(order, answers[rid]).waiting_on == agency_id
+            for rid in open_ids
+            if rid not in failed and not (excludes and answers[rid].get(agency_id))
         ]
-        if not asking:
-            continue
-        result = client.check([{"ref": str(rid), "nik": niks[rid]} for rid in asking])
-        for rid in asking:
-            listed = result[str(rid)]
-            if isinstance(listed, PartnerFailure):
-                failed[rid] = listed
-                report.fail(listed)
-            else:
-                answers[rid][agency_id] = listed
     now = utcnow()
     changes = []
     for rid, known in answers.items():
