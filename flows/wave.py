@@ -13,16 +13,25 @@ import time
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.publish import publish_reconcile, publish_stage, publish_wave
+from flows.publish import (
+    publish_draw,
+    publish_reconcile,
+    publish_stage,
+    publish_wave,
+    track_progress,
+)
 from models.enums import Stage, State
 from tasks import batches as t
+from tasks.operations import draw_facts_task
 
 BATCH = int(os.environ.get("PRAKERJA_BATCH_SIZE") or 1000)  # small in crash tests
 PARTNER_THREADS = 8
+LOCAL_BATCH = 50_000  # set-based SQL: big pages are cheap
 
 
 def _run_batches(task, wave_id: int, ranges: list[tuple[int, int]]) -> list[dict]:
     futures = [task.submit(wave_id, r) for r in ranges]
+    track_progress(wave_id, futures)  # wave-<N>-<stage>-progress moves as batches finish
     return [f.result() for f in futures]
 
 
@@ -33,7 +42,7 @@ def intake_stage(wave_id: int, path: str | None = None) -> dict:
 
 @flow(name="local-eligibility", task_runner=ThreadPoolTaskRunner(max_workers=2))
 def local_eligibility_stage(wave_id: int) -> dict:
-    ranges = t.plan_batches_task(wave_id, [State.AWAIT_LOCAL.value], 5 * BATCH)
+    ranges = t.plan_batches_task(wave_id, [State.AWAIT_LOCAL.value], LOCAL_BATCH)
     return publish_stage(
         wave_id, Stage.LOCAL_ELIGIBILITY, _run_batches(t.local_eligibility_task, wave_id, ranges)
     )
@@ -55,7 +64,9 @@ def screening_stage(wave_id: int) -> dict:
 
 @flow(name="draw")
 def draw_stage(wave_id: int, without_pending: bool = False) -> dict:
-    return publish_stage(wave_id, Stage.DRAW, [t.draw_task(wave_id, without_pending)])
+    summary = publish_stage(wave_id, Stage.DRAW, [t.draw_task(wave_id, without_pending)])
+    publish_draw(wave_id, draw_facts_task(wave_id))  # seed, pool size and digest, seats
+    return summary
 
 
 @flow(name="accounts", task_runner=ThreadPoolTaskRunner(max_workers=PARTNER_THREADS))

@@ -6,7 +6,6 @@ to call and how to read one result. Nothing here logs bodies, keys or personal d
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import threading
@@ -19,6 +18,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeGuard, TypeVar
 
+import orjson
 import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
@@ -338,7 +338,8 @@ class PartnerClient:
             "Content-Type": "application/json",
             "X-Request-Id": request_id,
         }
-        data = None if body is None else json.dumps(body, separators=(",", ":"))
+        # orjson: JSON work is most of a batch call's CPU at millions of items.
+        data = None if body is None else orjson.dumps(body)
         with self._slots:
             self._limiter.acquire()
             try:
@@ -387,7 +388,7 @@ class PartnerClient:
 
     def _json_object(self, response: requests.Response, request_id: str) -> dict:
         try:
-            body = json.loads(response.content)
+            body = orjson.loads(response.content)
         except ValueError:
             body = None
         if not isinstance(body, dict):

@@ -29,6 +29,29 @@ def age_on(birth_date: date, reference_date: date) -> int:
     return reference_date.year - birth_date.year - not_reached
 
 
+def latest_birth_date_of_age(reference_date: date, min_age: int) -> date:
+    """The latest birth date that is `min_age` or older on `reference_date`.
+
+    age_on(b, ref) >= min_age exactly when b <= this date, so the database can apply
+    the age rule as a comparison (a 29 February reference falls back to 28 February).
+    """
+    year = reference_date.year - min_age
+    try:
+        return reference_date.replace(year=year)
+    except ValueError:
+        return date(year, 2, 28)
+
+
+# The order the local checks apply in (local_eligibility_reason, and the set-based
+# version of tasks/eligibility.py, which runs one statement per check in this order).
+LOCAL_CHECK_ORDER = (
+    ReasonCode.UNDERAGE,
+    ReasonCode.TEST_FAILED,
+    ReasonCode.PRIOR_RECIPIENT,
+    ReasonCode.BLACKLISTED,
+)
+
+
 def local_eligibility_reason(
     *,
     birth_date: date,

@@ -1,74 +1,69 @@
-"""Local eligibility: age, test score, earlier waves and the revocation list; no partner."""
+"""Local eligibility: age, test score, earlier waves and the revocation list; no partner.
+
+Set-based: one UPDATE per check, in rules.eligibility.LOCAL_CHECK_ORDER, each touching
+only the batch's registrants still waiting, so the first failing check gives the reason.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import and_, exists, update
+from sqlalchemy.orm import aliased
 
 from models.db import SessionFactory
-from models.enums import State
-from models.tables import BlacklistEntry
-from rules.eligibility import local_eligibility_reason
-from tasks.common import R, bulk_update, load_wave, rows_in_range, utcnow
+from models.enums import ReasonCode, State
+from models.tables import BlacklistEntry, Registrant
+from rules.eligibility import LOCAL_CHECK_ORDER, latest_birth_date_of_age
+from tasks.common import R, load_wave, utcnow
 
 # "Earlier wave" means a lower wave number: waves are numbered in the order they run.
 PAST_PARTICIPANT_STATES = (State.CONFIRMED.value, State.CREDITED.value)
+
+
+def _failing(reason: ReasonCode, wave):
+    """The SQL condition under which a registrant fails `reason`'s check."""
+    if reason == ReasonCode.UNDERAGE:
+        return R.c.birth_date > latest_birth_date_of_age(wave.reference_date, wave.min_age)
+    if reason == ReasonCode.TEST_FAILED:
+        return R.c.test_score < wave.min_test_score
+    if reason == ReasonCode.PRIOR_RECIPIENT:
+        past = aliased(Registrant)
+        return exists().where(
+            and_(
+                past.nik == R.c.nik,
+                past.wave_id < wave.wave_id,
+                past.state.in_(PAST_PARTICIPANT_STATES),
+            )
+        )
+    if reason == ReasonCode.BLACKLISTED:
+        listed = BlacklistEntry.__table__  # type: ignore[attr-defined]
+        return exists().where(listed.c.nik == R.c.nik)
+    raise ValueError(f"no local check for {reason}")
 
 
 def check_local_eligibility_batch(
     sessions: SessionFactory, wave_id: int, id_range: tuple[int, int]
 ) -> dict[str, int]:
     """Decides a batch of intake-accepted registrants; returns counts by result."""
+    lo, hi = id_range
+    now = utcnow()
+    counts: dict[str, int] = {}
     with sessions() as session, session.begin():
         wave = load_wave(session, wave_id)
-        rows = rows_in_range(
-            session,
-            wave_id,
-            [State.AWAIT_LOCAL],
-            id_range,
-            [R.c.id, R.c.nik, R.c.birth_date, R.c.test_score],
+        conn = session.connection()
+        waiting = and_(
+            R.c.wave_id == wave_id, R.c.state == State.AWAIT_LOCAL.value, R.c.id >= lo, R.c.id <= hi
         )
-        if not rows:
-            return {}
-        niks = [r.nik for r in rows]
-        prior = set(
-            session.execute(
-                select(R.c.nik).where(
-                    R.c.nik.in_(niks),
-                    R.c.wave_id < wave_id,
-                    R.c.state.in_(PAST_PARTICIPANT_STATES),
-                )
-            ).scalars()
-        )
-        blacklisted = set(
-            session.execute(
-                select(BlacklistEntry.nik).where(BlacklistEntry.nik.in_(niks))  # type: ignore[attr-defined]
-            ).scalars()
-        )
-        now = utcnow()
-        counts: dict[str, int] = {}
-        changes = []
-        for r in rows:
-            reason = local_eligibility_reason(
-                birth_date=r.birth_date,
-                test_score=r.test_score,
-                reference_date=wave.reference_date,
-                min_age=wave.min_age,
-                min_test_score=wave.min_test_score,
-                prior_recipient=r.nik in prior,
-                blacklisted=r.nik in blacklisted,
-            )
-            if reason is None:
-                changes.append({"_id": r.id, "state": State.AWAIT_IDENTITY.value})
-                counts["passed"] = counts.get("passed", 0) + 1
-            else:
-                changes.append(
-                    {
-                        "_id": r.id,
-                        "state": State.REJECTED.value,
-                        "reason": str(reason),
-                        "decided_at": now,
-                    }
-                )
-                counts[str(reason)] = counts.get(str(reason), 0) + 1
-        bulk_update(session, changes, expect_state=[State.AWAIT_LOCAL.value])
-        return counts
+        for reason in LOCAL_CHECK_ORDER:
+            n = conn.execute(
+                update(R)
+                .where(waiting, _failing(reason, wave))
+                .values(state=State.REJECTED.value, reason=reason.value, decided_at=now)
+            ).rowcount
+            if n:
+                counts[reason.value] = n
+        passed = conn.execute(
+            update(R).where(waiting).values(state=State.AWAIT_IDENTITY.value)
+        ).rowcount
+        if passed:
+            counts["passed"] = passed
+    return counts

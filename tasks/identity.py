@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
-from partners.registry import RegistryClient
+import orjson
 
 from models.db import SessionFactory
 from models.enums import PendingReason, Stage, State
 from partners.client import PartnerFailure
+from partners.registry import RegistryClient
 from rules.eligibility import identity_reason
 from tasks.common import (
     CLEAR_PENDING,
@@ -73,7 +72,7 @@ def verify_identity_batch(
             kk_match=answer.kk_match,
             name_score_min=wave.name_score_min,
         )
-        evidence = json.dumps(
+        evidence = orjson.dumps(
             {
                 "found": answer.found,
                 "deceased": answer.deceased,
@@ -81,7 +80,7 @@ def verify_identity_batch(
                 "birth_date_match": answer.birth_date_match,
                 "kk_match": answer.kk_match,
             }
-        )
+        ).decode()
         change = {"_id": r.id, "identity_answer": evidence, "identity_at": now, **CLEAR_PENDING}
         if reason is None:
             change["state"] = State.AWAIT_SCREENING.value

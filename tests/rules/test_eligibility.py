@@ -193,3 +193,30 @@ def test_account_status_gives_its_reason(status, reason):
 def test_an_unknown_account_status_is_refused_not_passed():
     with pytest.raises(ValueError):
         account_reason("MAYBE")
+
+
+def test_the_age_cutoff_date_agrees_with_age_on_every_day_across_leap_years():
+    from datetime import timedelta
+
+    from rules.eligibility import latest_birth_date_of_age
+
+    ref = date(2027, 1, 1)
+    while ref < date(2029, 12, 31):
+        cutoff = latest_birth_date_of_age(ref, 18)
+        for offset in range(-3, 4):
+            born = cutoff + timedelta(days=offset)
+            assert (age_on(born, ref) >= 18) == (born <= cutoff), (ref, born)
+        # Someone born on 29 February is covered whatever the reference day.
+        assert (age_on(date(2008, 2, 29), ref) >= 18) == (date(2008, 2, 29) <= cutoff)
+        ref += timedelta(days=1)
+
+
+def test_local_check_order_is_the_precedence_of_local_eligibility_reason():
+    from rules.eligibility import LOCAL_CHECK_ORDER
+
+    assert [r.value for r in LOCAL_CHECK_ORDER] == [
+        "UNDERAGE", "TEST_FAILED", "PRIOR_RECIPIENT", "BLACKLISTED"]
+    failing_all = local_eligibility_reason(
+        birth_date=date(2020, 1, 1), test_score=0, reference_date=date(2026, 11, 28),
+        min_age=18, min_test_score=60, prior_recipient=True, blacklisted=True)
+    assert failing_all == LOCAL_CHECK_ORDER[0]

@@ -1,0 +1,331 @@
+"""Seed-scale benchmark: a whole wave of N registrants, under Prefect and without it.
+
+Generates the export, starts the partner simulator (a separate process) with realistic
+latency and rate limits, runs the wave under Prefect on a fresh database, then runs the
+same stage functions without Prefect on another fresh database, and prints one JSON line.
+
+    .venv/bin/python bench/wave_scale.py --registrants 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+REFERENCE = date(2026, 11, 28)
+# Stated partner conditions: every call waits LATENCY_MS at the partner; each partner
+# admits MAX_RPS calls a second (the simulator answers 429 above it, the clients pace
+# themselves below it). Batches are 1,000 items.
+LATENCY_MS = 50
+MAX_RPS = {"registry": 40, "agency": 40, "payment": 20, "card-issuer": 20, "notifier": 20}
+
+
+def partner_settings(root_url: str):
+    from partners.config import PartnersConfig, simulator_config
+
+    base = simulator_config(root_url)
+    return PartnersConfig(
+        registry=replace(base.registry, max_rps=MAX_RPS["registry"]),
+        agencies=tuple(replace(a, max_rps=MAX_RPS["agency"]) for a in base.agencies),
+        payment_providers={
+            k: replace(p, max_rps=MAX_RPS["payment"]) for k, p in base.payment_providers.items()
+        },
+        card_issuer=replace(base.card_issuer, max_rps=MAX_RPS["card-issuer"]),
+        notifier=replace(base.notifier, max_rps=MAX_RPS["notifier"]),
+        source=base.source,
+    )
+
+
+def faults_file(path: Path, config) -> Path:
+    lines = ['seed = "bench"', "[default]", f"latency_ms = {LATENCY_MS}"]
+    partners = [
+        config.registry,
+        *config.agencies,
+        *config.payment_providers.values(),
+        config.card_issuer,
+        config.notifier,
+    ]
+    for p in partners:
+        lines += [f'[partners."{p.id}"]', f"max_rps = {p.max_rps}"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def stats(sim) -> dict:
+    import requests
+
+    return requests.get(f"{sim.base_url}/_admin/stats", timeout=10).json()
+
+
+def settings(quota: int):
+    from rules.settings import WaveSettings
+
+    return WaveSettings(wave_id=1, quota=quota, lottery_seed="bench", reference_date=REFERENCE)
+
+
+def create_wave(rt, quota: int, export: Path) -> None:
+    from tasks.waves import create_or_resume_wave
+
+    create_or_resume_wave(
+        rt.sessions, settings(quota), source_path=str(export), source_sha256=None, given=set()
+    )
+
+
+def run_under_prefect(rt, export: Path) -> tuple[float, dict]:
+    from prefect import tags
+
+    from flows.wave import wave
+
+    started = time.monotonic()
+    with tags("prakerja", "wave-1", "bench"):
+        summary = wave(wave_id=1, registrants_path=str(export))
+    return time.monotonic() - started, summary
+
+
+def run_plain(rt, export: Path) -> tuple[float, dict]:
+    """The same stage functions in the same order and concurrency, without Prefect."""
+    from flows.wave import BATCH, LOCAL_BATCH, PARTNER_THREADS
+    from models.enums import State
+    from tasks import (
+        accounts,
+        announce,
+        draw,
+        eligibility,
+        identity,
+        intake,
+        reporting,
+        rollout,
+        screening,
+    )
+    from tasks.common import plan_batches
+
+    s, p = rt.sessions, rt.partners
+    seconds: dict[str, float] = {}
+
+    def batches(states, size, fn, workers=PARTNER_THREADS):
+        with s() as session:
+            ranges = plan_batches(session, 1, states, size)
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(fn, ranges))
+
+    def timed(name, fn):
+        t0 = time.monotonic()
+        fn()
+        seconds[name] = round(time.monotonic() - t0, 3)
+
+    started = time.monotonic()
+    timed("intake", lambda: intake.import_export(s, 1, export))
+    timed(
+        "local-eligibility",
+        lambda: batches(
+            [State.AWAIT_LOCAL.value],
+            LOCAL_BATCH,
+            lambda r: eligibility.check_local_eligibility_batch(s, 1, r),
+            2,
+        ),
+    )
+    timed(
+        "identity",
+        lambda: batches(
+            [State.AWAIT_IDENTITY.value],
+            BATCH,
+            lambda r: identity.verify_identity_batch(s, p.registry, 1, r),
+        ),
+    )
+    timed(
+        "screening",
+        lambda: batches(
+            [State.AWAIT_SCREENING.value],
+            BATCH,
+            lambda r: screening.screen_batch(s, p.agencies, 1, r),
+        ),
+    )
+    timed("draw", lambda: draw.draw_participants(s, 1))
+
+    def accounts_rounds():
+        while True:
+            batches(
+                [State.SELECTED.value],
+                BATCH,
+                lambda r: accounts.verify_accounts_batch(s, p.payments, 1, r),
+            )
+            with s() as session:
+                if draw.accounts_unanswered(session, 1):
+                    return
+            if not draw.fill_free_seats(s, 1).get("selected"):
+                return
+
+    timed("accounts", accounts_rounds)
+    timed(
+        "rollout",
+        lambda: (
+            batches(
+                [State.CONFIRMED.value],
+                BATCH,
+                lambda r: rollout.credit_training_balance_batch(s, p.issuer, 1, r),
+            ),
+            reporting.reconcile(s, p.issuer, 1),
+        ),
+    )
+
+    def sms():
+        ranges = announce.plan_message_batches(s, 1, BATCH)
+        with ThreadPoolExecutor(PARTNER_THREADS) as pool:
+            list(pool.map(lambda r: announce.send_messages_batch(s, p.notifier, 1, r), ranges))
+
+    timed("announce", sms)
+    reporting.close_wave_if_done(s, 1, keep_open=False)
+    with s() as session:
+        report = reporting.wave_report(session, 1)
+    return time.monotonic() - started, {"seconds": seconds, "report": report}
+
+
+STAGE_RECORDS = {
+    "intake": lambda f: f["registered"],
+    "local-eligibility": lambda f: f["intake_accepted"],
+    "identity": lambda f: f["locally_eligible"],
+    "screening": lambda f: f["identity_verified"],
+    "draw": lambda f: f["eligible"],
+    "accounts": lambda f: f["selected"],
+    "rollout": lambda f: f["confirmed"],
+    "announce": lambda f: f["credited"],
+}
+STAGE_PARTNERS = {
+    "identity": ["registry"],
+    "screening": "agency",
+    "accounts": "payment",
+    "rollout": ["card-issuer"],
+    "announce": ["notifier"],
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--registrants", type=int, default=5_965_048)
+    ap.add_argument("--seed", default="bench")
+    ap.add_argument("--workdir", default=None)
+    ap.add_argument(
+        "--database",
+        default=None,
+        help="SQLAlchemy URL prefix; default: SQLite files in the workdir",
+    )
+    ap.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="skip the run without Prefect (no prefect_overhead_ratio)",
+    )
+    args = ap.parse_args()
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+    from partners.simulator.generate import generate_export
+    from partners.simulator.server import SimulatorProcess
+    from rules.funnel import demo_quota
+    from tasks import runtime
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="wave-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    export = work / "wave.csv"
+    t0 = time.monotonic()
+    generate_export(export, registrants=args.registrants, seed=args.seed, reference_date=REFERENCE)
+    generate_s = time.monotonic() - t0
+    quota = demo_quota(args.registrants)
+
+    def fresh_db(name: str) -> str:
+        if args.database:
+            from sqlmodel import SQLModel, create_engine
+
+            import models.tables  # noqa: F401
+
+            engine = create_engine(args.database)
+            SQLModel.metadata.drop_all(engine)
+            engine.dispose()
+            return args.database
+        path = work / f"{name}.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return f"sqlite:///{path}"
+
+    result: dict = {
+        "registrants": args.registrants,
+        "quota": quota,
+        "generate_s": round(generate_s, 1),
+        "conditions": {"latency_ms": LATENCY_MS, "max_rps": MAX_RPS, "batch_size": 1000},
+    }
+    config = partner_settings("http://127.0.0.1:1")
+    with SimulatorProcess(
+        args.seed, faults_path=str(faults_file(work / "faults.toml", config))
+    ) as sim:
+        config = partner_settings(sim.base_url)
+        rt = runtime.configure(database=fresh_db("prefect"), partners_config=config)
+        create_wave(rt, quota, export)
+        before = stats(sim)
+        wall, summary = run_under_prefect(rt, export)
+        after = stats(sim)
+        result["wall_s"] = round(wall, 1)
+        result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        funnel = summary["report"]["funnel"]
+        result["funnel"] = funnel
+        stages = {}
+        for name, info in summary["stages"].items():
+            n = STAGE_RECORDS[name](funnel)
+            sec = info.get("seconds", 0.0)
+            stages[name] = {
+                "records": n,
+                "seconds": sec,
+                "records_per_s": round(n / sec) if sec else None,
+            }
+        result["stages"] = stages
+        util = {}
+        for stage, partners in STAGE_PARTNERS.items():
+            sec = stages.get(stage, {}).get("seconds")
+            if not sec:
+                continue
+            ids = (
+                partners
+                if isinstance(partners, list)
+                else [
+                    k
+                    for k in after["calls"]
+                    if (partners == "agency" and k in {a.id for a in config.agencies})
+                    or (partners == "payment" and k in config.payment_providers)
+                ]
+            )
+            for pid in ids:
+                calls = after["calls"].get(pid, 0) - before["calls"].get(pid, 0)
+                limit = MAX_RPS[
+                    "agency"
+                    if partners == "agency"
+                    else "payment"
+                    if partners == "payment"
+                    else pid
+                ]
+                util[pid] = round(calls / sec / limit, 2)
+        result["partner_utilization"] = util
+        runtime.reset()
+        if not args.no_baseline:
+            rt = runtime.configure(database=fresh_db("plain"), partners_config=config)
+            create_wave(rt, quota, export)
+            plain_wall, plain = run_plain(rt, export)
+            result["plain_wall_s"] = round(plain_wall, 1)
+            result["plain_stages_s"] = plain["seconds"]
+            result["prefect_overhead_ratio"] = round(wall / plain_wall, 3)
+            result["same_outcomes"] = plain["report"]["outcomes"] == summary["report"]["outcomes"]
+            runtime.reset()
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
