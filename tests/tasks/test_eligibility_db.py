@@ -29,7 +29,7 @@ def test_local_checks_in_sql_agree_with_the_rules_for_every_combination(sessions
     make_wave(sessions, wave_id=2, reference_date=REF)
     cases = list(itertools.product(BIRTHS, SCORES, [False, True], [False, True]))
     rows, past = [], []
-    for i, (born, score, prior, listed) in enumerate(cases):
+    for i, (born, score, prior, _listed) in enumerate(cases):
         nik = f"31710101{i:08d}"
         rows.append(
             {
