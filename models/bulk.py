@@ -34,15 +34,23 @@ def _is_sqlite(conn: Connection) -> bool:
 
 
 def insert_rows(
-    conn: Connection, table: Table, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+    conn: Connection,
+    table: Table,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    prepared: bool = False,
 ) -> None:
-    """Inserts tuples (in `columns` order): executemany on SQLite, COPY on PostgreSQL."""
+    """Inserts tuples (in `columns` order): executemany on SQLite, COPY on PostgreSQL.
+
+    `prepared` rows already hold dates and datetimes as their stored text.
+    """
     cols = ", ".join(columns)
     if _is_sqlite(conn):
         marks = ", ".join("?" for _ in columns)
         conn.exec_driver_sql(
             f"INSERT INTO {table.name} ({cols}) VALUES ({marks})",
-            [tuple(_sqlite_value(v) for v in row) for row in rows],
+            rows if prepared else [tuple(_sqlite_value(v) for v in row) for row in rows],
         )
         return
     raw = conn.connection.driver_connection

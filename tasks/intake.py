@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import and_, exists, func, select, update
@@ -69,59 +71,29 @@ _REJECTED = State.REJECTED.value
 _ACCEPTED = State.AWAIT_LOCAL.value
 
 
-def _record_values(wave_id: int, rec: IntakeRecord, now) -> tuple:
-    """One registrant row in INTAKE_COLUMNS order."""
+def _stamp(value: datetime) -> str:
+    # The text SQLAlchemy stores naive datetimes as on SQLite; PostgreSQL parses it too.
+    return value.isoformat(sep=" ", timespec="microseconds")
+
+
+def _record_values(wave_id: int, rec: IntakeRecord, now: str) -> tuple:
+    """One registrant row in INTAKE_COLUMNS order, with driver-ready values."""
     row = rec.row
     if rec.reason is not None or row is None:
         reason = (rec.reason or ReasonCode.MALFORMED_ROW).value
-        return (
-            wave_id,
-            rec.line,
-            rec.registration_id,
-            rec.nik,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            rec.raw,
-            _REJECTED,
-            reason,
-            now,
-            False,
-        )
+        return (wave_id, rec.line, rec.registration_id, rec.nik, *_NO_FIELDS, rec.raw,
+                _REJECTED, reason, now, False)  # fmt: skip
     return (
-        wave_id,
-        rec.line,
-        row.registration_id,
-        row.nik,
-        row.kk_number,
-        row.full_name,
-        row.birth_date,
-        row.gender,
-        row.email,
-        row.email_verified,
-        row.phone,
-        row.domicile_regency_code,
-        province_of(row.domicile_regency_code),
-        row.test_score,
-        row.payout_provider,
-        row.payout_account,
-        row.registered_at.astimezone(UTC).replace(tzinfo=None),
-        None,
-        _ACCEPTED,
-        None,
-        None,
-        False,
-    )
+        wave_id, rec.line, row.registration_id, row.nik, row.kk_number, row.full_name,
+        row.birth_date.isoformat(), row.gender, row.email, row.email_verified, row.phone,
+        row.domicile_regency_code, province_of(row.domicile_regency_code), row.test_score,
+        row.payout_provider, row.payout_account,
+        _stamp(row.registered_at.astimezone(UTC).replace(tzinfo=None)),
+        None, _ACCEPTED, None, None, False,
+    )  # fmt: skip
+
+
+_NO_FIELDS = (None,) * 13
 
 
 @dataclass
@@ -155,31 +127,50 @@ def import_export(
         )
 
     rows = inserted = skipped = 0
-    chunk: list[tuple] = []
+    # Parsing (this thread) and inserting (the writer) overlap: SQLite releases the GIL
+    # while it works. The queue is short, so memory stays at a few chunks.
+    chunks: queue.Queue[list[tuple] | None] = queue.Queue(maxsize=4)
+    failure: list[BaseException] = []
 
-    def flush() -> None:
-        nonlocal chunk, inserted
-        if not chunk:
-            return
-        with sessions() as session, session.begin():
-            insert_rows(session.connection(), R, INTAKE_COLUMNS, chunk)
-        inserted += len(chunk)
-        chunk = []
-        if progress:
-            progress(rows)
-
-    with open(path, "rb") as fh:
-        _header, records = read_export(fh)
-        now = utcnow()
-        for rec in records:
-            rows += 1
-            if rec.line <= last_line:
-                skipped += 1
+    def writer() -> None:
+        nonlocal inserted
+        while (chunk := chunks.get()) is not None:
+            if failure:
                 continue
-            chunk.append(_record_values(wave_id, rec, now))
-            if len(chunk) >= CHUNK_ROWS:
-                flush()
-        flush()
+            try:
+                with sessions() as session, session.begin():
+                    insert_rows(session.connection(), R, INTAKE_COLUMNS, chunk, prepared=True)
+                inserted += len(chunk)
+                if progress:
+                    progress(chunk[-1][1] - 1)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller below
+                failure.append(exc)
+
+    thread = threading.Thread(target=writer, name=f"intake-writer-{wave_id}", daemon=True)
+    thread.start()
+    try:
+        with open(path, "rb") as fh:
+            _header, records = read_export(fh)
+            now = _stamp(utcnow())
+            chunk: list[tuple] = []
+            for rec in records:
+                rows += 1
+                if rec.line <= last_line:
+                    skipped += 1
+                    continue
+                chunk.append(_record_values(wave_id, rec, now))
+                if len(chunk) >= CHUNK_ROWS:
+                    chunks.put(chunk)
+                    chunk = []
+                    if failure:
+                        break
+            if chunk:
+                chunks.put(chunk)
+    finally:
+        chunks.put(None)
+        thread.join()
+    if failure:
+        raise failure[0]
 
     settle_intake(sessions, wave_id, rows)
     return IntakeResult(rows, inserted, skipped)
