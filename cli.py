@@ -182,11 +182,46 @@ def _settings_options(f):
     is_flag=True,
     help="Draw even if some registrants still wait on a partner (recorded).",
 )
+@click.option(
+    "--task-runner",
+    type=click.Choice(["threads", "dask"]),
+    default="threads",
+    show_default=True,
+    help="Run batch tasks on threads here, or on a Dask cluster (use PostgreSQL then).",
+)
+@click.option("--dask-address", default=None, help="The Dask scheduler, e.g. tcp://host:8786.")
+@click.option(
+    "--shared-rate-limits/--no-shared-rate-limits",
+    default=None,
+    help="Hold partner max_rps across all workers with Prefect global rate limits "
+    "(default: on with --task-runner dask).",
+)
 @_settings_options
 def wave_run(
-    wave_id, registrants, quota, lottery_seed, keep_open, draw_without_pending, **flags
+    wave_id,
+    registrants,
+    quota,
+    lottery_seed,
+    keep_open,
+    draw_without_pending,
+    task_runner,
+    dask_address,
+    shared_rate_limits,
+    **flags,
 ) -> None:
     """Creates the wave (or resumes it), runs every stage still to do, and closes it."""
+    from flows.runners import DASK_ADDRESS_ENV, RUNNER_ENV
+    from tasks.shared_limits import ENV as SHARED_LIMITS_ENV
+
+    if task_runner == "dask" and not dask_address:
+        _refuse("--dask-address: required with --task-runner dask")
+    # Read when the flows are imported, by this process and by every Dask worker.
+    os.environ[RUNNER_ENV] = task_runner
+    if dask_address:
+        os.environ[DASK_ADDRESS_ENV] = dask_address
+    if shared_rate_limits is None:
+        shared_rate_limits = task_runner == "dask"
+    os.environ[SHARED_LIMITS_ENV] = "1" if shared_rate_limits else "0"
     sys.exit(
         run_wave_command(
             wave_id=wave_id,
@@ -277,6 +312,10 @@ def run_wave_command(
     beat = threading.Thread(target=_heartbeat, args=(rt, wave_id, lease, stop), daemon=True)
     beat.start()
     try:
+        from tasks import shared_limits
+
+        if shared_limits.enabled():
+            shared_limits.ensure_partner_limits(rt.partners_config)
         summary = _run_flow(wave_id, registrants, keep_open, draw_without_pending)
     except Exception as exc:  # noqa: BLE001 - report any failure as exit 1
         from rules.masking import mask_text
@@ -583,6 +622,86 @@ def demo(registrants: int, seed: str, workdir: str) -> None:
 
 def _ui_url() -> str:
     return os.environ.get("PREFECT_API_URL", "").removesuffix("/").removesuffix("/api")
+
+
+# ---------------------------------------------------------------- operations (Prefect)
+def _prefect_api_url() -> str | None:
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().api.url
+
+
+@main.command("serve")
+@click.option(
+    "--limit", type=click.IntRange(1), default=None, help="Most runs at once (default: no limit)."
+)
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="Delete the same deployments made by `prefect deploy` (work pool) and serve them here.",
+)
+def serve_command(limit: int | None, replace: bool) -> None:
+    """Serves every deployment of operations.md from this machine, no work pool needed."""
+    from deployments.serve import DEPLOYMENTS, deployed_to_a_pool, remove, serve
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    pooled = deployed_to_a_pool()
+    if pooled and not replace:
+        _refuse(
+            "these deployments were made by `prefect deploy` for a worker: "
+            + ", ".join(f"{n} (pool {p})" for n, p in pooled.items())
+            + "; keep using the worker, or run `prakerja serve --replace` to serve them here"
+        )
+    if pooled:
+        remove(list(pooled))
+        click.echo(f"replaced the pool deployments {', '.join(pooled)}", err=True)
+    if not _prefect_api_url():
+        click.echo(
+            "warning: PREFECT_API_URL is not set: the deployments live on a temporary server "
+            "that ends with this process (no UI to start runs from)",
+            err=True,
+        )
+    names = ", ".join(d.name for d in DEPLOYMENTS)
+    click.echo(f"serving {names}; stop with Ctrl-C (schedules are paused then)", err=True)
+    serve(limit=limit)
+
+
+@main.group()
+def ops() -> None:
+    """Operations in Prefect: the alerts' notification block and automations."""
+
+
+@ops.command("setup")
+@click.option(
+    "--webhook-url",
+    default=None,
+    help="Webhook receiving JSON {subject, body} (default: $PRAKERJA_ALERT_WEBHOOK_URL).",
+)
+@click.option(
+    "--block",
+    default=None,
+    help="Notify through this existing notification block instead, as <type-slug>/<name> "
+    "(e.g. slack-webhook/ops, email/ops).",
+)
+@click.option("--json", "as_json", is_flag=True)
+def ops_setup(webhook_url: str | None, block: str | None, as_json: bool) -> None:
+    """Creates or updates the notification block and the automations; idempotent."""
+    from deployments.automations import SetupError, setup
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if not _prefect_api_url():
+        _refuse("ops setup needs a Prefect server: set PREFECT_API_URL (see README, Operations)")
+    try:
+        result = setup(webhook_url=webhook_url, block=block)
+    except SetupError as exc:
+        _refuse(str(exc))
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    b = result["block"]
+    click.echo(f"notification block {b['name']}: {b['state']}")
+    for name, state in result["automations"].items():
+        click.echo(f"automation {name!r}: {state}")
 
 
 if __name__ == "__main__":

@@ -104,8 +104,12 @@ class PartnerClient:
         clock: Callable[[], float] = time.monotonic,
         session_factory: Callable[[], requests.Session] = requests.Session,
         logger: logging.Logger = LOGGER,
+        shared_pacer: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
+        # Called with the partner id before every request: a limit shared by all the
+        # workers of a wave (tasks/runtime.py wires Prefect's global rate limits here).
+        self._shared_pacer = shared_pacer
         self._sleep = sleep
         self._clock = clock
         self._session_factory = session_factory
@@ -342,6 +346,8 @@ class PartnerClient:
         data = None if body is None else orjson.dumps(body)
         with self._slots:
             self._limiter.acquire()
+            if self._shared_pacer is not None:
+                self._shared_pacer(self.settings.id)
             try:
                 response = self._session().request(
                     method,

@@ -32,16 +32,18 @@ class Partners:
 
 
 def build_partners(
-    config: PartnersConfig, *, sleep: Callable[[float], None] = time.sleep
+    config: PartnersConfig,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    shared_pacer: Callable[[str], None] | None = None,
 ) -> Partners:
     """One client per configured partner; agencies keep the file's order."""
+    kw = {"sleep": sleep, "shared_pacer": shared_pacer}
     return Partners(
-        registry=RegistryClient(config.registry, sleep=sleep),
-        agencies=[AgencyClient(a, sleep=sleep) for a in config.agencies],
-        payments={
-            pid: PaymentClient(p, sleep=sleep) for pid, p in config.payment_providers.items()
-        },
-        issuer=IssuerClient(config.card_issuer, sleep=sleep),
-        notifier=NotifierClient(config.notifier, sleep=sleep),
+        registry=RegistryClient(config.registry, **kw),
+        agencies=[AgencyClient(a, **kw) for a in config.agencies],
+        payments={pid: PaymentClient(p, **kw) for pid, p in config.payment_providers.items()},
+        issuer=IssuerClient(config.card_issuer, **kw),
+        notifier=NotifierClient(config.notifier, **kw),
         config=config,
     )

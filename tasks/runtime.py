@@ -9,11 +9,12 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from partners.wiring import Partners, build_partners
 from sqlalchemy.engine import Engine
 
 from models.db import SessionFactory, database_url, init_db, make_engine, session_factory
 from partners.config import PartnersConfig, load_partners_config
+from partners.wiring import Partners, build_partners
+from tasks import shared_limits
 
 
 @dataclass
@@ -31,7 +32,8 @@ class Runtime:
             if self._partners is None:
                 if self.partners_config is None:
                     self.partners_config = load_partners_config()
-                self._partners = build_partners(self.partners_config)
+                pacer = shared_limits.take_partner_slot if shared_limits.enabled() else None
+                self._partners = build_partners(self.partners_config, shared_pacer=pacer)
             return self._partners
 
 
