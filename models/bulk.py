@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import Date, DateTime, Table
 from sqlalchemy.engine import Connection
 
 
@@ -83,5 +83,17 @@ def update_rows(
         sql += f" AND {expect[0]} = {mark}"
         params = [(*r, expect[1]) for r in params]
     if sqlite:
-        params = [tuple(_sqlite_value(v) for v in r) for r in params]
+        # Only date/datetime columns need converting; the rest go through as they are.
+        timed = [
+            i for i, c in enumerate(set_columns) if isinstance(table.c[c].type, (DateTime, Date))
+        ]
+        if timed:
+            params = [_convert(r, timed) for r in params]
     conn.exec_driver_sql(sql, params)
+
+
+def _convert(row: tuple, indexes: list[int]) -> tuple:
+    values = list(row)
+    for i in indexes:
+        values[i] = _sqlite_value(values[i])
+    return tuple(values)

@@ -319,6 +319,10 @@ class PartnerClient:
             values = parsed.get(key)
             if not values:
                 state.problems[key] = ("MissingResult", "no result for item")
+            elif len(values) == 1 and values[0] is not None:  # the usual case, kept cheap
+                state.settled[key] = values[0]
+                del state.pending[key]
+                state.problems.pop(key, None)
             elif any(value is None for value in values):
                 state.problems[key] = ("UnreadableResult", "unreadable result for item")
             elif any(value != values[0] for value in values[1:]):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
+
+import orjson
 
 from models.db import SessionFactory
 from models.enums import PendingReason, Stage, State
@@ -47,7 +48,7 @@ def screen_batch(
         )
     if not rows:
         return report.as_dict()
-    answers = {r.id: json.loads(r.screening_answers or "{}") for r in rows}
+    answers = {r.id: orjson.loads(r.screening_answers or "{}") for r in rows}
     niks = {r.id: r.nik for r in rows}
     failed: dict[int, PartnerFailure] = {}
     # Walk the agencies in order with the people they can still decide: someone listed
@@ -78,7 +79,7 @@ def screen_batch(
         decision = screening_decision(order, known)
         change = {
             "_id": rid,
-            "screening_answers": json.dumps(known, sort_keys=True),
+            "screening_answers": orjson.dumps(known, option=orjson.OPT_SORT_KEYS).decode(),
             "screening_at": now,
         }
         if not decision.done:
