@@ -26,9 +26,14 @@ def _setup_logging(verbose: bool = False) -> None:
 
     logging.basicConfig(
         stream=sys.stderr,
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("prakerja").setLevel(logging.DEBUG if verbose else logging.INFO)
+    # One "Finished in state Completed()" line per batch task is thousands of API log
+    # writes in a big wave; stage summaries and warnings still go through.
+    if not verbose:
+        logging.getLogger("prefect.task_runs").setLevel(logging.WARNING)
     install_masking()
 
 
