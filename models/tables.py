@@ -56,7 +56,7 @@ class Registrant(SQLModel, table=True):
             "ix_registrant_draw",
             "wave_id",
             "state",
-            "priority",
+            text("priority DESC"),  # the draw order: priority first, then key ascending
             "draw_key",
             sqlite_where=text("draw_key IS NOT NULL"),
             postgresql_where=text("draw_key IS NOT NULL"),

@@ -199,12 +199,25 @@ def raised_seats(
     return {province: max(0, seats - old.get(province, 0)) for province, seats in new.items()}
 
 
+class PoolDigest:
+    """SHA-256 of the draw keys joined by newlines, fed one key at a time."""
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self._separator = b""
+
+    def add(self, key: str) -> None:
+        self._digest.update(self._separator)
+        self._digest.update(key.encode())
+        self._separator = b"\n"
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
 def pool_digest(keys_in_draw_order: Iterable[str]) -> str:
     """SHA-256 (lowercase hex) of the draw keys joined by newlines: the pool's fingerprint."""
-    digest = hashlib.sha256()
-    separator = b""
+    digest = PoolDigest()
     for key in keys_in_draw_order:
-        digest.update(separator)
-        digest.update(key.encode())
-        separator = b"\n"
+        digest.add(key)
     return digest.hexdigest()

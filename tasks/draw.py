@@ -13,9 +13,9 @@ from models.db import SessionFactory
 from models.enums import Allocation, ReasonCode, State, WaveStatus
 from rules.draw import (
     Candidate,
+    PoolDigest,
     SeatWalker,
     backfill_round,
-    pool_digest,
     provincial_seats,
     raised_seats,
 )
@@ -54,14 +54,15 @@ def household_counts(session: Session, wave_id: int) -> Counter:
 
 
 def _candidates(session: Session, wave_id: int, state: str) -> Iterator[tuple[int, Candidate]]:
+    """The wave's registrants in `state`, in draw order, streamed (2 million in a big pool)."""
     rows = session.execute(
         select(R.c.id, R.c.nik, R.c.kk_number, R.c.province, R.c.priority, R.c.draw_key)
-        .where(R.c.wave_id == wave_id, R.c.state == state)
+        .where(R.c.wave_id == wave_id, R.c.state == state, R.c.draw_key.is_not(None))
         .order_by(R.c.priority.desc(), R.c.draw_key.asc())
         .execution_options(yield_per=20_000)
     )
-    for r in rows:
-        yield r.id, Candidate(r.nik, r.kk_number, r.province, bool(r.priority), r.draw_key)
+    for rid, nik, kk, province, priority, key in rows:
+        yield rid, Candidate(nik, kk, province, bool(priority), key)
 
 
 def waiting_before_draw(session: Session, wave_id: int) -> int:
@@ -114,11 +115,11 @@ def draw_participants(
             household_counts=household_counts(session, wave_id),
         )
         decided: list[dict] = []
-        keys: list[str] = []
+        digest = PoolDigest()
         outcome_counts: Counter = Counter()
         with sessions() as reader:
             for rid, cand in _candidates(reader, wave_id, State.ELIGIBLE.value):
-                keys.append(cand.key)
+                digest.add(cand.key)
                 if walker.full:
                     continue
                 outcome = walker.offer(cand)
@@ -156,7 +157,7 @@ def draw_participants(
         wave.drawn_at = now
         wave.draw_without_pending = bool(waiting)
         wave.pool_size = pool_size
-        wave.pool_digest = pool_digest(keys)
+        wave.pool_digest = digest.hexdigest()
         wave.seats_json = json.dumps(
             {"pool_counts": pool_counts, "seats": seats if isinstance(seats, dict) else None}
         )

@@ -32,7 +32,7 @@ def verify_identity_batch(
             wave_id,
             [State.AWAIT_IDENTITY],
             id_range,
-            [R.c.id, R.c.nik, R.c.full_name, R.c.birth_date, R.c.kk_number],
+            [R.c.id, R.c.nik, R.c.full_name, R.c.birth_date, R.c.kk_number, R.c.pending_stage],
         )
     if not rows:
         return report.as_dict()
@@ -81,7 +81,9 @@ def verify_identity_batch(
                 "kk_match": answer.kk_match,
             }
         ).decode()
-        change = {"_id": r.id, "identity_answer": evidence, "identity_at": now, **CLEAR_PENDING}
+        change = {"_id": r.id, "identity_answer": evidence, "identity_at": now}
+        if r.pending_stage is not None:  # only rows that waited carry an error to clear
+            change.update(CLEAR_PENDING)
         if reason is None:
             change["state"] = State.AWAIT_SCREENING.value
             report.counts["verified"] += 1

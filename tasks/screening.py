@@ -44,12 +44,13 @@ def screen_batch(
             wave_id,
             [State.AWAIT_SCREENING],
             id_range,
-            [R.c.id, R.c.nik, R.c.screening_answers],
+            [R.c.id, R.c.nik, R.c.screening_answers, R.c.pending_stage],
         )
     if not rows:
         return report.as_dict()
     answers = {r.id: orjson.loads(r.screening_answers or "{}") for r in rows}
     niks = {r.id: r.nik for r in rows}
+    waited = {r.id for r in rows if r.pending_stage is not None}
     failed: dict[int, PartnerFailure] = {}
     # Walk the agencies in order with the people they can still decide: someone listed
     # by an exclusion agency, or whose agency failed, is not sent further. The decision
@@ -100,7 +101,7 @@ def screen_batch(
                 state=State.REJECTED.value,
                 reason=str(decision.reason),
                 decided_at=now,
-                **CLEAR_PENDING,
+                **(CLEAR_PENDING if rid in waited else {}),
             )
             report.counts[str(decision.reason)] += 1
         else:
@@ -108,7 +109,7 @@ def screen_batch(
                 state=State.ELIGIBLE.value,
                 priority=decision.priority,
                 draw_key=draw_key(wave.lottery_seed, niks[rid]),
-                **CLEAR_PENDING,
+                **(CLEAR_PENDING if rid in waited else {}),
             )
             report.counts["eligible"] += 1
         changes.append(change)
