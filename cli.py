@@ -354,9 +354,16 @@ def _heartbeat(rt, wave_id, lease, stop: threading.Event) -> None:
 
     while not stop.wait(15):
         try:
-            renew_lease(rt.sessions, wave_id, lease)
+            renewed = renew_lease(rt.sessions, wave_id, lease)
         except Exception:  # noqa: BLE001 - a missed beat only shortens the lease
             log.warning("could not renew the lease of wave %s", wave_id)
+            continue
+        if not renewed and not stop.is_set():
+            # Our lease ran out and another run took the wave: stop at once rather than
+            # run beside it (every step is safe to cut short; that run carries on).
+            log.error("wave %s: another run took over its lease; stopping this run", wave_id)
+            logging.shutdown()
+            os._exit(EXIT_ERROR)
 
 
 def _run_flow(
@@ -481,7 +488,6 @@ def wave_export(wave_id: int, out: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def wave_reconcile(wave_id: int, as_json: bool) -> None:
     """The ledger against the card issuer's statement."""
-    from partners.client import PartnerError
     from tasks.reporting import reconcile
 
     rt = _runtime(_load_partners())
@@ -489,9 +495,6 @@ def wave_reconcile(wave_id: int, as_json: bool) -> None:
         result = reconcile(rt.sessions, rt.partners.issuer, wave_id)
     except LookupError as exc:
         _refuse(str(exc))
-    except PartnerError as exc:
-        click.echo(f"error: the card issuer's statement could not be read: {exc}", err=True)
-        sys.exit(EXIT_PENDING)
     if as_json:
         click.echo(json.dumps(result))
     else:

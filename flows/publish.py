@@ -85,3 +85,80 @@ def publish_reconcile(wave_id: int, result: dict) -> dict:
             payload={k: v for k, v in result.items() if k != "refused"},
         )
     return result
+
+
+def publish_draw(wave_id: int, facts: dict) -> dict:
+    """The draw artifact `wave-<N>-draw`: the seed's SHA-256 from the wave's creation on,
+    then (a new version after the draw) the seed, the pool's size and digest, the seats."""
+    drawn = facts["drawn"]
+    rows = [
+        ("lottery seed SHA-256", f"`{facts['lottery_seed_sha256']}`"),
+        ("lottery seed", f"`{facts['lottery_seed']}`" if drawn else "published after the draw"),
+        ("drawn at (UTC)", facts["drawn_at"] or "not yet"),
+        ("pool size", facts["pool_size"] if drawn else "-"),
+        ("pool digest", f"`{facts['pool_digest']}`" if drawn else "-"),
+        ("quota", facts["quota"]),
+        ("allocation", facts["allocation"]),
+        ("drawn while some were pending", "yes" if facts["without_pending"] else "no"),
+    ]
+    md = f"## Wave {wave_id}: the draw\n\n| | |\n|---|---|\n"
+    md += "\n".join(f"| {k} | {v} |" for k, v in rows)
+    seats = facts.get("seats")
+    if drawn and isinstance(seats, dict):
+        pool = facts.get("pool_by_province") or {}
+        md += "\n\n### Seats by province\n\n| province | pool | seats |\n|---|---|---|\n"
+        md += "\n".join(f"| {p} | {pool.get(p, 0)} | {n} |" for p, n in sorted(seats.items()))
+    elif drawn:
+        md += f"\n\nSeats: {seats} (national)."
+    create_markdown_artifact(
+        key=f"wave-{wave_id}-draw",
+        markdown=md,
+        description=f"wave {wave_id} draw: seed commitment, pool and seats",
+    )
+    return facts
+
+
+PROGRESS_EVERY_S = 2.0
+
+
+def track_progress(wave_id: int, futures: list, stage: str | None = None) -> None:
+    """A progress artifact `wave-<N>-<stage>-progress` that moves as batches finish.
+
+    `stage` defaults to the running (stage) flow's name. Never fails the stage: a
+    progress update the API refuses is only logged.
+    """
+    import time
+
+    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+    from prefect.futures import as_completed
+    from prefect.runtime import flow_run
+
+    total = len(futures)
+    if not total:
+        return
+    stage = stage or flow_run.flow_name or "stage"
+    logger = get_run_logger()
+    try:
+        artifact = create_progress_artifact(
+            0.0,
+            key=f"wave-{wave_id}-{stage}-progress",
+            description=f"wave {wave_id} {stage}: 0 of {total} batches done",
+        )
+    except Exception as exc:  # noqa: BLE001 - progress is a courtesy
+        logger.warning("wave %s %s: no progress artifact (%s)", wave_id, stage, type(exc).__name__)
+        artifact = None
+    done, last = 0, time.monotonic()
+    for _ in as_completed(futures):
+        done += 1
+        now = time.monotonic()
+        if artifact is None or (done < total and now - last < PROGRESS_EVERY_S):
+            continue
+        last = now
+        try:
+            update_progress_artifact(
+                artifact,
+                100.0 * done / total,
+                description=f"wave {wave_id} {stage}: {done} of {total} batches done",
+            )
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("wave %s %s: progress not updated (%s)", wave_id, stage, exc)

@@ -11,7 +11,6 @@ import os
 import time
 
 from prefect import flow
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.publish import (
     publish_draw,
@@ -20,6 +19,7 @@ from flows.publish import (
     publish_wave,
     track_progress,
 )
+from flows.runners import batch_task_runner
 from models.enums import Stage, State
 from tasks import batches as t
 from tasks.operations import draw_facts_task
@@ -35,12 +35,16 @@ def _run_batches(task, wave_id: int, ranges: list[tuple[int, int]]) -> list[dict
     return [f.result() for f in futures]
 
 
-@flow(name="intake")
+@flow(name="intake", flow_run_name="wave-{wave_id}-intake")
 def intake_stage(wave_id: int, path: str | None = None) -> dict:
     return publish_stage(wave_id, Stage.INTAKE, [t.import_export_task(wave_id, path)])
 
 
-@flow(name="local-eligibility", task_runner=ThreadPoolTaskRunner(max_workers=2))
+@flow(
+    name="local-eligibility",
+    flow_run_name="wave-{wave_id}-local-eligibility",
+    task_runner=batch_task_runner(2),
+)
 def local_eligibility_stage(wave_id: int) -> dict:
     ranges = t.plan_batches_task(wave_id, [State.AWAIT_LOCAL.value], LOCAL_BATCH)
     return publish_stage(
@@ -48,7 +52,11 @@ def local_eligibility_stage(wave_id: int) -> dict:
     )
 
 
-@flow(name="identity", task_runner=ThreadPoolTaskRunner(max_workers=PARTNER_THREADS))
+@flow(
+    name="identity",
+    flow_run_name="wave-{wave_id}-identity",
+    task_runner=batch_task_runner(PARTNER_THREADS),
+)
 def identity_stage(wave_id: int) -> dict:
     ranges = t.plan_batches_task(wave_id, [State.AWAIT_IDENTITY.value], BATCH)
     return publish_stage(
@@ -56,20 +64,28 @@ def identity_stage(wave_id: int) -> dict:
     )
 
 
-@flow(name="screening", task_runner=ThreadPoolTaskRunner(max_workers=PARTNER_THREADS))
+@flow(
+    name="screening",
+    flow_run_name="wave-{wave_id}-screening",
+    task_runner=batch_task_runner(PARTNER_THREADS),
+)
 def screening_stage(wave_id: int) -> dict:
     ranges = t.plan_batches_task(wave_id, [State.AWAIT_SCREENING.value], BATCH)
     return publish_stage(wave_id, Stage.SCREENING, _run_batches(t.screen_task, wave_id, ranges))
 
 
-@flow(name="draw")
+@flow(name="draw", flow_run_name="wave-{wave_id}-draw")
 def draw_stage(wave_id: int, without_pending: bool = False) -> dict:
     summary = publish_stage(wave_id, Stage.DRAW, [t.draw_task(wave_id, without_pending)])
     publish_draw(wave_id, draw_facts_task(wave_id))  # seed, pool size and digest, seats
     return summary
 
 
-@flow(name="accounts", task_runner=ThreadPoolTaskRunner(max_workers=PARTNER_THREADS))
+@flow(
+    name="accounts",
+    flow_run_name="wave-{wave_id}-accounts",
+    task_runner=batch_task_runner(PARTNER_THREADS),
+)
 def accounts_stage(wave_id: int) -> dict:
     """Checks payout accounts, then backfills freed seats, round after round."""
     reports: list[dict] = []
@@ -94,7 +110,11 @@ def accounts_stage(wave_id: int) -> dict:
     return publish_stage(wave_id, Stage.ACCOUNTS, reports)
 
 
-@flow(name="rollout", task_runner=ThreadPoolTaskRunner(max_workers=PARTNER_THREADS))
+@flow(
+    name="rollout",
+    flow_run_name="wave-{wave_id}-rollout",
+    task_runner=batch_task_runner(PARTNER_THREADS),
+)
 def rollout_stage(wave_id: int) -> dict:
     ranges = t.plan_batches_task(wave_id, [State.CONFIRMED.value], BATCH)
     summary = publish_stage(wave_id, Stage.ROLLOUT, _run_batches(t.credit_task, wave_id, ranges))
@@ -103,7 +123,11 @@ def rollout_stage(wave_id: int) -> dict:
     return summary
 
 
-@flow(name="announce", task_runner=ThreadPoolTaskRunner(max_workers=PARTNER_THREADS))
+@flow(
+    name="announce",
+    flow_run_name="wave-{wave_id}-announce",
+    task_runner=batch_task_runner(PARTNER_THREADS),
+)
 def announce_stage(wave_id: int) -> dict:
     ranges = t.plan_message_batches_task(wave_id, BATCH)
     return publish_stage(

@@ -1,6 +1,7 @@
 """Engine and sessions for the program database (SQLite by default, PostgreSQL in production)."""
 
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,7 +43,18 @@ def make_engine(url: str | None = None) -> Engine:
 
 
 def init_db(engine: Engine) -> None:
-    SQLModel.metadata.create_all(engine)
+    """Creates missing tables; safe when several processes open a new database at once."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    for attempt in range(5):
+        try:
+            SQLModel.metadata.create_all(engine)
+            return
+        except SQLAlchemyError:
+            # Another process created a table between our check and our CREATE: look again.
+            if attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def session_factory(engine: Engine) -> SessionFactory:

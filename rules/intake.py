@@ -206,6 +206,9 @@ def check_row(fields: Mapping[str, str]) -> tuple[ReasonCode | None, RegistrantR
 
 
 def _decode(data: bytes) -> tuple[str, bool]:
+    if b"\x00" in data:
+        # A NUL is no text (PostgreSQL cannot even store it): the row is malformed.
+        return data.decode("utf-8", "replace").replace("\x00", "\ufffd"), False
     try:
         return data.decode("utf-8"), True
     except UnicodeDecodeError:
@@ -317,10 +320,8 @@ def _records(readline: _ReadLine, first_line: int, layout: _Layout) -> Iterator[
                 data = data[:-2] if data[-2:-1] == b"\r" else data[:-1]
             elif data[-1:] == b"\r":
                 data = data[:-1]
-            try:
-                content = data.decode("utf-8")
-            except UnicodeDecodeError:
-                content = data.decode("utf-8", "replace")
+            content, valid = _decode(data)
+            if not valid:
                 yield rejected(line, content.split(","), content, malformed)
                 continue
             fields = content.split(",")

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from partners.payment import PaymentClient
-
 from models.db import SessionFactory
 from models.enums import PendingReason, ReasonCode, Stage, State
 from partners.client import PartnerFailure
+from partners.payment import PaymentClient
 from rules.eligibility import account_reason
 from rules.money import card_number_for
 from tasks.common import CLEAR_PENDING, R, bulk_update, pending_change, rows_in_range, utcnow

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 
-from partners.notifier import NotifierClient
 from sqlalchemy import select
 
 from models.db import SessionFactory
 from models.enums import MessageStatus, Stage
 from models.tables import Message
 from partners.client import PartnerFailure
+from partners.notifier import NotifierClient
 from tasks.common import bulk_update, utcnow
 from tasks.report_types import BatchReport
 

@@ -8,13 +8,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from partners.issuer import IssuerClient
 from sqlalchemy import func, select
 from sqlmodel import Session
 
 from models.db import SessionFactory
 from models.enums import LedgerStatus, MessageStatus, ReasonCode, State, WaveStatus
 from models.tables import LedgerEntry, Message, Registrant
+from partners.client import PartnerError
+from partners.issuer import IssuerClient
 from rules.money import BENEFIT, statement_reference
 from rules.outcomes import outcome_of
 from tasks.common import R, load_wave
@@ -318,16 +319,37 @@ def reconcile(sessions: SessionFactory, issuer: IssuerClient, wave_id: int) -> d
     seen: Counter = Counter()
     statement_amount = statement_count = 0
     unknown = mismatched = duplicated = 0
-    for entry in issuer.statement(statement_reference(wave_id)):
-        statement_count += 1
-        statement_amount += entry.amount
-        seen[entry.idempotency_key] += 1
-        if entry.idempotency_key not in applied:
-            unknown += 1
-        elif seen[entry.idempotency_key] > 1:
-            duplicated += 1
-        elif applied[entry.idempotency_key] != entry.amount:
-            mismatched += 1
+    try:
+        for entry in issuer.statement(statement_reference(wave_id)):
+            statement_count += 1
+            statement_amount += entry.amount
+            seen[entry.idempotency_key] += 1
+            if entry.idempotency_key not in applied:
+                unknown += 1
+            elif seen[entry.idempotency_key] > 1:
+                duplicated += 1
+            elif applied[entry.idempotency_key] != entry.amount:
+                mismatched += 1
+    except PartnerError as exc:
+        # An issuer that fails (down, refusing our key, breaker open) is a partner failure:
+        # the check is reported as not done (ok false), never a crash of the rollout stage.
+        failure = exc.failure
+        return {
+            "wave_id": wave_id,
+            "ledger_count": len(applied),
+            "ledger_amount": sum(applied.values()),
+            "statement_count": None,
+            "statement_amount": None,
+            "missing_in_statement": None,
+            "unknown_in_statement": None,
+            "amount_mismatches": None,
+            "duplicates_in_statement": None,
+            "credited_count": credited,
+            "expected_amount": credited * wave.training_balance,
+            "refused": {k: int(v) for k, v in refused.items()},
+            "statement_error": f"{failure.partner_id}: {failure.error_class}: {failure.detail}",
+            "ok": False,
+        }
     missing = sum(1 for key in applied if key not in seen)
     ledger_amount = sum(applied.values())
     expected_total = credited * wave.training_balance

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 
-from partners.issuer import CreditResult, IssuerClient
 from sqlalchemy import insert, select, update
 
 from models.db import SessionFactory
 from models.enums import LedgerStatus, MessageStatus, PendingReason, ReasonCode, Stage, State
 from models.tables import LedgerEntry, Message
 from partners.client import PartnerFailure
+from partners.issuer import CreditResult, IssuerClient
 from rules.money import (
     BENEFIT,
     credit_idempotency_key,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import or_, update
+from sqlalchemy.exc import IntegrityError
 
 from models.db import SessionFactory
 from models.enums import WaveStatus
@@ -33,6 +34,16 @@ def create_or_resume_wave(
     """Returns (wave, created). A resumed wave keeps its settings: a flag that disagrees
     with them, or another export file, is refused rather than silently ignored."""
     validate(settings)
+    args = (sessions, settings, source_path, source_sha256, given, keep_open)
+    try:
+        return _create_or_resume(*args)
+    except IntegrityError:
+        # Two runs started a new wave at once and the other one created it: resume it
+        # (its lease then decides which of the two runs).
+        return _create_or_resume(*args)
+
+
+def _create_or_resume(sessions, settings, source_path, source_sha256, given, keep_open):
     with sessions() as session, session.begin():
         wave = session.get(Wave, settings.wave_id)
         if wave is not None:
@@ -83,10 +94,23 @@ class WaveBusyError(RuntimeError):
     """Another live process is running this wave."""
 
 
+def _process_start(pid: int) -> str:
+    """When process `pid` started (Linux: clock ticks after boot), "" where unknown. With
+    the pid it names one process, even once the pid is reused by another."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return ""
+
+
 def _owner_alive(owner: str) -> bool | None:
-    """True/False for a holder on this host; None when it runs elsewhere (unknowable)."""
+    """True/False for a holder on this host; None when it runs elsewhere (unknowable).
+
+    Owners are `host:pid:start:token` (older ones `host:pid:token`)."""
     host, _, rest = owner.partition(":")
-    pid = rest.split(":", 1)[0]
+    parts = rest.split(":")
+    pid = parts[0]
     if host != socket.gethostname() or not pid.isdigit():
         return None
     try:
@@ -94,7 +118,10 @@ def _owner_alive(owner: str) -> bool | None:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
+    started = parts[1] if len(parts) == 3 else ""
+    if started and _process_start(int(pid)) not in (started, ""):
+        return False  # the holder died and its pid now names another process
     return True
 
 
@@ -102,11 +129,13 @@ def acquire_lease(
     sessions: SessionFactory, wave_id: int, *, wait_s: float = LEASE_SECONDS, sleep=None
 ) -> Lease:
     """Takes the wave's lease; a dead holder's lease is taken at once on the same host,
-    or after it expires (at most LEASE_SECONDS) elsewhere."""
+    or after it expires (at most LEASE_SECONDS) elsewhere; a live holder on this host
+    means WaveBusyError at once."""
     import time
 
     sleep = sleep or time.sleep
-    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    pid = os.getpid()
+    owner = f"{socket.gethostname()}:{pid}:{_process_start(pid)}:{uuid.uuid4().hex[:8]}"
     deadline = time.monotonic() + wait_s + 1
     while True:
         now = utcnow()
@@ -118,6 +147,10 @@ def acquire_lease(
             cond = or_(W.c.lease_owner.is_(None), W.c.lease_expires_at < now)
             if takeover:
                 cond = or_(cond, W.c.lease_owner == holder)
+            if alive is True:
+                # A live run on this host keeps the wave even when its heartbeat is late
+                # and its lease ran out: two runs of one wave must never interleave.
+                cond = W.c.lease_owner.is_(None)
             got = (
                 session.connection()
                 .execute(

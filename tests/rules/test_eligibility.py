@@ -215,8 +215,18 @@ def test_local_check_order_is_the_precedence_of_local_eligibility_reason():
     from rules.eligibility import LOCAL_CHECK_ORDER
 
     assert [r.value for r in LOCAL_CHECK_ORDER] == [
-        "UNDERAGE", "TEST_FAILED", "PRIOR_RECIPIENT", "BLACKLISTED"]
+        "UNDERAGE",
+        "TEST_FAILED",
+        "PRIOR_RECIPIENT",
+        "BLACKLISTED",
+    ]
     failing_all = local_eligibility_reason(
-        birth_date=date(2020, 1, 1), test_score=0, reference_date=date(2026, 11, 28),
-        min_age=18, min_test_score=60, prior_recipient=True, blacklisted=True)
+        birth_date=date(2020, 1, 1),
+        test_score=0,
+        reference_date=date(2026, 11, 28),
+        min_age=18,
+        min_test_score=60,
+        prior_recipient=True,
+        blacklisted=True,
+    )
     assert failing_all == LOCAL_CHECK_ORDER[0]

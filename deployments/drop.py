@@ -1,0 +1,105 @@
+"""The drop folder: where the weekly wave finds the export of the wave that is due.
+
+Convention (README, "Operations"):
+
+    $PRAKERJA_DROP_DIR/            default ./var/drop (relative to the working directory)
+        wave-<N>.csv               the registrant export of wave N (registrant-file.md)
+        wave-<N>.toml              its settings: quota (required) and any wave setting
+
+The due wave is the lowest N that has a `wave-<N>.csv` and no wave row yet. Write the
+CSV under another name (e.g. `wave-<N>.csv.part`) and rename it when complete, and drop the
+TOML first: the weekly run takes the CSV as soon as it sees it. The lottery seed is never
+in the folder: the weekly run draws a fresh one and publishes its SHA-256 before the draw.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from rules.settings import SettingsError
+
+DROP_ENV = "PRAKERJA_DROP_DIR"
+DEFAULT_DROP_DIR = "var/drop"
+_EXPORT = re.compile(r"wave-([1-9][0-9]{0,8})\.csv")
+
+# name -> accepted Python types (bool is not an int here)
+_SETTINGS: dict[str, tuple[type, ...]] = {
+    "quota": (int,),
+    "reference_date": (date,),
+    "min_age": (int,),
+    "min_test_score": (int,),
+    "name_score_min": (int,),
+    "household_cap": (int,),
+    "allocation": (str,),
+    "backfill": (bool,),
+    "training_balance": (int,),
+}
+
+
+@dataclass(frozen=True)
+class DueWave:
+    wave_id: int
+    export: Path
+    settings_file: Path
+
+
+def drop_dir(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(env.get(DROP_ENV) or DEFAULT_DROP_DIR)
+
+
+def exports_in(folder: Path) -> dict[int, Path]:
+    """wave number -> export file, for every `wave-<N>.csv` in the folder."""
+    if not folder.is_dir():
+        return {}
+    found: dict[int, Path] = {}
+    for entry in folder.iterdir():
+        m = _EXPORT.fullmatch(entry.name)
+        if m and entry.is_file():
+            found[int(m.group(1))] = entry
+    return found
+
+
+def due_wave(folder: Path, existing: Iterable[int]) -> DueWave | None:
+    """The lowest wave with an export and no wave row yet, or None."""
+    have = set(existing)
+    for n, export in sorted(exports_in(folder).items()):
+        if n not in have:
+            return DueWave(n, export, folder / f"wave-{n}.toml")
+    return None
+
+
+def read_wave_settings(path: Path) -> dict[str, Any]:
+    """The settings TOML of a dropped wave; unknown keys and wrong types are refused."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SettingsError(
+            f"{path.name}: missing; the drop folder needs the wave's settings (at least quota)"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path.name}: malformed TOML: {exc}") from None
+    for key, value in data.items():
+        if key == "lottery_seed":
+            raise SettingsError(
+                f"{path.name}: lottery_seed: not accepted here; the weekly wave draws a fresh "
+                "seed and publishes its SHA-256 before the draw"
+            )
+        if key not in _SETTINGS:
+            raise SettingsError(f"{path.name}: {key}: unknown setting")
+        types = _SETTINGS[key]
+        ok = isinstance(value, types) and not (bool not in types and isinstance(value, bool))
+        if key == "reference_date" and isinstance(value, datetime):
+            ok = False  # a date, not a date-time
+        if not ok:
+            raise SettingsError(f"{path.name}: {key}: {value!r} is not a {types[0].__name__}")
+    if "quota" not in data:
+        raise SettingsError(f"{path.name}: quota: required")
+    return dict(data)
