@@ -18,23 +18,10 @@ from partners.simulator.truth import (
     passes_everything,
     person_truth,
 )
+from rules.intake import REQUIRED_COLUMNS
 
-COLUMNS = (
-    "registration_id",
-    "nik",
-    "kk_number",
-    "full_name",
-    "birth_date",
-    "gender",
-    "email",
-    "email_verified",
-    "phone",
-    "domicile_regency_code",
-    "test_score",
-    "payout_provider",
-    "payout_account",
-    "registered_at",
-)
+# The export's columns, in the order registrant-file.md lists them.
+COLUMNS = REQUIRED_COLUMNS
 TRUTH_COLUMNS = (
     "line",
     "nik",
