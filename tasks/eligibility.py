@@ -30,6 +30,7 @@ def _failing(reason: ReasonCode, wave):
         return exists().where(
             and_(
                 past.nik == R.c.nik,
+                past.draw_round.is_not(None),  # every participant was drawn: the small index
                 past.wave_id < wave.wave_id,
                 past.state.in_(PAST_PARTICIPANT_STATES),
             )

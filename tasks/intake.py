@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import and_, exists, func, select, update
-from sqlalchemy.orm import aliased
+from sqlalchemy import func, select, update
 
 from models.bulk import insert_rows
 from models.db import SessionFactory
@@ -21,7 +20,7 @@ from rules.draw import province_of
 from rules.intake import IntakeRecord, read_export
 from tasks.common import R, load_wave, utcnow
 
-CHUNK_ROWS = 5_000
+CHUNK_ROWS = 20_000  # rows per transaction: fewer, bigger commits
 
 
 class SourceMismatchError(ValueError):
@@ -129,7 +128,7 @@ def import_export(
     rows = inserted = skipped = 0
     # Parsing (this thread) and inserting (the writer) overlap: SQLite releases the GIL
     # while it works. The queue is short, so memory stays at a few chunks.
-    chunks: queue.Queue[list[tuple] | None] = queue.Queue(maxsize=4)
+    chunks: queue.Queue[list[tuple] | None] = queue.Queue(maxsize=2)
     failure: list[BaseException] = []
 
     def writer() -> None:
@@ -181,25 +180,30 @@ def settle_intake(sessions: SessionFactory, wave_id: int, rows: int) -> None:
 
     Rows that passed checks 1-4 are the ones with a parsed birth date; of those sharing
     a NIK, the earliest (registered_at, line) stays (rules.intake.duplicate_order_key).
+    One sort of the wave's NIKs finds them (no index on every NIK: see models.tables).
     """
     reg = Registrant.__table__  # type: ignore[attr-defined]
-    other = aliased(Registrant)
     now = utcnow()
-    earlier = exists().where(
-        and_(
-            other.wave_id == wave_id,
-            other.nik == reg.c.nik,
-            other.id != reg.c.id,
-            other.birth_date.is_not(None),
-            (other.registered_at < reg.c.registered_at)
-            | ((other.registered_at == reg.c.registered_at) & (other.line < reg.c.line)),
+    ranked = (
+        select(
+            reg.c.id,
+            func.row_number()
+            .over(partition_by=reg.c.nik, order_by=(reg.c.registered_at, reg.c.line))
+            .label("rank"),
         )
+        .where(reg.c.wave_id == wave_id, reg.c.birth_date.is_not(None))
+        .subquery()
     )
+    later = select(ranked.c.id).where(ranked.c.rank > 1)
     with sessions() as session, session.begin():
         conn = session.connection()
         conn.execute(
             update(reg)
-            .where(reg.c.wave_id == wave_id, reg.c.state == State.AWAIT_LOCAL.value, earlier)
+            .where(
+                reg.c.wave_id == wave_id,
+                reg.c.state == State.AWAIT_LOCAL.value,
+                reg.c.id.in_(later),
+            )
             .values(
                 state=State.REJECTED.value, reason=ReasonCode.DUPLICATE_NIK.value, decided_at=now
             )

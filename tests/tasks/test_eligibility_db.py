@@ -42,7 +42,10 @@ def test_local_checks_in_sql_agree_with_the_rules_for_every_combination(sessions
             }
         )
         if prior:
-            past.append({"wave_id": 1, "line": i + 2, "nik": nik, "state": "CREDITED"})
+            # A participant was drawn: draw_round is set (0 = the draw itself).
+            past.append(
+                {"wave_id": 1, "line": i + 2, "nik": nik, "state": "CREDITED", "draw_round": 0}
+            )
     with sessions() as session, session.begin():
         session.connection().execute(insert(Registrant.__table__), rows)
         session.connection().execute(insert(Registrant.__table__), past)
