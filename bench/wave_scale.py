@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 REFERENCE = date(2026, 11, 28)
 # Stated partner conditions: every call waits LATENCY_MS at the partner; each partner
 # admits MAX_RPS calls a second (the simulator answers 429 above it, the clients pace
-# themselves below it). Batches are 1,000 items.
+# themselves below it). Partner calls carry 1,000 items; a batch task holds
+# flows.wave.BATCH registrants.
 LATENCY_MS = 50
 MAX_RPS = {"registry": 40, "agency": 40, "payment": 20, "card-issuer": 20, "notifier": 20}
 
@@ -234,6 +235,7 @@ def main() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
+    from flows.wave import BATCH
     from partners.simulator.generate import generate_export
     from partners.simulator.server import SimulatorProcess
     from rules.funnel import demo_quota
@@ -266,7 +268,12 @@ def main() -> None:
         "registrants": args.registrants,
         "quota": quota,
         "generate_s": round(generate_s, 1),
-        "conditions": {"latency_ms": LATENCY_MS, "max_rps": MAX_RPS, "batch_size": 1000},
+        "conditions": {
+            "latency_ms": LATENCY_MS,
+            "max_rps": MAX_RPS,
+            "batch_size": 1000,
+            "task_batch": BATCH,
+        },
     }
     config = partner_settings("http://127.0.0.1:1")
     with SimulatorProcess(

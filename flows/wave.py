@@ -24,8 +24,11 @@ from models.enums import Stage, State
 from tasks import batches as t
 from tasks.operations import draw_facts_task
 
-BATCH = int(os.environ.get("PRAKERJA_BATCH_SIZE") or 1000)  # small in crash tests
-PARTNER_THREADS = 8
+# Registrants per batch task. A task sends its people to a partner in the partner's own
+# batch_size, several calls side by side (partners.client), and writes its results in
+# one transaction: big tasks keep Prefect's per-task cost small beside the work.
+BATCH = int(os.environ.get("PRAKERJA_BATCH_SIZE") or 10_000)  # small in crash tests
+PARTNER_THREADS = 3  # batch tasks at once in a partner stage
 LOCAL_BATCH = 50_000  # set-based SQL: big pages are cheap
 
 

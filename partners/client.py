@@ -11,7 +11,8 @@ import random
 import threading
 import time
 import uuid
-from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -117,6 +118,7 @@ class PartnerClient:
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
         self._slots = threading.BoundedSemaphore(settings.max_concurrency)
         # A burst as wide as the concurrency lets parallel callers start together; after
         # that the bucket paces calls at max_rps.
@@ -136,6 +138,9 @@ class PartnerClient:
         """Closes the HTTP sessions this client opened (one per thread that used it)."""
         with self._lock:
             sessions, self._sessions = self._sessions, []
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
         for session in sessions:
             session.close()
 
@@ -160,32 +165,45 @@ class PartnerClient:
         if len(set(keys)) != len(keys):
             raise ValueError(f"{key_field} values must be unique within one call")
         results: dict[str, T | PartnerFailure] = {}
-        queue: deque[list[dict]] = deque([list(items)])
-        while queue:
-            chunk = queue.popleft()
-            if not chunk:
-                continue
+        todo: list[list[dict]] = [list(items)]
+        while todo:
             limit = self._batch_limit
-            if len(chunk) > limit:
-                queue.extendleft(
-                    reversed([chunk[i : i + limit] for i in range(0, len(chunk), limit)])
-                )
-                continue
-            if not self.breaker.allow():
-                failure = PartnerFailure(self.settings.id, "CircuitOpen", "circuit open")
-                results.update({item[key_field]: failure for item in chunk})
-                continue
-            answered, too_large = self._post_chunk(path, list_key, chunk, key_field, parse)
-            results.update(answered)
-            if too_large:
+            chunks = [c[i : i + limit] for c in todo for i in range(0, len(c), limit)]
+            todo = []
+
+            def one(chunk: list[dict]) -> tuple[dict[str, T | PartnerFailure], list[dict]]:
+                if not self.breaker.allow():
+                    failure = PartnerFailure(self.settings.id, "CircuitOpen", "circuit open")
+                    return {item[key_field]: failure for item in chunk}, []
+                return self._post_chunk(path, list_key, chunk, key_field, parse)
+
+            # A call bigger than one batch sends its batches side by side, as many at a
+            # time as the partner's max_concurrency admits (and still within max_rps).
+            for answered, too_large in self._map(one, chunks):
+                results.update(answered)
+                if not too_large:
+                    continue
                 if len(too_large) == 1:
                     results[too_large[0][key_field]] = PartnerFailure(
                         self.settings.id, "HTTPStatus413", "HTTP 413 for a single item", True
                     )
                 else:
                     self._lower_batch_limit((len(too_large) + 1) // 2)
-                    queue.appendleft(too_large)
+                    todo.append(too_large)
         return results
+
+    def _map(self, fn: Callable[[list[dict]], Any], chunks: list[list[dict]]) -> list[Any]:
+        """fn over chunks: in this thread for one, on the client's own threads for more."""
+        if len(chunks) <= 1:
+            return [fn(chunk) for chunk in chunks]
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=self.settings.max_concurrency,
+                    thread_name_prefix=f"partner-{self.settings.id}",
+                )
+            pool = self._pool
+        return list(pool.map(fn, chunks))
 
     def get_json(self, path: str, params: dict | None = None) -> tuple[int, dict | None]:
         """GETs `path`; returns (200, body) or (404, None). Raises PartnerError otherwise."""

@@ -207,7 +207,8 @@ def test_items_are_sent_in_batches_of_batch_size(requests_mock):
     result = check(client_for(FakeClock(), batch_size=1000), items)
 
     assert len(result) == 2500 and not any(isinstance(v, PartnerFailure) for v in result.values())
-    assert [len(sent_refs(r)) for r in route.request_history] == [1000, 1000, 500]
+    # The batches go side by side, so in no particular order.
+    assert sorted(len(sent_refs(r)) for r in route.request_history) == [500, 1000, 1000]
 
 
 def test_no_items_make_no_call(requests_mock):
@@ -355,48 +356,81 @@ def test_get_json_retries_transient_failures(requests_mock):
     assert route.call_count == 2 and len(clock.sleeps) == 1
 
 
+class SlowPartner:
+    """A real server answering every POST after 50 ms; counts the calls in flight at once.
+
+    Real, because requests_mock serializes calls, which would hide any overlap.
+    """
+
+    def __init__(self) -> None:
+        self.in_flight, self.peak, self.calls = 0, 0, 0
+        lock = threading.Lock()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                with lock:
+                    owner.calls += 1
+                    owner.in_flight += 1
+                    owner.peak = max(owner.peak, owner.in_flight)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                time.sleep(0.05)  # real time on purpose: the calls must overlap to count
+                with lock:
+                    owner.in_flight -= 1
+                answer = json.dumps(
+                    {"results": [{"ref": r["ref"], "listed": False} for r in body["records"]]}
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.base_url = f"http://127.0.0.1:{self.server.server_port}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def test_concurrent_callers_share_the_limit_of_max_concurrency():
-    # A real server: requests_mock serializes calls, which would hide the overlap.
-    in_flight, peak, lock = [0], [0], threading.Lock()
-
-    class SlowPartner(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            with lock:
-                in_flight[0] += 1
-                peak[0] = max(peak[0], in_flight[0])
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            time.sleep(0.05)  # real time on purpose: the calls must overlap to be limited
-            with lock:
-                in_flight[0] -= 1
-            answer = json.dumps(
-                {"results": [{"ref": r["ref"], "listed": False} for r in body["records"]]}
-            ).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowPartner)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    partner = SlowPartner()
     sessions: list[requests.Session] = []
 
     def new_session() -> requests.Session:
         sessions.append(requests.Session())
         return sessions[-1]
 
-    base = f"http://127.0.0.1:{server.server_port}"
-    client = PartnerClient(settings(base_url=base, max_concurrency=2), session_factory=new_session)
+    client = PartnerClient(
+        settings(base_url=partner.base_url, max_concurrency=2), session_factory=new_session
+    )
     try:
         with ThreadPoolExecutor(max_workers=6) as pool:
             answers = list(pool.map(lambda ref: check(client, records(ref)), ["r1", "r2"] * 3))
     finally:
         client.close()
-        server.shutdown()
-        server.server_close()
+        partner.close()
 
     assert answers == [{"r1": False}, {"r2": False}] * 3
-    assert peak[0] == 2
+    assert partner.peak == 2
     assert 2 <= len(sessions) <= 6  # one per calling thread, never one per call
+
+
+def test_batches_of_one_call_go_side_by_side_within_max_concurrency():
+    partner = SlowPartner()
+    items = [{"ref": f"r{i}", "nik": "3171014101900001"} for i in range(1000)]
+    client = PartnerClient(
+        settings(base_url=partner.base_url, batch_size=100, max_concurrency=3, max_rps=1000)
+    )
+    try:
+        result = check(client, items)
+    finally:
+        client.close()
+        partner.close()
+
+    assert result == {f"r{i}": False for i in range(1000)}
+    assert partner.calls == 10 and partner.peak == 3  # never more than max_concurrency
