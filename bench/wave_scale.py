@@ -100,7 +100,8 @@ def run_under_prefect(rt, export: Path) -> tuple[float, dict]:
 
 
 def run_plain(rt, export: Path) -> tuple[float, dict]:
-    """The same stage functions in the same order and concurrency, without Prefect."""
+    """The same stage functions in the same order and concurrency (the same worker
+    processes for identity and screening), without Prefect."""
     from flows.wave import BATCH, LOCAL_BATCH, PARTNER_THREADS
     from models.enums import State
     from tasks import (
@@ -108,11 +109,10 @@ def run_plain(rt, export: Path) -> tuple[float, dict]:
         announce,
         draw,
         eligibility,
-        identity,
         intake,
         reporting,
         rollout,
-        screening,
+        workers,
     )
     from tasks.common import plan_batches
 
@@ -146,7 +146,7 @@ def run_plain(rt, export: Path) -> tuple[float, dict]:
         lambda: batches(
             [State.AWAIT_IDENTITY.value],
             BATCH,
-            lambda r: identity.verify_identity_batch(s, p.registry, 1, r),
+            lambda r: workers.run(workers.identity_job, 1, r),
         ),
     )
     timed(
@@ -154,7 +154,7 @@ def run_plain(rt, export: Path) -> tuple[float, dict]:
         lambda: batches(
             [State.AWAIT_SCREENING.value],
             BATCH,
-            lambda r: screening.screen_batch(s, p.agencies, 1, r),
+            lambda r: workers.run(workers.screening_job, 1, r),
         ),
     )
     timed("draw", lambda: draw.draw_participants(s, 1))
@@ -239,7 +239,7 @@ def main() -> None:
     from partners.simulator.generate import generate_export
     from partners.simulator.server import SimulatorProcess
     from rules.funnel import demo_quota
-    from tasks import runtime
+    from tasks import runtime, workers
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="wave-scale-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -287,6 +287,8 @@ def main() -> None:
         after = stats(sim)
         result["wall_s"] = round(wall, 1)
         result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        result["worker_processes"] = workers.worker_count()
+        result["worker_peak_rss_mb"] = workers.peak_rss_mb()
         funnel = summary["report"]["funnel"]
         result["funnel"] = funnel
         stages = {}

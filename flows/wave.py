@@ -22,18 +22,20 @@ from flows.publish import (
 from flows.runners import batch_task_runner
 from models.enums import Stage, State
 from tasks import batches as t
+from tasks import workers
 from tasks.operations import draw_facts_task
 
 # Registrants per batch task. A task sends its people to a partner in the partner's own
 # batch_size, several calls side by side (partners.client), and writes its results in
 # one transaction: big tasks keep Prefect's per-task cost small beside the work.
 BATCH = int(os.environ.get("PRAKERJA_BATCH_SIZE") or 10_000)  # small in crash tests
-PARTNER_THREADS = 3  # batch tasks at once in a partner stage
+# Batch tasks at once in a partner stage: enough to keep every worker process busy.
+PARTNER_THREADS = max(3, workers.worker_count())
 LOCAL_BATCH = 50_000  # set-based SQL: big pages are cheap
 
 
-def _run_batches(task, wave_id: int, ranges: list[tuple[int, int]]) -> list[dict]:
-    futures = [task.submit(wave_id, r) for r in ranges]
+def _run_batches(task, wave_id: int, ranges: list[tuple[int, int]], **options) -> list[dict]:
+    futures = [task.submit(wave_id, r, **options) for r in ranges]
     track_progress(wave_id, futures)  # wave-<N>-<stage>-progress moves as batches finish
     return [f.result() for f in futures]
 
@@ -63,7 +65,9 @@ def local_eligibility_stage(wave_id: int) -> dict:
 def identity_stage(wave_id: int) -> dict:
     ranges = t.plan_batches_task(wave_id, [State.AWAIT_IDENTITY.value], BATCH)
     return publish_stage(
-        wave_id, Stage.IDENTITY, _run_batches(t.verify_identity_task, wave_id, ranges)
+        wave_id,
+        Stage.IDENTITY,
+        _run_batches(t.verify_identity_task, wave_id, ranges, in_worker=len(ranges) > 1),
     )
 
 
@@ -74,7 +78,11 @@ def identity_stage(wave_id: int) -> dict:
 )
 def screening_stage(wave_id: int) -> dict:
     ranges = t.plan_batches_task(wave_id, [State.AWAIT_SCREENING.value], BATCH)
-    return publish_stage(wave_id, Stage.SCREENING, _run_batches(t.screen_task, wave_id, ranges))
+    return publish_stage(
+        wave_id,
+        Stage.SCREENING,
+        _run_batches(t.screen_task, wave_id, ranges, in_worker=len(ranges) > 1),
+    )
 
 
 @flow(name="draw", flow_run_name="wave-{wave_id}-draw")

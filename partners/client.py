@@ -11,9 +11,9 @@ import random
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -24,7 +24,7 @@ import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 from partners.config import PartnerSettings
-from partners.limits import CircuitBreaker, RateLimiter
+from partners.limits import CircuitBreaker, RateLimiter, shared_limits_for
 
 T = TypeVar("T")
 LOGGER = logging.getLogger("prakerja.partners")
@@ -131,6 +131,10 @@ class PartnerClient:
         self.breaker = CircuitBreaker(
             settings.breaker_threshold, settings.breaker_cooldown_s, clock
         )
+        # In a worker process, the limits and breaker shared by all workers replace these.
+        shared = shared_limits_for(settings.id)
+        if shared is not None:
+            self._limiter, self._slots, self.breaker = shared  # type: ignore[assignment]
         # Lowered when the partner answers 413: its real limit is below the configured one.
         self._batch_limit = settings.batch_size
 
@@ -165,22 +169,40 @@ class PartnerClient:
         if len(set(keys)) != len(keys):
             raise ValueError(f"{key_field} values must be unique within one call")
         results: dict[str, T | PartnerFailure] = {}
-        todo: list[list[dict]] = [list(items)]
-        while todo:
-            limit = self._batch_limit
-            chunks = [c[i : i + limit] for c in todo for i in range(0, len(c), limit)]
-            todo = []
 
-            def one(chunk: list[dict]) -> tuple[dict[str, T | PartnerFailure], list[dict]]:
-                if not self.breaker.allow():
-                    failure = PartnerFailure(self.settings.id, "CircuitOpen", "circuit open")
-                    return {item[key_field]: failure for item in chunk}, []
-                return self._post_chunk(path, list_key, chunk, key_field, parse)
+        def one(chunk: list[dict]) -> tuple[dict[str, T | PartnerFailure], list[dict]]:
+            if not self.breaker.allow():
+                failure = PartnerFailure(self.settings.id, "CircuitOpen", "circuit open")
+                return {item[key_field]: failure for item in chunk}, []
+            return self._post_chunk(path, list_key, chunk, key_field, parse)
 
-            # A call bigger than one batch sends its batches side by side, as many at a
-            # time as the partner's max_concurrency admits (and still within max_rps).
-            for answered, too_large in self._map(one, chunks):
+        # The first batch goes alone. While the partner answers every batch cleanly, the
+        # next ones go side by side, as many at a time as its max_concurrency admits (and
+        # still within max_rps); after any failure or 413 they go one at a time again, so
+        # a partner that is down or refusing sees the calls the breaker allows and no
+        # more, and a lowered batch limit applies to every batch not sent yet.
+        unsent: deque[dict] = deque(items)
+        in_flight: set[Future] = set()
+        healthy = False
+        while unsent or in_flight:
+            width = self.settings.max_concurrency if healthy else 1
+            done: list[tuple[dict[str, T | PartnerFailure], list[dict]]] = []
+            if not in_flight and width == 1:
+                done.append(one(self._cut(unsent)))
+            else:
+                pool = self._executor()
+                while unsent and len(in_flight) < width:
+                    in_flight.add(pool.submit(one, self._cut(unsent)))
+                finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                done.extend(future.result() for future in finished)
+            healthy = True
+            for answered, too_large in done:
                 results.update(answered)
+                healthy = (
+                    healthy
+                    and not too_large
+                    and not any(isinstance(value, PartnerFailure) for value in answered.values())
+                )
                 if not too_large:
                     continue
                 if len(too_large) == 1:
@@ -189,21 +211,22 @@ class PartnerClient:
                     )
                 else:
                     self._lower_batch_limit((len(too_large) + 1) // 2)
-                    todo.append(too_large)
+                    unsent.extendleft(reversed(too_large))
         return results
 
-    def _map(self, fn: Callable[[list[dict]], Any], chunks: list[list[dict]]) -> list[Any]:
-        """fn over chunks: in this thread for one, on the client's own threads for more."""
-        if len(chunks) <= 1:
-            return [fn(chunk) for chunk in chunks]
+    def _cut(self, unsent: deque[dict]) -> list[dict]:
+        """The next batch off `unsent`, at the batch limit known now."""
+        size = min(self._batch_limit, len(unsent))
+        return [unsent.popleft() for _ in range(size)]
+
+    def _executor(self) -> ThreadPoolExecutor:
         with self._lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(
                     max_workers=self.settings.max_concurrency,
                     thread_name_prefix=f"partner-{self.settings.id}",
                 )
-            pool = self._pool
-        return list(pool.map(fn, chunks))
+            return self._pool
 
     def get_json(self, path: str, params: dict | None = None) -> tuple[int, dict | None]:
         """GETs `path`; returns (200, body) or (404, None). Raises PartnerError otherwise."""

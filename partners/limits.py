@@ -46,6 +46,48 @@ class RateLimiter:
         return wait
 
 
+class SharedRateLimiter:
+    """RateLimiter's token bucket in shared memory: one budget for several processes.
+
+    Made before the processes start (tasks.workers) and handed to them when they are
+    spawned; time.monotonic is the same clock in every process of the machine.
+    """
+
+    def __init__(self, max_rps: float, *, burst: float = 1.0, context) -> None:
+        if max_rps <= 0 or burst < 1:
+            raise ValueError("max_rps must be positive and burst at least 1")
+        self._rate = float(max_rps)
+        self._capacity = float(burst)
+        self._state = context.RawArray("d", [self._capacity, time.monotonic()])  # tokens, at
+        self._lock = context.Lock()
+
+    def acquire(self) -> float:
+        """Takes one token, sleeping until it is there; returns the time waited."""
+        with self._lock:
+            now = time.monotonic()
+            tokens = min(self._capacity, self._state[0] + (now - self._state[1]) * self._rate)
+            tokens -= 1.0  # reserved now, as in RateLimiter
+            self._state[0], self._state[1] = tokens, now
+            wait = -tokens / self._rate if tokens < 0 else 0.0
+        if wait > 0:
+            time.sleep(wait)
+        return wait
+
+
+# partner id -> (rate limiter, concurrency semaphore) shared with other processes; set
+# only in worker processes (tasks.workers), where it replaces each client's own limits.
+_SHARED: dict[str, tuple[SharedRateLimiter, object]] = {}
+
+
+def install_shared_limits(limits: dict[str, tuple[SharedRateLimiter, object]]) -> None:
+    _SHARED.clear()
+    _SHARED.update(limits)
+
+
+def shared_limits_for(partner_id: str) -> tuple[SharedRateLimiter, object] | None:
+    return _SHARED.get(partner_id)
+
+
 class CircuitBreaker:
     """Stops calls to a partner after `threshold` failed calls in a row, for `cooldown_s`.
 
@@ -110,3 +152,47 @@ class CircuitBreaker:
 
     def _cooled_down(self) -> bool:
         return self._clock() - self._opened_at >= self._cooldown_s
+
+
+class SharedCircuitBreaker(CircuitBreaker):
+    """A CircuitBreaker whose state lives in shared memory: when one worker process's
+    calls open it, every worker stops calling the partner."""
+
+    _STATES = (CircuitBreaker.CLOSED, CircuitBreaker.OPEN, CircuitBreaker.HALF_OPEN)
+
+    def __init__(self, threshold: int, cooldown_s: float, *, context) -> None:
+        self._cells = context.RawArray("d", 4)  # state, failures, opened at, trial running
+        super().__init__(threshold, cooldown_s)  # time.monotonic: one clock for all
+        self._lock = context.Lock()
+
+    @property
+    def _state(self) -> str:  # type: ignore[override]
+        return self._STATES[int(self._cells[0])]
+
+    @_state.setter
+    def _state(self, value: str) -> None:
+        self._cells[0] = self._STATES.index(value)
+
+    @property
+    def _failures(self) -> int:  # type: ignore[override]
+        return int(self._cells[1])
+
+    @_failures.setter
+    def _failures(self, value: int) -> None:
+        self._cells[1] = value
+
+    @property
+    def _opened_at(self) -> float:  # type: ignore[override]
+        return self._cells[2]
+
+    @_opened_at.setter
+    def _opened_at(self, value: float) -> None:
+        self._cells[2] = value
+
+    @property
+    def _trial_running(self) -> bool:  # type: ignore[override]
+        return bool(self._cells[3])
+
+    @_trial_running.setter
+    def _trial_running(self, value: bool) -> None:
+        self._cells[3] = 1.0 if value else 0.0

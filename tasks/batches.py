@@ -14,11 +14,10 @@ from tasks import (
     announce,
     draw,
     eligibility,
-    identity,
     intake,
     reporting,
     rollout,
-    screening,
+    workers,
 )
 from tasks.common import plan_batches
 from tasks.runtime import get_runtime
@@ -72,16 +71,17 @@ def local_eligibility_task(wave_id: int, id_range: tuple[int, int]) -> dict:
 
 
 @task(name="verify-identity-batch")
-def verify_identity_task(wave_id: int, id_range: tuple[int, int]) -> dict:
-    rt = get_runtime()
-    report = identity.verify_identity_batch(rt.sessions, rt.partners.registry, wave_id, id_range)
+def verify_identity_task(wave_id: int, id_range: tuple[int, int], in_worker: bool = False) -> dict:
+    # With more than one batch, in a worker process, side by side with the others.
+    job = workers.run if in_worker else workers.run_here
+    report = job(workers.identity_job, wave_id, id_range)
     return publish_failures(wave_id, report)
 
 
 @task(name="screen-batch")
-def screen_task(wave_id: int, id_range: tuple[int, int]) -> dict:
-    rt = get_runtime()
-    report = screening.screen_batch(rt.sessions, rt.partners.agencies, wave_id, id_range)
+def screen_task(wave_id: int, id_range: tuple[int, int], in_worker: bool = False) -> dict:
+    job = workers.run if in_worker else workers.run_here
+    report = job(workers.screening_job, wave_id, id_range)
     return publish_failures(wave_id, report)
 
 

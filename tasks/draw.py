@@ -214,7 +214,8 @@ def fill_free_seats(sessions: SessionFactory, wave_id: int) -> dict:
         if total_free <= 0:
             return {"selected": 0, "reason": "no free seats"}
         round_no = (
-            session.execute(select(func.max(R.c.draw_round)).where(
+            session.execute(
+                select(func.max(R.c.draw_round)).where(
                     R.c.wave_id == wave_id, R.c.draw_round.is_not(None)
                 )
             ).scalar()

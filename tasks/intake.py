@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
+import os
+import pickle
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +24,7 @@ from rules.draw import province_of
 from rules.intake import IntakeRecord, read_export
 from tasks.common import R, load_wave, utcnow
 
+PARSE_PROCESS_FROM_BYTES = 20_000_000  # about 100,000 rows
 CHUNK_ROWS = 20_000  # rows per transaction: fewer, bigger commits
 
 
@@ -125,51 +130,23 @@ def import_export(
             session.execute(select(func.max(R.c.line)).where(R.c.wave_id == wave_id)).scalar() or 0
         )
 
-    rows = inserted = skipped = 0
-    # Parsing (this thread) and inserting (the writer) overlap: SQLite releases the GIL
-    # while it works. The queue is short, so memory stays at a few chunks.
-    chunks: queue.Queue[list[tuple] | None] = queue.Queue(maxsize=2)
-    failure: list[BaseException] = []
+    from tasks import workers
 
-    def writer() -> None:
-        nonlocal inserted
-        while (chunk := chunks.get()) is not None:
-            if failure:
-                continue
-            try:
-                with sessions() as session, session.begin():
-                    insert_rows(session.connection(), R, INTAKE_COLUMNS, chunk, prepared=True)
-                inserted += len(chunk)
-                if progress:
-                    progress(chunk[-1][1] - 1)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller below
-                failure.append(exc)
-
-    thread = threading.Thread(target=writer, name=f"intake-writer-{wave_id}", daemon=True)
-    thread.start()
-    try:
-        with open(path, "rb") as fh:
-            _header, records = read_export(fh)
-            now = _stamp(utcnow())
-            chunk: list[tuple] = []
-            for rec in records:
-                rows += 1
-                if rec.line <= last_line:
-                    skipped += 1
-                    continue
-                chunk.append(_record_values(wave_id, rec, now))
-                if len(chunk) >= CHUNK_ROWS:
-                    chunks.put(chunk)
-                    chunk = []
-                    if failure:
-                        break
-            if chunk:
-                chunks.put(chunk)
-    finally:
-        chunks.put(None)
-        thread.join()
-    if failure:
-        raise failure[0]
+    check_header(path)  # a refused header raises here, before any process starts
+    # A big export is parsed in a process of its own, beside the inserts; a small one
+    # is done before such a process would have started.
+    big = Path(path).stat().st_size >= PARSE_PROCESS_FROM_BYTES
+    parse = _parse_elsewhere if big and workers.worker_count() else _parse_here
+    now = _stamp(utcnow())
+    inserted = 0
+    with parse(str(path), wave_id, last_line, now) as (chunks, totals):
+        for chunk in chunks:
+            with sessions() as session, session.begin():
+                insert_rows(session.connection(), R, INTAKE_COLUMNS, chunk, prepared=True)
+            inserted += len(chunk)
+            if progress:
+                progress(chunk[-1][1] - 1)
+    rows, skipped = totals["rows"], totals["skipped"]
 
     settle_intake(sessions, wave_id, rows)
     return IntakeResult(rows, inserted, skipped)
@@ -223,3 +200,144 @@ def settle_intake(sessions: SessionFactory, wave_id: int, rows: int) -> None:
         wave.intake_done = True
         wave.intake_rows = rows
         session.add(wave)
+
+
+def _chunks(path: str, wave_id: int, last_line: int, now: str, totals: dict) -> Iterator[list]:
+    """The export's rows after `last_line`, as driver-ready tuples, CHUNK_ROWS at a time."""
+    rows = skipped = 0
+    with open(path, "rb") as fh:
+        _header, records = read_export(fh)
+        chunk: list[tuple] = []
+        for rec in records:
+            rows += 1
+            if rec.line <= last_line:
+                skipped += 1
+                continue
+            chunk.append(_record_values(wave_id, rec, now))
+            if len(chunk) >= CHUNK_ROWS:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+    totals.update(rows=rows, skipped=skipped)
+
+
+@contextmanager
+def _parse_here(path: str, wave_id: int, last_line: int, now: str):
+    """Parsing in a thread of this process, overlapping the inserts (SQLite releases the
+    GIL while it works); the queue is short, so memory stays at a few chunks."""
+    totals: dict = {}
+    chunks: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def offer(item: tuple) -> bool:
+        while not stop.is_set():  # the consumer gave up: stop parsing
+            try:
+                chunks.put(item, timeout=1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def reader() -> None:
+        try:
+            for chunk in _chunks(path, wave_id, last_line, now, totals):
+                if not offer(("chunk", chunk)):
+                    return
+            offer(("done", None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            offer(("error", exc))
+
+    thread = threading.Thread(target=reader, name=f"intake-reader-{wave_id}", daemon=True)
+    thread.start()
+
+    def consume() -> Iterator[list]:
+        while True:
+            kind, value = chunks.get()
+            if kind == "chunk":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
+
+    try:
+        yield consume(), totals
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _parse_to_queue(out, path: str, wave_id: int, last_line: int, now: str) -> None:
+    """In the parsing process: chunks into `out`, then the totals (or the error)."""
+    parent = os.getppid()
+
+    def put(item) -> bool:
+        while True:
+            try:
+                out.put(item, timeout=2)
+                return True
+            except queue.Full:
+                if os.getppid() != parent:  # the importing process is gone
+                    return False
+
+    totals: dict = {}
+    try:
+        for chunk in _chunks(path, wave_id, last_line, now, totals):
+            if not put(("chunk", chunk)):
+                return
+        put(("done", totals))
+    except BaseException as exc:  # noqa: BLE001 - handed to the importing process
+        try:
+            pickle.loads(pickle.dumps(exc))
+        except Exception:  # noqa: BLE001 - an error that does not cross processes
+            exc = IntakeParseError(f"{type(exc).__name__}: {exc}")
+        put(("error", exc))
+
+
+class IntakeParseError(RuntimeError):
+    """The parsing process failed; its error class and message (no row contents)."""
+
+
+@contextmanager
+def _parse_elsewhere(path: str, wave_id: int, last_line: int, now: str):
+    """Parsing in a process of its own, so that it has a core beside the inserts.
+
+    The rows cross as pickled chunks (a few microseconds a row, much less than parsing).
+    """
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue(maxsize=2)
+    proc = context.Process(
+        target=_parse_to_queue,
+        args=(out, path, wave_id, last_line, now),
+        name=f"intake-parser-{wave_id}",
+        daemon=True,
+    )
+    proc.start()
+    totals: dict = {}
+
+    def consume() -> Iterator[list]:
+        while True:
+            try:
+                kind, value = out.get(timeout=5)
+            except queue.Empty:
+                if not proc.is_alive():
+                    raise IntakeParseError(
+                        f"the parsing process died (exit code {proc.exitcode})"
+                    ) from None
+                continue
+            if kind == "chunk":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                totals.update(value)
+                return
+
+    try:
+        yield consume(), totals
+    finally:
+        if proc.is_alive() and not totals:
+            proc.terminate()
+        proc.join(timeout=10)
+        out.close()

@@ -46,6 +46,7 @@ def configure(
 ) -> Runtime:
     """Sets this process's runtime (the CLI calls it before running a flow)."""
     global _current
+    _stop_workers()
     engine = make_engine(database or database_url())
     init_db(engine)
     with _current_lock:
@@ -64,7 +65,15 @@ def get_runtime() -> Runtime:
 
 def reset() -> None:
     global _current
+    _stop_workers()
     with _current_lock:
         if _current is not None:
             _current.engine.dispose()
         _current = None
+
+
+def _stop_workers() -> None:
+    # Worker processes hold engines of the runtime being replaced.
+    from tasks import workers
+
+    workers.shutdown()

@@ -70,12 +70,23 @@ def _export(sessions, tmp_path) -> dict[int, tuple[str, str, str]]:
     return {int(r["line"]): (r["outcome"], r["reason"], r["nik"]) for r in rows}
 
 
+@pytest.mark.parametrize(
+    "batch", [10_000, 400], ids=["one-batch-in-process", "batches-in-worker-processes"]
+)
 def test_every_registrant_gets_the_outcome_the_partners_truth_implies(
-    prefect_server, sessions, simulator, wave_files, tmp_path
+    batch, prefect_server, sessions, simulator, wave_files, tmp_path, monkeypatch
 ):
+    import flows.wave
+    from tasks import workers
+
+    # More than one batch: identity and screening run in worker processes, whose calls
+    # share each partner's limits; the outcomes must be the same.
+    monkeypatch.setattr(flows.wave, "BATCH", batch)
+    monkeypatch.setenv(workers.WORKERS_ENV, "2")
     export, truth_path = wave_files
     code = _run(export, simulator)
     assert code == 0
+    assert (workers.peak_rss_mb() is not None) == (batch < REGISTRANTS), "workers ran"
 
     got = _export(sessions, tmp_path)
     truth = read_truth(str(truth_path), str(export))

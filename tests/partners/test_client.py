@@ -185,7 +185,8 @@ def test_413_splits_the_batch_in_halves_until_the_partner_accepts(requests_mock)
 
     assert result == {ref: True for ref in refs}
     sizes = [len(sent_refs(r)) for r in route.request_history]
-    assert sizes == [5, 3, 2, 1, 2]
+    # Refused at 5 and 3; accepted at 2, after which the last two batches go side by side.
+    assert sizes[:3] == [5, 3, 2] and sorted(sizes[3:]) == [1, 2]
 
 
 def test_413_for_a_single_item_fails_that_item_for_a_person(requests_mock):

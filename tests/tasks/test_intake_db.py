@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from models.tables import Registrant
 from tasks.intake import import_export
 from tests.tasks.factories import make_wave, person, write_export
+
+
+@pytest.fixture(autouse=True, params=["parsed-here", "parsed-in-a-process"])
+def parser(request, monkeypatch):
+    """Every test twice: the export parsed in this process, and in a process of its own
+    (as big exports are)."""
+    from tasks import intake, workers
+
+    if request.param == "parsed-in-a-process":
+        monkeypatch.setattr(intake, "PARSE_PROCESS_FROM_BYTES", 0)
+        monkeypatch.setenv(workers.WORKERS_ENV, "2")
+    else:
+        monkeypatch.setenv(workers.WORKERS_ENV, "0")
+    return request.param
 
 
 def _outcomes(sessions) -> dict[int, tuple[str, str | None]]:
@@ -75,3 +90,4 @@ def test_an_interrupted_intake_resumes_without_duplicating_rows(sessions, tmp_pa
     assert result.skipped_already_loaded == 10
     got = _outcomes(sessions)
     assert sorted(got) == list(range(2, 22))
+

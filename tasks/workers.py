@@ -1,0 +1,206 @@
+"""Worker processes for the CPU-heavy partner stages, so that a wave uses every core.
+
+One Python process runs out of its one core (the GIL) long before the partners run out
+of rate: building, parsing and storing millions of partner answers is Python work. So
+the identity and screening batch tasks hand their batch function to a small pool of
+worker processes; the Prefect task (its state, retries, events) stays in the flow's
+process, and only ids, counts and failure summaries cross the process boundary.
+
+Each worker opens its own database engine and partner clients; their calls to each
+partner share one token bucket and one concurrency semaphore (partners.limits), so
+that together they keep within the partner's `max_rps` and `max_concurrency`, as one
+process would; and when one worker's calls open a partner's circuit breaker, all stop
+calling it.
+
+`PRAKERJA_WORKER_PROCESSES` sets the number of workers (default: two per core, at
+most 4); 0 or 1 runs batches in the flow's own process. With a Dask task runner or
+shared (Prefect) rate limits, batches always run in the calling process: there, the
+Dask workers are the processes, and the limits are held by the Prefect server.
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from partners.config import PartnersConfig, PartnerSettings, load_partners_config
+from partners.limits import SharedCircuitBreaker, SharedRateLimiter, install_shared_limits
+from tasks import runtime, shared_limits
+
+WORKERS_ENV = "PRAKERJA_WORKER_PROCESSES"
+MAX_DEFAULT_WORKERS = 4
+
+_pool: ProcessPoolExecutor | None = None
+_pool_key: tuple | None = None
+_lock = threading.Lock()
+
+
+def worker_count() -> int:
+    """How many worker processes batches get; 0 means the calling process does the work."""
+    from flows.runners import RUNNER_ENV
+
+    if os.environ.get(RUNNER_ENV, "threads") == "dask" or shared_limits.enabled():
+        return 0
+    raw = os.environ.get(WORKERS_ENV, "").strip()
+    if raw:
+        try:
+            count = int(raw)
+        except ValueError:
+            raise ValueError(f"{WORKERS_ENV} must be a whole number, not {raw!r}") from None
+        if count < 0:
+            raise ValueError(f"{WORKERS_ENV} must be 0 or more, not {count}")
+    else:
+        # Two per core: a worker runs one batch at a time and spends much of it waiting
+        # for partners, so a second one per core keeps the core busy meanwhile.
+        count = min(2 * (os.cpu_count() or 1), MAX_DEFAULT_WORKERS)
+    return 0 if count <= 1 else count
+
+
+def all_partners(config: PartnersConfig) -> list[PartnerSettings]:
+    return [
+        config.registry,
+        *config.agencies,
+        *config.payment_providers.values(),
+        config.card_issuer,
+        config.notifier,
+    ]
+
+
+def partner_limits(config: PartnersConfig, context) -> dict[str, tuple]:
+    """One rate limiter, concurrency semaphore and circuit breaker per partner, for all
+    workers."""
+    return {
+        p.id: (
+            SharedRateLimiter(
+                p.max_rps,
+                burst=max(1.0, min(float(p.max_concurrency), p.max_rps)),
+                context=context,
+            ),
+            context.BoundedSemaphore(p.max_concurrency),
+            SharedCircuitBreaker(p.breaker_threshold, p.breaker_cooldown_s, context=context),
+        )
+        for p in all_partners(config)
+    }
+
+
+def _start_worker(database: str, config: PartnersConfig, limits: dict[str, tuple]) -> None:
+    _exit_with_parent()
+    install_shared_limits(limits)
+    runtime.configure(database=database, partners_config=config)
+
+
+def _exit_with_parent() -> None:
+    """Ends this worker at once when the flow's process dies (kill -9 included), so that
+    no orphan goes on writing while a rerun, which holds the wave's lease, does the same
+    batch again. An unfinished batch transaction is rolled back by the database."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.1)
+        os._exit(70)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _call(job: Callable[..., Any], args: tuple) -> Any:
+    return job(runtime.get_runtime(), *args)
+
+
+def _get_pool(workers: int) -> ProcessPoolExecutor:
+    global _pool, _pool_key
+    rt = runtime.get_runtime()
+    if rt.partners_config is None:
+        rt.partners_config = load_partners_config()
+    database = rt.engine.url.render_as_string(hide_password=False)
+    key = (database, rt.partners_config, workers)
+    with _lock:
+        if _pool is not None and _pool_key == key:
+            return _pool
+        if _pool is not None:
+            _pool.shutdown(wait=True)
+        # spawn: the flow's process has threads (Prefect's), which fork would not carry.
+        context = multiprocessing.get_context("spawn")
+        _pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=context,
+            initializer=_start_worker,
+            initargs=(database, rt.partners_config, partner_limits(rt.partners_config, context)),
+        )
+        _pool_key = key
+        return _pool
+
+
+def run(job: Callable[..., Any], *args: Any) -> Any:
+    """job(runtime, *args) in a worker process (or here, with no workers); its result.
+
+    `job` must be a module-level function and its arguments and result picklable: ids
+    and counts, never people.
+    """
+    workers = worker_count()
+    if not workers:
+        return run_here(job, *args)
+    pool = _get_pool(workers)
+    try:
+        return pool.submit(_call, job, args).result()
+    except BrokenProcessPool:
+        # A worker died (killed, out of memory): the batch is left as it was (one
+        # transaction), the next batch gets a fresh pool, and this task fails visibly.
+        shutdown()
+        raise
+
+
+def run_here(job: Callable[..., Any], *args: Any) -> Any:
+    """job(runtime, *args) in this process: for a stage of one batch, where starting
+    worker processes would cost more than they save."""
+    return job(runtime.get_runtime(), *args)
+
+
+def peak_rss_mb() -> int | None:
+    """The largest peak resident memory (VmHWM) of the live worker processes, in MB."""
+    with _lock:
+        pool = _pool
+    pids = list(getattr(pool, "_processes", None) or {}) if pool is not None else []
+    peaks = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmHWM:"):
+                        peaks.append(int(line.split()[1]) // 1024)
+        except OSError:
+            continue
+    return max(peaks) if peaks else None
+
+
+def shutdown() -> None:
+    global _pool, _pool_key
+    with _lock:
+        pool, _pool, _pool_key = _pool, None, None
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+atexit.register(shutdown)
+
+
+# The jobs: one batch function each, with what it needs from the worker's runtime.
+
+
+def identity_job(rt: runtime.Runtime, wave_id: int, id_range: tuple[int, int]) -> dict:
+    from tasks import identity
+
+    return identity.verify_identity_batch(rt.sessions, rt.partners.registry, wave_id, id_range)
+
+
+def screening_job(rt: runtime.Runtime, wave_id: int, id_range: tuple[int, int]) -> dict:
+    from tasks import screening
+
+    return screening.screen_batch(rt.sessions, rt.partners.agencies, wave_id, id_range)

@@ -1,0 +1,123 @@
+"""Worker processes: batches run in other processes, within the partners' limits together."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+import pytest
+
+from partners.config import simulator_config
+from partners.limits import SharedCircuitBreaker, shared_limits_for
+from tasks import runtime, workers
+
+
+def where_and_limits(rt: runtime.Runtime) -> tuple[int, float, bool, str]:
+    config = rt.partners_config
+    assert config is not None
+    return (
+        os.getpid(),
+        config.registry.max_rps,
+        shared_limits_for(config.registry.id) is not None,
+        rt.engine.url.render_as_string(hide_password=False),
+    )
+
+
+def take_registry_slots(rt: runtime.Runtime, n: int) -> list[float]:
+    """Takes n calls' worth of the registry's shared rate; when each was granted."""
+    limiter = shared_limits_for("registry")[0]
+    granted = []
+    for _ in range(n):
+        limiter.acquire()
+        granted.append(time.monotonic())
+    return granted
+
+
+@pytest.fixture
+def configured(tmp_path, monkeypatch):
+    monkeypatch.delenv("PRAKERJA_TASK_RUNNER", raising=False)
+    monkeypatch.delenv("PRAKERJA_SHARED_RATE_LIMITS", raising=False)
+    config = simulator_config("http://127.0.0.1:9")
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    runtime.configure(database=url, partners_config=config)
+    yield config, url
+    runtime.reset()
+
+
+def test_jobs_run_in_worker_processes_that_share_each_partner_limit(configured, monkeypatch):
+    config, url = configured
+    monkeypatch.setenv(workers.WORKERS_ENV, "2")
+
+    pids = {workers.run(where_and_limits)[0] for _ in range(6)}
+    pid, rps, shared, database = workers.run(where_and_limits)
+
+    assert os.getpid() not in pids and pid != os.getpid()
+    assert rps == config.registry.max_rps and shared
+    assert database == url  # the same program database
+    assert shared_limits_for("registry") is None  # only the workers' clients use them
+
+
+def test_workers_together_keep_within_a_partners_max_rps(tmp_path, monkeypatch):
+    monkeypatch.setenv(workers.WORKERS_ENV, "2")
+    config = simulator_config("http://127.0.0.1:9")
+    rps = 20.0
+    config = replace(config, registry=replace(config.registry, max_rps=rps, max_concurrency=1))
+    runtime.configure(database=f"sqlite:///{tmp_path / 'w.db'}", partners_config=config)
+    try:
+        workers.run(where_and_limits)  # both workers up before the clock matters
+        with ThreadPoolExecutor(2) as pool:
+            runs = list(pool.map(lambda _: workers.run(take_registry_slots, 10), range(2)))
+    finally:
+        runtime.reset()
+    granted = sorted(t for run in runs for t in run)
+    # 20 calls at 20 a second after a burst of 1: at least 19 / 20 s, across both.
+    assert granted[-1] - granted[0] >= (len(granted) - 1) / rps - 0.02
+    assert all(run for run in runs)
+
+
+def test_no_workers_runs_in_the_calling_process(configured, monkeypatch):
+    config, _url = configured
+    monkeypatch.setenv(workers.WORKERS_ENV, "0")
+
+    pid, rps, shared, _database = workers.run(where_and_limits)
+
+    assert pid == os.getpid() and rps == config.registry.max_rps and not shared
+
+
+def test_dask_and_shared_limits_keep_batches_in_the_calling_process(monkeypatch):
+    monkeypatch.setenv(workers.WORKERS_ENV, "4")
+    monkeypatch.setenv("PRAKERJA_TASK_RUNNER", "dask")
+    assert workers.worker_count() == 0
+    monkeypatch.delenv("PRAKERJA_TASK_RUNNER")
+    monkeypatch.setenv("PRAKERJA_SHARED_RATE_LIMITS", "1")
+    assert workers.worker_count() == 0
+
+
+@pytest.mark.parametrize("raw", ["two", "-1"])
+def test_a_bad_worker_count_names_the_variable(monkeypatch, raw):
+    monkeypatch.setenv(workers.WORKERS_ENV, raw)
+    with pytest.raises(ValueError, match=workers.WORKERS_ENV):
+        workers.worker_count()
+
+
+def _fail_calls(breaker, n: int) -> None:
+    for _ in range(n):
+        breaker.record_failure()
+
+
+def test_a_breaker_opened_in_one_process_is_open_in_every_process():
+    context = multiprocessing.get_context("spawn")
+    breaker = SharedCircuitBreaker(3, 60.0, context=context)
+    assert breaker.allow()
+
+    other = context.Process(target=_fail_calls, args=(breaker, 3))
+    other.start()
+    other.join(timeout=60)
+
+    assert other.exitcode == 0
+    assert breaker.state == SharedCircuitBreaker.OPEN and not breaker.allow()
+    breaker.record_success()  # a later success closes it for everyone again
+    assert breaker.state == SharedCircuitBreaker.CLOSED and breaker.allow()
