@@ -90,4 +90,3 @@ def test_an_interrupted_intake_resumes_without_duplicating_rows(sessions, tmp_pa
     assert result.skipped_already_loaded == 10
     got = _outcomes(sessions)
     assert sorted(got) == list(range(2, 22))
-
