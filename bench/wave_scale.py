@@ -231,7 +231,20 @@ def main() -> None:
         action="store_true",
         help="skip the run without Prefect (no prefect_overhead_ratio)",
     )
+    ap.add_argument(
+        "--max-rps",
+        action="append",
+        default=[],
+        metavar="KIND=N",
+        help="override a kind's calls/s (registry, agency, payment, card-issuer, notifier),"
+        " e.g. --max-rps agency=5 to make screening rate-bound",
+    )
     args = ap.parse_args()
+    for item in args.max_rps:
+        kind, _, value = item.partition("=")
+        if kind not in MAX_RPS or not value.replace(".", "", 1).isdigit() or float(value) <= 0:
+            ap.error(f"--max-rps {item!r}: expected KIND=N with KIND one of {sorted(MAX_RPS)}")
+        MAX_RPS[kind] = float(value)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
@@ -276,9 +289,10 @@ def main() -> None:
         },
     }
     config = partner_settings("http://127.0.0.1:1")
-    with SimulatorProcess(
-        args.seed, faults_path=str(faults_file(work / "faults.toml", config))
-    ) as sim:
+    faults = str(faults_file(work / "faults.toml", config))
+    # Each run gets a simulator of its own (same seed, same limits): a partner that had
+    # already seen the first run's credits and messages would answer the second faster.
+    with SimulatorProcess(args.seed, faults_path=faults) as sim:
         config = partner_settings(sim.base_url)
         rt = runtime.configure(database=fresh_db("prefect"), partners_config=config)
         create_wave(rt, quota, export)
@@ -328,7 +342,9 @@ def main() -> None:
                 util[pid] = round(calls / sec / limit, 2)
         result["partner_utilization"] = util
         runtime.reset()
-        if not args.no_baseline:
+    if not args.no_baseline:
+        with SimulatorProcess(args.seed, faults_path=faults) as sim:
+            config = partner_settings(sim.base_url)
             rt = runtime.configure(database=fresh_db("plain"), partners_config=config)
             create_wave(rt, quota, export)
             plain_wall, plain = run_plain(rt, export)
