@@ -51,7 +51,9 @@ class Registrant(SQLModel, table=True):
         # one is paid on every state change of millions of rows. No index covers every
         # NIK: random inserts into one doubled the cost of intake at a million rows.
         # Duplicates are found by sorting (tasks/intake.py), and NIK lookups go through
-        # the small partial indexes of drawn registrants below.
+        # the small partial indexes of drawn registrants below. Nor is the draw order
+        # indexed: inserting 2 million random sha256 keys into an index doubled the cost
+        # of screening's writes, while the draw sorts its pool once in a few seconds.
         Index("ix_registrant_wave_state", "wave_id", "state"),
         Index(
             "ix_registrant_drawn_nik",
@@ -65,15 +67,6 @@ class Registrant(SQLModel, table=True):
             "draw_round",
             sqlite_where=text("draw_round IS NOT NULL"),
             postgresql_where=text("draw_round IS NOT NULL"),
-        ),
-        Index(
-            "ix_registrant_draw",
-            "wave_id",
-            "state",
-            text("priority DESC"),  # the draw order: priority first, then key ascending
-            "draw_key",
-            sqlite_where=text("draw_key IS NOT NULL"),
-            postgresql_where=text("draw_key IS NOT NULL"),
         ),
     )
 

@@ -6,7 +6,7 @@ import json
 from collections import Counter
 from collections.abc import Iterator
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlmodel import Session
 
 from models.db import SessionFactory
@@ -53,16 +53,41 @@ def household_counts(session: Session, wave_id: int) -> Counter:
     return counts
 
 
-def _candidates(session: Session, wave_id: int, state: str) -> Iterator[tuple[int, Candidate]]:
-    """The wave's registrants in `state`, in draw order, streamed (2 million in a big pool)."""
-    rows = session.execute(
-        select(R.c.id, R.c.nik, R.c.kk_number, R.c.province, R.c.priority, R.c.draw_key)
-        .where(R.c.wave_id == wave_id, R.c.state == state, R.c.draw_key.is_not(None))
-        .order_by(R.c.priority.desc(), R.c.draw_key.asc())
-        .execution_options(yield_per=20_000)
-    )
-    for rid, nik, kk, province, priority, key in rows:
-        yield rid, Candidate(nik, kk, province, bool(priority), key)
+def _candidates(
+    session: Session, wave_id: int, state: str, *, first_page: int | None = None
+) -> Iterator[tuple[int, Candidate]]:
+    """The wave's registrants in `state`, in draw order, streamed (2 million in a big pool).
+
+    With `first_page`, read page by page (each twice the last) instead of sorting the
+    whole set up front: a backfill round needs the head of a waitlist of millions, and a
+    top-N query reads it without sorting the rest (no index holds the draw order: see
+    models.tables).
+    """
+    columns = (R.c.id, R.c.nik, R.c.kk_number, R.c.province, R.c.priority, R.c.draw_key)
+    where = [R.c.wave_id == wave_id, R.c.state == state, R.c.draw_key.is_not(None)]
+    order = (R.c.priority.desc(), R.c.draw_key.asc())
+    if first_page is None:
+        rows = session.execute(
+            select(*columns).where(*where).order_by(*order).execution_options(yield_per=20_000)
+        )
+        for rid, nik, kk, province, priority, key in rows:
+            yield rid, Candidate(nik, kk, province, bool(priority), key)
+        return
+    page, after = first_page, None
+    while True:
+        query = select(*columns).where(*where)
+        if after is not None:
+            last_priority, last_key = after
+            # Past (priority, key) in draw order: keys are unique within a wave.
+            same = and_(R.c.priority.is_(bool(last_priority)), R.c.draw_key > last_key)
+            query = query.where(or_(same, R.c.priority.is_(False)) if last_priority else same)
+        rows = session.execute(query.order_by(*order).limit(page)).all()
+        for rid, nik, kk, province, priority, key in rows:
+            yield rid, Candidate(nik, kk, province, bool(priority), key)
+        if len(rows) < page:
+            return
+        after = (rows[-1].priority, rows[-1].draw_key)
+        page *= 2
 
 
 def waiting_before_draw(session: Session, wave_id: int) -> int:
@@ -227,7 +252,11 @@ def fill_free_seats(sessions: SessionFactory, wave_id: int) -> dict:
             ids: dict[str, int] = {}
 
             def waitlist() -> Iterator[Candidate]:
-                for rid, cand in _candidates(reader, wave_id, State.WAITLISTED.value):
+                # Most rounds fill their seats from the first page.
+                first_page = max(1_000, 2 * total_free)
+                for rid, cand in _candidates(
+                    reader, wave_id, State.WAITLISTED.value, first_page=first_page
+                ):
                     ids[cand.nik] = rid
                     yield cand
 

@@ -224,3 +224,53 @@ def test_a_quota_cannot_be_lowered_or_raised_on_a_closed_wave(sessions):
         session.execute(update(Wave).values(status="CLOSED"))
     with pytest.raises(QuotaError, match="closed"):
         raise_quota(sessions, 1, 10)
+
+
+def test_a_waitlist_read_page_by_page_keeps_the_draw_order(sessions):
+    # Backfill rounds read the waitlist in pages (each twice the last) past the last
+    # (priority, key) seen; every page boundary, priority ones first, must lose nobody.
+    from tasks.draw import _candidates
+
+    rng = random.Random(13)
+    people = _people(257, rng)
+    make_wave(sessions, quota=10, lottery_seed=SEED)
+    _eligible(sessions, 1, people, state="WAITLISTED")
+    with sessions() as session:
+        whole = [rid for rid, _ in _candidates(session, 1, "WAITLISTED")]
+        for first_page in (1, 3, 64, 500):
+            paged = [rid for rid, _ in _candidates(session, 1, "WAITLISTED", first_page=first_page)]
+            assert paged == whole
+    keys = [(not pr, draw_key(SEED, n)) for n, _, _, pr in people]
+    assert len(whole) == 257 and any(pr for *_, pr in people)
+    with sessions() as session:
+        order = dict(session.execute(select(Registrant.id, Registrant.draw_key)).all())
+    assert [order[rid] for rid in whole] == [k for _, k in sorted(keys)]
+
+
+def test_a_backfill_deep_in_a_provincial_waitlist_reads_past_its_first_page(sessions):
+    # One free seat in a province whose waitlisted members all come after 1,500 priority
+    # ones of another: the round reads on past its first page of 1,000 until it finds them.
+    rng = random.Random(17)
+    many = [(f"31{rng.randrange(10**13):013d}{i % 10}", f"kk{i}", "31", True) for i in range(1500)]
+    rare = [(f"51{rng.randrange(10**13):013d}{i}", f"kk-rare{i}", "51", False) for i in range(3)]
+    make_wave(sessions, quota=1, lottery_seed=SEED, allocation="provincial", household_cap=0)
+    _eligible(sessions, 1, many + rare)
+    draw_participants(sessions, 1)
+    states = _states(sessions)
+    (drawn,) = [n for n, (s, _) in states.items() if s == "SELECTED"]
+    assert drawn.startswith("31")
+    _confirm(sessions, [drawn])
+    from sqlalchemy import update
+
+    from models.tables import Wave
+
+    with sessions() as session, session.begin():
+        # A seat more, for province 51 only, as a quota raise could leave it.
+        session.execute(
+            update(Wave).where(Wave.wave_id == 1).values(seats_json='{"seats": {"31": 1, "51": 1}}')
+        )
+    assert fill_free_seats(sessions, 1)["selected"] == 1
+    states = _states(sessions)
+    first_rare = min(rare, key=lambda p: draw_key(SEED, p[0]))[0]
+    assert states[first_rare] == ("SELECTED", None)
+    assert [n for n, (s, _) in states.items() if s == "SELECTED"] == [first_rare]
