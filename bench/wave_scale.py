@@ -102,7 +102,7 @@ def run_under_prefect(rt, export: Path) -> tuple[float, dict]:
 def run_plain(rt, export: Path) -> tuple[float, dict]:
     """The same stage functions in the same order and concurrency (the same worker
     processes for identity and screening), without Prefect."""
-    from flows.wave import BATCH, LOCAL_BATCH, PARTNER_THREADS
+    from flows.wave import BATCH, LOCAL_BATCH, PARTNER_THREADS, WORKER_STAGE_THREADS
     from models.enums import State
     from tasks import (
         accounts,
@@ -147,6 +147,7 @@ def run_plain(rt, export: Path) -> tuple[float, dict]:
             [State.AWAIT_IDENTITY.value],
             BATCH,
             lambda r: workers.run(workers.identity_job, 1, r),
+            WORKER_STAGE_THREADS,
         ),
     )
     timed(
@@ -155,6 +156,7 @@ def run_plain(rt, export: Path) -> tuple[float, dict]:
             [State.AWAIT_SCREENING.value],
             BATCH,
             lambda r: workers.run(workers.screening_job, 1, r),
+            WORKER_STAGE_THREADS,
         ),
     )
     timed("draw", lambda: draw.draw_participants(s, 1))
@@ -315,7 +317,8 @@ def main() -> None:
                 "records_per_s": round(n / sec) if sec else None,
             }
         result["stages"] = stages
-        util = {}
+        util: dict[str, float] = {}
+        active: dict[str, float] = {}
         for stage, partners in STAGE_PARTNERS.items():
             sec = stages.get(stage, {}).get("seconds")
             if not sec:
@@ -340,7 +343,16 @@ def main() -> None:
                     else pid
                 ]
                 util[pid] = round(calls / sec / limit, 2)
+                # The same partner's admitted calls over the span it was being called
+                # (first to last call): the stage's own start and tail left out.
+                seen = after.get("admitted", {}).get(pid)
+                # Only over a span of 10 s or more: a partner called for a second or two
+                # (card issuer, notifier at small N) shows its client's burst, not its rate.
+                if seen and seen["last"] - seen["first"] >= 10:
+                    span = seen["last"] - seen["first"]
+                    active[pid] = round((seen["calls"] - 1) / span / limit, 2)
         result["partner_utilization"] = util
+        result["partner_utilization_while_calling"] = active
         runtime.reset()
     if not args.no_baseline:
         with SimulatorProcess(args.seed, faults_path=faults) as sim:

@@ -31,6 +31,10 @@ from tasks.operations import draw_facts_task
 BATCH = int(os.environ.get("PRAKERJA_BATCH_SIZE") or 10_000)  # small in crash tests
 # Batch tasks at once in a partner stage: enough to keep every worker process busy.
 PARTNER_THREADS = max(3, workers.worker_count())
+# Batch tasks at once in a stage whose batches run in worker processes: twice as many as
+# workers, so that each worker has a batch queued behind the one it runs while Prefect
+# starts and finishes task runs (a round trip to the API each, slow on a busy machine).
+WORKER_STAGE_THREADS = max(PARTNER_THREADS, 2 * workers.worker_count())
 LOCAL_BATCH = 50_000  # set-based SQL: big pages are cheap
 
 
@@ -60,7 +64,7 @@ def local_eligibility_stage(wave_id: int) -> dict:
 @flow(
     name="identity",
     flow_run_name="wave-{wave_id}-identity",
-    task_runner=batch_task_runner(PARTNER_THREADS),
+    task_runner=batch_task_runner(WORKER_STAGE_THREADS),
 )
 def identity_stage(wave_id: int) -> dict:
     ranges = t.plan_batches_task(wave_id, [State.AWAIT_IDENTITY.value], BATCH)
@@ -74,7 +78,7 @@ def identity_stage(wave_id: int) -> dict:
 @flow(
     name="screening",
     flow_run_name="wave-{wave_id}-screening",
-    task_runner=batch_task_runner(PARTNER_THREADS),
+    task_runner=batch_task_runner(WORKER_STAGE_THREADS),
 )
 def screening_stage(wave_id: int) -> dict:
     ranges = t.plan_batches_task(wave_id, [State.AWAIT_SCREENING.value], BATCH)

@@ -1,12 +1,14 @@
 """Local eligibility: age, test score, earlier waves and the revocation list; no partner.
 
-Set-based: one UPDATE per check, in rules.eligibility.LOCAL_CHECK_ORDER, each touching
-only the batch's registrants still waiting, so the first failing check gives the reason.
+Set-based: one UPDATE rejects whoever fails a check, with the reason of the first check
+in rules.eligibility.LOCAL_CHECK_ORDER that they fail; a second passes the rest.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import and_, exists, update
+from collections import Counter
+
+from sqlalchemy import and_, case, exists, or_, update
 from sqlalchemy.orm import aliased
 
 from models.db import SessionFactory
@@ -47,24 +49,27 @@ def check_local_eligibility_batch(
     """Decides a batch of intake-accepted registrants; returns counts by result."""
     lo, hi = id_range
     now = utcnow()
-    counts: dict[str, int] = {}
+    counts: Counter = Counter()
     with sessions() as session, session.begin():
         wave = load_wave(session, wave_id)
         conn = session.connection()
         waiting = and_(
             R.c.wave_id == wave_id, R.c.state == State.AWAIT_LOCAL.value, R.c.id >= lo, R.c.id <= hi
         )
-        for reason in LOCAL_CHECK_ORDER:
-            n = conn.execute(
-                update(R)
-                .where(waiting, _failing(reason, wave))
-                .values(state=State.REJECTED.value, reason=reason.value, decided_at=now)
-            ).rowcount
-            if n:
-                counts[reason.value] = n
+        checks = [(_failing(reason, wave), reason.value) for reason in LOCAL_CHECK_ORDER]
+        # Two passes over the batch, not one per check: the few who fail any check are
+        # rejected with the first failing check's reason (a CASE in check order), then
+        # everyone still waiting passes.
+        rejected = conn.execute(
+            update(R)
+            .where(waiting, or_(*(failing for failing, _ in checks)))
+            .values(state=State.REJECTED.value, reason=case(*checks), decided_at=now)
+            .returning(R.c.reason)
+        ).scalars()
+        counts.update(rejected)
         passed = conn.execute(
             update(R).where(waiting).values(state=State.AWAIT_IDENTITY.value)
         ).rowcount
         if passed:
             counts["passed"] = passed
-    return counts
+    return dict(counts)

@@ -130,11 +130,17 @@ class Simulator:
     def reset_stats(self) -> None:
         self.calls: defaultdict[str, int] = defaultdict(int)
         self.items: defaultdict[str, int] = defaultdict(int)
+        # Per partner: calls admitted past the rate limit and faults, and the wall-clock
+        # span from the first to the last (what a benchmark divides by to get calls/s).
+        self.admitted: dict[str, list] = {}
 
     def stats(self) -> dict[str, Any]:
         return {
             "calls": dict(self.calls),
             "items": dict(self.items),
+            "admitted": {
+                k: {"calls": n, "first": a, "last": b} for k, (n, a, b) in self.admitted.items()
+            },
             "credits_applied": self.issuer.applied,
             "messages_accepted": self.notifier.accepted,
             "messages_duplicate_keys": self.notifier.duplicate_keys,
@@ -212,6 +218,10 @@ class Simulator:
         if faulted is not None:
             return faulted
         self.items[partner] += len(items)
+        now = time.time()
+        seen = self.admitted.setdefault(partner, [0, now, now])
+        seen[0] += 1
+        seen[2] = now
         results = answer()
         if decision is not None and decision.request_fault == "lost_answer":
             return _error(503, "injected: applied, answer lost")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from datetime import date, datetime
 
 from sqlalchemy import insert, select
@@ -64,7 +65,7 @@ def test_local_checks_in_sql_agree_with_the_rules_for_every_combination(sessions
             r
             for r in session.execute(select(Registrant.id).where(Registrant.wave_id == 2)).scalars()
         ]
-    check_local_eligibility_batch(sessions, 2, (min(ids), max(ids)))
+    counts = check_local_eligibility_batch(sessions, 2, (min(ids), max(ids)))
     with sessions() as session:
         got = {
             line: (state, reason)
@@ -74,6 +75,7 @@ def test_local_checks_in_sql_agree_with_the_rules_for_every_combination(sessions
                 )
             )
         }
+    tally: Counter = Counter()
     for i, (born, score, prior, listed) in enumerate(cases):
         want = local_eligibility_reason(
             birth_date=born,
@@ -86,3 +88,6 @@ def test_local_checks_in_sql_agree_with_the_rules_for_every_combination(sessions
         )
         expected = ("AWAIT_IDENTITY", None) if want is None else ("REJECTED", want.value)
         assert got[i + 2] == expected, (born, score, prior, listed)
+        tally[want.value if want else "passed"] += 1
+    # The counts the stage reports (and the wave summary adds up) match the outcomes.
+    assert counts == dict(tally) and len(tally) == 5
