@@ -131,6 +131,7 @@ def run_plain(rt, export: Path) -> tuple[float, dict]:
         seconds[name] = round(time.monotonic() - t0, 3)
 
     started = time.monotonic()
+    workers.warm_up()  # as the wave flow does
     timed("intake", lambda: intake.import_export(s, 1, export))
     timed(
         "local-eligibility",
@@ -319,6 +320,7 @@ def main() -> None:
         result["stages"] = stages
         util: dict[str, float] = {}
         active: dict[str, float] = {}
+        burst_of = {p.id: p.max_concurrency for p in workers.all_partners(config)}
         for stage, partners in STAGE_PARTNERS.items():
             sec = stages.get(stage, {}).get("seconds")
             if not sec:
@@ -346,11 +348,13 @@ def main() -> None:
                 # The same partner's admitted calls over the span it was being called
                 # (first to last call): the stage's own start and tail left out.
                 seen = after.get("admitted", {}).get(pid)
-                # Only over a span of 10 s or more: a partner called for a second or two
-                # (card issuer, notifier at small N) shows its client's burst, not its rate.
+                # Less the client's burst (calls it may make at once before pacing), and
+                # only over a span of 10 s or more: a partner called for a second or two
+                # (card issuer, notifier at small N) shows that burst, not its rate.
                 if seen and seen["last"] - seen["first"] >= 10:
                     span = seen["last"] - seen["first"]
-                    active[pid] = round((seen["calls"] - 1) / span / limit, 2)
+                    burst = min(burst_of[pid], limit)
+                    active[pid] = round(max(0, seen["calls"] - burst) / span / limit, 2)
         result["partner_utilization"] = util
         result["partner_utilization_while_calling"] = active
         runtime.reset()

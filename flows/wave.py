@@ -171,6 +171,8 @@ def wave(
         (Stage.ANNOUNCE, lambda: announce_stage(wave_id)),
     ]
     summary: dict = {"wave_id": wave_id, "stages": {}}
+    if todo & {Stage.IDENTITY, Stage.SCREENING}:
+        workers.warm_up()  # they start while intake runs
     for stage, run_stage in runbook:
         if stage in todo:
             started = time.monotonic()

@@ -158,6 +158,22 @@ def run(job: Callable[..., Any], *args: Any) -> Any:
         raise
 
 
+def _ready() -> int:
+    return os.getpid()
+
+
+def warm_up() -> None:
+    """Starts the worker processes now, without waiting for them: the wave calls this
+    before intake, so that the workers have started (imports, database, partner clients)
+    by the time the first identity batch comes, instead of holding it up for seconds."""
+    workers = worker_count()
+    if not workers:
+        return
+    pool = _get_pool(workers)
+    for _ in range(workers):
+        pool.submit(_ready)
+
+
 def run_here(job: Callable[..., Any], *args: Any) -> Any:
     """job(runtime, *args) in this process: for a stage of one batch, where starting
     worker processes would cost more than they save."""

@@ -78,6 +78,27 @@ def test_workers_together_keep_within_a_partners_max_rps(tmp_path, monkeypatch):
     assert all(run for run in runs)
 
 
+def test_warm_up_starts_the_workers_that_later_batches_run_in(configured, monkeypatch):
+    monkeypatch.setenv(workers.WORKERS_ENV, "2")
+
+    workers.warm_up()  # returns at once; the workers start meanwhile
+    deadline = time.monotonic() + 60
+    while workers.peak_rss_mb() is None or len(workers._pool._processes) < 2:
+        assert time.monotonic() < deadline, "workers did not start"
+        time.sleep(0.05)
+    started = set(workers._pool._processes)
+
+    pids = {workers.run(where_and_limits)[0] for _ in range(6)}
+    assert pids <= started  # the same processes, not new ones
+
+
+def test_warm_up_without_workers_starts_nothing(configured, monkeypatch):
+    monkeypatch.setenv(workers.WORKERS_ENV, "0")
+    workers.shutdown()
+    workers.warm_up()
+    assert workers._pool is None
+
+
 def test_no_workers_runs_in_the_calling_process(configured, monkeypatch):
     config, _url = configured
     monkeypatch.setenv(workers.WORKERS_ENV, "0")
