@@ -102,7 +102,13 @@ def run_under_prefect(rt, export: Path) -> tuple[float, dict]:
 def run_plain(rt, export: Path) -> tuple[float, dict]:
     """The same stage functions in the same order and concurrency (the same worker
     processes for identity and screening), without Prefect."""
-    from flows.wave import BATCH, LOCAL_BATCH, PARTNER_THREADS, WORKER_STAGE_THREADS
+    from flows.wave import (
+        BATCH,
+        LOCAL_BATCH,
+        PARTNER_THREADS,
+        WORKER_STAGE_THREADS,
+        _big_export,
+    )
     from models.enums import State
     from tasks import (
         accounts,
@@ -131,7 +137,8 @@ def run_plain(rt, export: Path) -> tuple[float, dict]:
         seconds[name] = round(time.monotonic() - t0, 3)
 
     started = time.monotonic()
-    workers.warm_up()  # as the wave flow does
+    if _big_export(str(export)):
+        workers.warm_up()  # as the wave flow does
     timed("intake", lambda: intake.import_export(s, 1, export))
     timed(
         "local-eligibility",

@@ -22,7 +22,7 @@ from flows.publish import (
 from flows.runners import batch_task_runner
 from models.enums import Stage, State
 from tasks import batches as t
-from tasks import workers
+from tasks import intake, workers
 from tasks.operations import draw_facts_task
 
 # Registrants per batch task. A task sends its people to a partner in the partner's own
@@ -36,6 +36,15 @@ PARTNER_THREADS = max(3, workers.worker_count())
 # starts and finishes task runs (a round trip to the API each, slow on a busy machine).
 WORKER_STAGE_THREADS = max(PARTNER_THREADS, 2 * workers.worker_count())
 LOCAL_BATCH = 50_000  # set-based SQL: big pages are cheap
+
+
+def _big_export(path: str | None) -> bool:
+    """An export big enough (about 100,000 rows) for its partner stages to use the
+    worker processes; a small wave starts them only if its first batch needs them."""
+    try:
+        return path is not None and os.path.getsize(path) >= intake.PARSE_PROCESS_FROM_BYTES
+    except OSError:
+        return False  # intake names the problem
 
 
 def _run_batches(task, wave_id: int, ranges: list[tuple[int, int]], **options) -> list[dict]:
@@ -171,7 +180,7 @@ def wave(
         (Stage.ANNOUNCE, lambda: announce_stage(wave_id)),
     ]
     summary: dict = {"wave_id": wave_id, "stages": {}}
-    if todo & {Stage.IDENTITY, Stage.SCREENING}:
+    if todo & {Stage.IDENTITY, Stage.SCREENING} and _big_export(registrants_path):
         workers.warm_up()  # they start while intake runs
     for stage, run_stage in runbook:
         if stage in todo:
