@@ -107,7 +107,6 @@ def run_plain(rt, export: Path) -> tuple[float, dict]:
         LOCAL_BATCH,
         PARTNER_THREADS,
         WORKER_STAGE_THREADS,
-        _big_export,
     )
     from models.enums import State
     from tasks import (
@@ -137,7 +136,7 @@ def run_plain(rt, export: Path) -> tuple[float, dict]:
         seconds[name] = round(time.monotonic() - t0, 3)
 
     started = time.monotonic()
-    if _big_export(str(export)):
+    if intake.is_big_export(export):
         workers.warm_up()  # as the wave flow does
     timed("intake", lambda: intake.import_export(s, 1, export))
     timed(

@@ -38,15 +38,6 @@ WORKER_STAGE_THREADS = max(PARTNER_THREADS, 2 * workers.worker_count())
 LOCAL_BATCH = 50_000  # set-based SQL: big pages are cheap
 
 
-def _big_export(path: str | None) -> bool:
-    """An export big enough (about 100,000 rows) for its partner stages to use the
-    worker processes; a small wave starts them only if its first batch needs them."""
-    try:
-        return path is not None and os.path.getsize(path) >= intake.PARSE_PROCESS_FROM_BYTES
-    except OSError:
-        return False  # intake names the problem
-
-
 def _run_batches(task, wave_id: int, ranges: list[tuple[int, int]], **options) -> list[dict]:
     futures = [task.submit(wave_id, r, **options) for r in ranges]
     track_progress(wave_id, futures)  # wave-<N>-<stage>-progress moves as batches finish
@@ -180,8 +171,8 @@ def wave(
         (Stage.ANNOUNCE, lambda: announce_stage(wave_id)),
     ]
     summary: dict = {"wave_id": wave_id, "stages": {}}
-    if todo & {Stage.IDENTITY, Stage.SCREENING} and _big_export(registrants_path):
-        workers.warm_up()  # they start while intake runs
+    if todo & {Stage.IDENTITY, Stage.SCREENING} and intake.is_big_export(registrants_path):
+        workers.warm_up()  # they start while intake runs; a small wave starts them lazily
     for stage, run_stage in runbook:
         if stage in todo:
             started = time.monotonic()

@@ -25,6 +25,17 @@ from rules.intake import IntakeRecord, read_export
 from tasks.common import R, load_wave, utcnow
 
 PARSE_PROCESS_FROM_BYTES = 20_000_000  # about 100,000 rows
+
+
+def is_big_export(path: str | Path | None) -> bool:
+    """An export of about 100,000 rows or more: parsed in a process of its own, and big
+    enough for its partner stages to use the worker processes (tasks.workers)."""
+    try:
+        return path is not None and Path(path).stat().st_size >= PARSE_PROCESS_FROM_BYTES
+    except OSError:
+        return False  # intake names the problem when it opens the file
+
+
 CHUNK_ROWS = 20_000  # rows per transaction: fewer, bigger commits
 
 
@@ -135,8 +146,7 @@ def import_export(
     check_header(path)  # a refused header raises here, before any process starts
     # A big export is parsed in a process of its own, beside the inserts; a small one
     # is done before such a process would have started.
-    big = Path(path).stat().st_size >= PARSE_PROCESS_FROM_BYTES
-    parse = _parse_elsewhere if big and workers.worker_count() else _parse_here
+    parse = _parse_elsewhere if is_big_export(path) and workers.worker_count() else _parse_here
     now = _stamp(utcnow())
     inserted = 0
     with parse(str(path), wave_id, last_line, now) as (chunks, totals):
