@@ -128,6 +128,62 @@ def simulator(host: str, port: int, seed: str, faults: str | None) -> None:
     serve(host, port, seed, faults)
 
 
+# ---------------------------------------------------------------- portal
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8780, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
+def portal(host: str, port: int, workers: int) -> None:
+    """Serves the registrant dashboard (portal.md) over the program database."""
+    import uvicorn
+
+    from partners.config import ConfigError, load_partners_config
+    from portal.settings import MIN_SECRET, SECRET_ENV, is_loopback
+
+    loopback = is_loopback(host)
+    secret = os.environ.get(SECRET_ENV)
+    if secret is not None and len(secret) < MIN_SECRET:
+        _refuse(f"{SECRET_ENV} must be at least {MIN_SECRET} characters")
+    if secret is None:
+        if not loopback:
+            _refuse(
+                f"{SECRET_ENV} is not set: it is required when --host is not a loopback "
+                f"address (at least {MIN_SECRET} characters, the same for every portal process)"
+            )
+        # On loopback a secret made now; every worker of this command shares it.
+        os.environ[SECRET_ENV] = secrets.token_urlsafe(48)
+    os.environ["PRAKERJA_PORTAL_SECURE_COOKIE"] = "false" if loopback else "true"
+    try:
+        load_partners_config()  # the notifier sends the codes: refuse a bad file now
+    except ConfigError as exc:
+        _refuse(str(exc))
+    from models.db import database_url
+
+    try:
+        from portal.store import Store, make_portal_engine
+
+        Store(make_portal_engine(database_url()), b"-").close()  # tables, and reachable
+    except Exception as exc:
+        _refuse(f"the program database cannot be opened: {type(exc).__name__}")
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(
+        f"dashboard on http://{shown}:{port}/ ({workers} worker{'s' * (workers > 1)}); "
+        "stop with Ctrl-C",
+        err=True,
+    )
+    uvicorn.run(
+        "portal.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+    )
+
+
 # ---------------------------------------------------------------- wave
 @main.group()
 def wave() -> None:
@@ -436,6 +492,42 @@ def wave_raise_quota(wave_id: int, quota: int) -> None:
             flags={},
             partners_config=partners_config,
         )
+    )
+
+
+@wave.command("announce")
+@click.option("--wave", "wave_id", type=click.IntRange(1), required=True)
+@click.option(
+    "--message",
+    default=None,
+    help="Plain text shown to the wave's registrants on the dashboard (at most 1,000 "
+    "characters); a new announcement replaces it.",
+)
+@click.option("--json", "as_json", is_flag=True)
+def wave_announce(wave_id: int, message: str | None, as_json: bool) -> None:
+    """Publishes the wave's results on the registrant dashboard (portal.md)."""
+    from tasks.portal_index import AnnounceError, announce_wave
+
+    rt = _runtime()
+    started = time.monotonic()
+    try:
+        result = announce_wave(rt.sessions, wave_id, message)
+    except AnnounceError as exc:
+        _refuse(str(exc))
+    result["seconds"] = round(time.monotonic() - started, 3)
+    result["announced_at"] = result["announced_at"].isoformat() + "Z"
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    built = (
+        f"; dashboard index built now ({result['indexed']:,} NIKs)"
+        if result["index_built_now"]
+        else ""
+    )
+    again = "" if result["first_announcement"] else " (message replaced; first publication kept)"
+    click.echo(
+        f"wave {wave_id}: results published on the dashboard at {result['announced_at']}"
+        f"{again}{built}"
     )
 
 

@@ -46,7 +46,10 @@ def _run_batches(task, wave_id: int, ranges: list[tuple[int, int]], **options) -
 
 @flow(name="intake", flow_run_name="wave-{wave_id}-intake")
 def intake_stage(wave_id: int, path: str | None = None) -> dict:
-    return publish_stage(wave_id, Stage.INTAKE, [t.import_export_task(wave_id, path)])
+    summary = publish_stage(wave_id, Stage.INTAKE, [t.import_export_task(wave_id, path)])
+    # Registrants can sign in to the dashboard (and see "being verified") from here on.
+    summary["portal_index"] = t.portal_index_task(wave_id)
+    return summary
 
 
 @flow(

@@ -56,12 +56,31 @@ def init_db(engine: Engine) -> None:
     for attempt in range(5):
         try:
             SQLModel.metadata.create_all(engine)
+            _add_missing_columns(engine)
             return
         except SQLAlchemyError:
             # Another process created a table between our check and our CREATE: look again.
             if attempt == 4:
                 raise
             time.sleep(0.2 * (attempt + 1))
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Adds nullable columns that later versions put on existing tables (create_all
+    makes missing tables only): a database from an earlier version keeps working."""
+    from sqlalchemy import inspect
+
+    inspector = inspect(engine)
+    for table in SQLModel.metadata.sorted_tables:
+        have = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in have or not column.nullable:
+                continue
+            kind = column.type.compile(dialect=engine.dialect)
+            with engine.begin() as conn:
+                conn.exec_driver_sql(
+                    f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'
+                )
 
 
 def session_factory(engine: Engine) -> SessionFactory:

@@ -42,6 +42,11 @@ class Wave(SQLModel, table=True):
     seats_json: str | None = Field(default=None, sa_type=Text)
     lease_owner: str | None = None
     lease_expires_at: datetime | None = Field(default=None, sa_type=DateTime)
+    # The registrant dashboard (portal.md): its index of the wave's NIKs, built after
+    # intake, and the announcement that lifts the embargo on the wave's results.
+    portal_indexed_at: datetime | None = Field(default=None, sa_type=DateTime)
+    announced_at: datetime | None = Field(default=None, sa_type=DateTime)
+    announce_message: str | None = Field(default=None, sa_type=Text)
 
 
 class Registrant(SQLModel, table=True):
@@ -165,6 +170,52 @@ class BlacklistEntry(SQLModel, table=True):
     reason: str
     added_by: str
     added_at: datetime = Field(sa_type=DateTime)
+
+
+class PortalPerson(SQLModel, table=True):
+    """The dashboard's read model: a person's row in each wave, found by NIK.
+
+    One row per (NIK, wave) for every valid NIK of a wave's export, pointing at the row
+    that counts for that NIK (the earliest accepted row, else the first). A person's
+    whole view is one range scan of this primary key plus primary-key lookups, however
+    big the waves. Intake keeps no index over every NIK while it loads; this table is
+    filled once per wave after intake, in NIK order (tasks/portal_index.py).
+    """
+
+    __tablename__ = "portal_person"
+
+    nik: str = Field(primary_key=True)
+    wave_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    registrant_id: int
+
+
+class PortalSession(SQLModel, table=True):
+    """A signed-in registrant: the cookie holds a random token, the database its hash."""
+
+    __tablename__ = "portal_session"
+
+    token_hash: str = Field(primary_key=True)
+    nik: str
+    created_at: float
+    last_seen: float
+
+
+class LoginGuard(SQLModel, table=True):
+    """Per NIK (keyed hash, never the NIK): the current code and the sign-in limits.
+
+    Kept in the database so that every portal process sees the same counts. Times are
+    Unix seconds; `requests`/`failures` hold the recent ones, comma-separated.
+    """
+
+    __tablename__ = "login_guard"
+
+    key: str = Field(primary_key=True)
+    requests: str = ""
+    failures: str = ""
+    locked_until: float = 0
+    code_hash: str | None = None
+    code_expires: float = 0
+    updated_at: float = 0
 
 
 def registrant_table():

@@ -65,6 +65,14 @@ def import_export_task(wave_id: int, path: str | None) -> dict:
     }
 
 
+@task(name="portal-index", **DB_RETRIES)
+def portal_index_task(wave_id: int) -> dict:
+    """The dashboard's NIK index of the wave, once intake is done (tasks/portal_index.py)."""
+    from tasks.portal_index import build_portal_index
+
+    return build_portal_index(get_runtime().sessions, wave_id)
+
+
 @task(name="local-eligibility-batch", **DB_RETRIES)
 def local_eligibility_task(wave_id: int, id_range: tuple[int, int]) -> dict:
     return eligibility.check_local_eligibility_batch(get_runtime().sessions, wave_id, id_range)

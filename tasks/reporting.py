@@ -141,6 +141,7 @@ def wave_report(session: Session, wave_id: int) -> dict[str, Any]:
         "ledger": {k: int(v) for k, v in sorted(ledger_counts.items())},
         "messages": dict(sorted(messages.items())),
         "training_balance": wave.training_balance,
+        "announced_at": _iso(wave.announced_at),
     }
 
 

@@ -312,7 +312,7 @@ class Simulator:
 
     def messages(self, items: list[dict[str, Any]]) -> Answer:
         batch = [(m["idempotency_key"], _nik_of_message(m)) for m in items]
-        return lambda: self.notifier.send(batch)
+        return lambda: self.notifier.send(batch, items)
 
 
 def _error(status: int, message: str) -> Response:
@@ -507,6 +507,20 @@ def create_app(
     @app.get("/_admin/stats")
     async def admin_stats() -> Response:
         return Response(orjson.dumps(sim.stats()), media_type=_JSON)
+
+    @app.get("/_admin/messages")
+    async def admin_messages(request: Request) -> Response:
+        # What the gateway was sent, newest last: a sign-in code for a test or the demo.
+        params = request.query_params
+        try:
+            after = int(params.get("after") or 0)
+            last = int(params.get("last") or 100)
+        except ValueError:
+            return _error(400, "after and last must be integers")
+        found = sim.notifier.find(
+            template=params.get("template"), to=params.get("to"), after=after, last=last
+        )
+        return Response(orjson.dumps({"messages": found}), media_type=_JSON)
 
     @app.post("/_admin/faults")
     async def admin_faults(request: Request) -> Response:

@@ -2,6 +2,8 @@
 
 import json
 import threading
+import time
+from collections import deque
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -97,6 +99,9 @@ class IssuerState:
             return page, (end if end < len(entries) else None)
 
 
+RECEIVED_KEPT = 200_000
+
+
 class NotifierState:
     """Messages by idempotency key: each key is accepted once, repeats answer the original."""
 
@@ -107,18 +112,27 @@ class NotifierState:
         self._messages: dict[str, list[Any]] = {}  # key -> [result, times seen]
         self.accepted = 0
         self.duplicate_keys = 0
+        # What it was sent (newest last), so that a test or a person trying the demo can
+        # read a sign-in code: `GET /_admin/messages`. Bounded; kept in memory only.
+        self.received: deque[dict[str, Any]] = deque(maxlen=RECEIVED_KEPT)
+        self._seq = 0
 
     def restore(self, key: str, result: dict[str, Any]) -> None:
         self._messages[key] = [result, 1]
         if result["status"] == "ACCEPTED":
             self.accepted += 1
 
-    def send(self, messages: list[tuple[str, str]]) -> list[dict[str, Any]]:
-        """Accept a batch of (key, nik-or-phone used for the truth); one result per item."""
+    def send(
+        self, messages: list[tuple[str, str]], items: list[dict[str, Any]] | None = None
+    ) -> list[dict[str, Any]]:
+        """Accept a batch of (key, nik-or-phone used for the truth); one result per item.
+
+        `items` (the messages as sent, same order) are kept in `received` when new.
+        """
         results = []
         lines = []
         with self._lock:
-            for key, who in messages:
+            for i, (key, who) in enumerate(messages):
                 known = self._messages.get(key)
                 if known is not None:
                     known[1] += 1
@@ -133,10 +147,39 @@ class NotifierState:
                     self.accepted += 1
                 self._messages[key] = [result, 1]
                 results.append(result)
+                if items is not None:
+                    self._seq += 1
+                    item = items[i]
+                    self.received.append(
+                        {
+                            "seq": self._seq,
+                            "at": time.time(),
+                            "idempotency_key": key,
+                            "to": item.get("to"),
+                            "template": item.get("template"),
+                            "params": item.get("params"),
+                            "status": result["status"],
+                        }
+                    )
                 if self._journal is not None:
                     lines.append({"type": "message", "key": key, "result": result})
             _write(self._journal, lines)
         return results
+
+    def find(
+        self, *, template: str | None = None, to: str | None = None, after: int = 0, last: int = 100
+    ) -> list[dict[str, Any]]:
+        """Received messages after sequence number `after`, oldest first, at most `last`
+        (the newest ones)."""
+        with self._lock:
+            found = [
+                m
+                for m in self.received
+                if m["seq"] > after
+                and (template is None or m["template"] == template)
+                and (to is None or m["to"] == to)
+            ]
+        return found[-last:] if last else found
 
     def times_seen(self, key: str) -> int:
         known = self._messages.get(key)

@@ -1,0 +1,436 @@
+"""The registrant dashboard (portal.md): sign-in with a one-time code, the JSON API and
+the pages, for the registrant alone.
+
+Nothing here selects whose data is shown but the session. Sign-in answers the same for
+registered and unregistered NIKs. The pages are plain HTML forms (no script at all), so
+the Content-Security-Policy can forbid every script and inline style.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.concurrency import run_in_threadpool
+
+from portal import words
+from portal.sender import CodeSender
+from portal.settings import PortalSettings
+from portal.store import Store, WaveView, make_portal_engine
+from rules.outcomes import outcome_of
+
+log = logging.getLogger("prakerja.portal")
+HERE = Path(__file__).parent
+COOKIE = "prakerja_session"
+JSON = "application/json"
+
+SECURITY_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        b"frame-ancestors 'none'; base-uri 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+    (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
+]
+NO_STORE = (b"cache-control", b"no-store")
+
+
+class SecurityHeaders:
+    """Pure ASGI: every answer gets the headers above; all but static files `no-store`."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        static = scope["path"].startswith("/static/")
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = (
+                    [h for h in message.get("headers", []) if h[0].lower() != b"cache-control"]
+                    if not static
+                    else list(message.get("headers", []))
+                )
+                headers += SECURITY_HEADERS
+                if not static:
+                    headers.append(NO_STORE)
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type=JSON, headers=headers)
+
+
+def _well_formed_nik(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 16 and value.isascii() and value.isdigit()
+
+
+def mask_nik(nik: str) -> str:
+    """`3201**********01` (portal.md)."""
+    return nik[:4] + "*" * 10 + nik[-2:]
+
+
+def mask_card(card: str | None) -> str:
+    return "**** **** **** " + (card or "")[-4:]
+
+
+def wave_entry(view: WaveView) -> dict[str, Any]:
+    """One wave of `/api/me`: outcome and reason exactly as `wave export` gives them."""
+    if not view.announced:
+        return {"wave": view.wave_id, "announced": False}
+    outcome, reason = outcome_of(view.state or "", view.reason, view.pending_stage)
+    entry: dict[str, Any] = {
+        "wave": view.wave_id,
+        "announced": True,
+        "outcome": str(outcome),
+        "reason": str(reason),
+        "message": view.message,
+    }
+    if outcome == "CREDITED":
+        entry["card_number_masked"] = mask_card(view.card_number)
+        entry["balance"] = int(view.applied_amount or 0)
+        entry["credited_at"] = (
+            words.to_wib(view.credited_at).isoformat() if view.credited_at else None
+        )
+    return entry
+
+
+class Portal:
+    """What one portal process holds: its store, its code sender, its templates."""
+
+    def __init__(self, settings: PortalSettings, store: Store, sender: CodeSender | None):
+        self.settings = settings
+        self.store = store
+        self.sender = sender
+        self.secure = settings.portal_secure_cookie
+        self.templates = Environment(
+            loader=FileSystemLoader(HERE / "templates"),
+            autoescape=select_autoescape(default=True, default_for_string=True),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.css = (HERE / "static" / "style.css").read_bytes()
+
+    # -------------------------------------------------------------- shared logic
+    def ask_code(self, nik: str):
+        """Counts the request and, for a registered NIK with a phone, queues the code."""
+        decision = self.store.request_code(nik)
+        if decision.allowed:
+            registered, phone = self.store.is_registered_phone(nik)
+            if registered and phone and self.sender is not None:
+                self.sender.submit(phone, decision.code)
+        return decision
+
+    def cookie(self, token: str) -> str:
+        secure = "; Secure" if self.secure else ""
+        return f"{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/{secure}"
+
+    def expired_cookie(self) -> str:
+        secure = "; Secure" if self.secure else ""
+        return f"{COOKIE}=; Max-Age=0; HttpOnly; SameSite=Strict; Path=/{secure}"
+
+    def render(self, name: str, status: int = 200, **context: Any) -> Response:
+        html = self.templates.get_template(name).render(**context)
+        return Response(html, status_code=status, media_type="text/html; charset=utf-8")
+
+
+def same_origin(request: Request) -> bool:
+    """A state-changing request must come from the portal's own pages (portal.md).
+
+    Browsers send `Origin` (and `Sec-Fetch-Site`) on every POST; a client that is not a
+    browser sends neither and carries no one else's cookie, so it is let through.
+    """
+    origin = request.headers.get("origin")
+    if origin is not None:
+        host = request.headers.get("host", "")
+        return origin in (f"{request.url.scheme}://{host}", f"http://{host}", f"https://{host}")
+    site = request.headers.get("sec-fetch-site")
+    return site is None or site in ("same-origin", "none")
+
+
+async def _body_json(request: Request) -> dict | None:
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def create_app(settings: PortalSettings | None = None) -> FastAPI:
+    settings = settings or PortalSettings()
+    if settings.portal_secret is None:
+        raise RuntimeError("PRAKERJA_PORTAL_SECRET is not set")  # the CLI makes one
+    secret = settings.portal_secret.get_secret_value().encode()
+    state: dict[str, Portal] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        store = Store(make_portal_engine(settings.database_url), secret)
+        sender = _build_sender(settings)
+        state["portal"] = Portal(settings, store, sender)
+        try:
+            yield
+        finally:
+            if sender is not None:
+                sender.close()
+            store.close()
+
+    app = FastAPI(
+        title="Prakerja dashboard",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+
+    def portal() -> Portal:
+        return state["portal"]
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> Response:
+        # The type only: a message could carry a value from the database.
+        log.error("portal: %s on %s %s", type(exc).__name__, request.method, request.url.path)
+        return _json({"error": "internal_error"}, 500)
+
+    # ------------------------------------------------------------------ JSON API
+    @app.post("/api/login")
+    async def api_login(request: Request) -> Response:
+        if not same_origin(request):
+            return _json({"error": "forbidden"}, 403)
+        body = await _body_json(request)
+        nik = body.get("nik") if body else None
+        if not _well_formed_nik(nik):
+            return _json({"error": "invalid_nik"}, 422)
+        decision = await run_in_threadpool(portal().ask_code, nik)
+        if not decision.allowed:
+            return _json(
+                {"error": "too_many_requests"},
+                429,
+                {"Retry-After": str(decision.retry_after)},
+            )
+        return _json({"status": "code_sent"}, 202)
+
+    @app.post("/api/login/verify")
+    async def api_verify(request: Request) -> Response:
+        if not same_origin(request):
+            return _json({"error": "forbidden"}, 403)
+        body = await _body_json(request)
+        nik = body.get("nik") if body else None
+        code = body.get("code") if body else None
+        if not _well_formed_nik(nik):
+            return _json({"error": "invalid_code"}, 401)
+        code = code if isinstance(code, str) else ""
+        result = await run_in_threadpool(portal().store.verify_code, nik, code)
+        if result.locked:
+            return _json(
+                {"error": "too_many_requests"}, 429, {"Retry-After": str(result.retry_after)}
+            )
+        if not result.ok:
+            return _json({"error": "invalid_code"}, 401)
+        token = await run_in_threadpool(portal().store.create_session, nik)
+        return _json({"status": "ok"}, 200, {"Set-Cookie": portal().cookie(token)})
+
+    @app.get("/api/me")
+    def api_me(request: Request) -> Response:
+        p = portal()
+        nik = p.store.session_nik(request.cookies.get(COOKIE))
+        if nik is None:
+            return _json({"error": "not_signed_in"}, 401)
+        views = p.store.person_view(nik)
+        return _json({"nik_masked": mask_nik(nik), "waves": [wave_entry(v) for v in views]})
+
+    @app.post("/api/logout")
+    async def api_logout(request: Request) -> Response:
+        if not same_origin(request):
+            return _json({"error": "forbidden"}, 403)
+        await run_in_threadpool(portal().store.end_session, request.cookies.get(COOKIE))
+        return Response(status_code=204, headers={"Set-Cookie": portal().expired_cookie()})
+
+    # ------------------------------------------------------------------ pages
+    @app.get("/")
+    def page_signin(request: Request, lang: str | None = None) -> Response:
+        lang = words.lang_of(lang)
+        if portal().store.session_nik(request.cookies.get(COOKIE)) is not None:
+            return RedirectResponse(f"/status?lang={lang}", status_code=303)
+        return portal().render("signin.html", **_page(lang, step="nik"))
+
+    @app.post("/signin")
+    async def page_ask_code(request: Request) -> Response:
+        form = await request.form()
+        lang = words.lang_of(_field(form, "lang"))
+        if not same_origin(request):
+            return portal().render("signin.html", 403, **_page(lang, step="nik", error="forbidden"))
+        nik = _field(form, "nik").strip().replace(" ", "")
+        if not _well_formed_nik(nik):
+            return portal().render("signin.html", 422, **_page(lang, step="nik", error="bad_nik"))
+        decision = await run_in_threadpool(portal().ask_code, nik)
+        if not decision.allowed:
+            return _too_many_page(portal(), lang, "nik", decision.retry_after, nik)
+        return portal().render("signin.html", 202, **_page(lang, step="code", nik=nik))
+
+    @app.post("/signin/verify")
+    async def page_verify(request: Request) -> Response:
+        form = await request.form()
+        lang = words.lang_of(_field(form, "lang"))
+        if not same_origin(request):
+            return portal().render("signin.html", 403, **_page(lang, step="nik", error="forbidden"))
+        nik = _field(form, "nik")
+        code = _field(form, "code").strip()
+        if not _well_formed_nik(nik):
+            return portal().render("signin.html", 422, **_page(lang, step="nik", error="bad_nik"))
+        result = await run_in_threadpool(portal().store.verify_code, nik, code)
+        if result.locked:
+            return _too_many_page(portal(), lang, "code", result.retry_after, nik)
+        if not result.ok:
+            return portal().render(
+                "signin.html", 401, **_page(lang, step="code", nik=nik, error="bad_code")
+            )
+        token = await run_in_threadpool(portal().store.create_session, nik)
+        response = RedirectResponse(f"/status?lang={lang}", status_code=303)
+        response.headers["Set-Cookie"] = portal().cookie(token)
+        return response
+
+    @app.get("/status")
+    def page_status(request: Request, lang: str | None = None) -> Response:
+        lang = words.lang_of(lang)
+        p = portal()
+        nik = p.store.session_nik(request.cookies.get(COOKIE))
+        if nik is None:
+            return RedirectResponse(f"/?lang={lang}", status_code=303)
+        waves = [_wave_card(v, lang) for v in p.store.person_view(nik)]
+        return p.render("status.html", **_page(lang, nik_masked=mask_nik(nik), waves=waves))
+
+    @app.post("/logout")
+    async def page_logout(request: Request) -> Response:
+        form = await request.form()
+        lang = words.lang_of(_field(form, "lang"))
+        if not same_origin(request):
+            return portal().render("signin.html", 403, **_page(lang, step="nik", error="forbidden"))
+        await run_in_threadpool(portal().store.end_session, request.cookies.get(COOKIE))
+        response = RedirectResponse(f"/?lang={lang}", status_code=303)
+        response.headers["Set-Cookie"] = portal().expired_cookie()
+        return response
+
+    @app.get("/static/style.css")
+    def stylesheet() -> Response:
+        return Response(
+            portal().css,
+            media_type="text/css; charset=utf-8",
+            headers={"Cache-Control": "public, max-age=3600"},
+        )
+
+    return SecurityHeaders(app)  # type: ignore[return-value]
+
+
+def _field(form, name: str) -> str:
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
+
+
+def _minutes(seconds: int) -> int:
+    return max(1, -(-seconds // 60))
+
+
+def _too_many_page(p: Portal, lang: str, step: str, retry_after: int, nik: str) -> Response:
+    response = p.render(
+        "signin.html",
+        429,
+        **_page(lang, step=step, nik=nik, error="too_many", minutes=_minutes(retry_after)),
+    )
+    response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+def _page(lang: str, **context: Any) -> dict[str, Any]:
+    other = "en" if lang == "id" else "id"
+
+    def t(key: str, **values: Any) -> str:
+        return words.text(key, lang, **values)
+
+    return {"lang": lang, "other_lang": other, "t": t, **context}
+
+
+def _wave_card(view: WaveView, lang: str) -> dict[str, Any]:
+    entry = wave_entry(view)
+    card: dict[str, Any] = {"wave": entry["wave"], "announced": entry["announced"]}
+    if not entry["announced"]:
+        return card
+    headline, what, next_step = words.explain(entry["outcome"], entry["reason"], lang)
+    card.update(
+        outcome=entry["outcome"],
+        reason=entry["reason"],
+        headline=headline,
+        what=what,
+        next_step=next_step,
+        message=entry["message"],
+    )
+    if entry["outcome"] == "CREDITED":
+        card.update(
+            card_number_masked=entry["card_number_masked"],
+            balance=words.rupiah(entry["balance"]),
+            credited_at=words.wib_text(view.credited_at, lang) if view.credited_at else None,
+        )
+    return card
+
+
+def _build_sender(settings: PortalSettings) -> CodeSender | None:
+    from partners.config import load_partners_config
+    from partners.notifier import NotifierClient
+
+    config = (
+        load_partners_config(settings.partners) if settings.partners else (load_partners_config())
+    )
+    notifier = NotifierClient(config.notifier)
+    return CodeSender(
+        notifier,
+        window_s=settings.portal_code_window_ms / 1000,
+        on_failure=_partner_failed,
+    )
+
+
+def _partner_failed(failure, items: int) -> None:
+    """The usual `prakerja.partner.failed` event, where a Prefect API is configured."""
+    if not os.environ.get("PREFECT_API_URL"):
+        return
+    try:
+        from prefect.events import emit_event
+
+        emit_event(
+            event="prakerja.partner.failed",
+            resource={
+                "prefect.resource.id": f"prakerja.partner.{failure.partner_id}",
+                "prefect.resource.name": failure.partner_id,
+            },
+            payload={
+                "wave_id": "dashboard",
+                "stage": "portal-login",
+                "partner": failure.partner_id,
+                "items": items,
+                "error_class": failure.error_class,
+                "needs_person": failure.needs_person,
+            },
+        )
+    except Exception as exc:  # an alert that cannot be sent must not stop sign-ins
+        log.warning("portal: could not emit prakerja.partner.failed: %s", type(exc).__name__)
+
+
+def app_from_env():
+    """For `uvicorn --factory` and `prakerja portal --workers N`: settings from the env."""
+    return create_app(PortalSettings())
