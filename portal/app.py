@@ -314,8 +314,12 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
         nik = p.store.session_nik(request.cookies.get(COOKIE))
         if nik is None:
             return RedirectResponse(f"/?lang={lang}", status_code=303)
-        waves = [_wave_card(v, lang) for v in p.store.person_view(nik)]
-        return p.render("status.html", **_page(lang, nik_masked=mask_nik(nik), waves=waves))
+        views = p.store.person_view(nik)
+        name = next((v.full_name for v in reversed(views) if v.full_name), None)
+        waves = [_wave_card(v, lang) for v in views]
+        return p.render(
+            "status.html", **_page(lang, nik_masked=mask_nik(nik), name=name, waves=waves)
+        )
 
     @app.post("/logout")
     async def page_logout(request: Request) -> Response:

@@ -48,6 +48,7 @@ class WaveView:
     card_number: str | None
     credited_at: datetime | None
     applied_amount: int | None
+    full_name: str | None = None  # shown to the person only, escaped
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,8 @@ class Store:
             rows = conn.execute(
                 text(
                     "SELECT p.wave_id, w.announced_at, w.announce_message, r.state, r.reason, "
-                    "r.pending_stage, r.card_number, r.credited_at, l.amount, l.status "
+                    "r.pending_stage, r.card_number, r.credited_at, l.amount, l.status, "
+                    "r.full_name "
                     "FROM portal_person p "
                     "JOIN wave w ON w.wave_id = p.wave_id "
                     "JOIN registrant r ON r.id = p.registrant_id "
@@ -187,7 +189,9 @@ class Store:
         for r in rows:
             announced = r.announced_at is not None
             if not announced:  # the embargo: nothing of the wave leaves this function
-                views.append(WaveView(r.wave_id, False, "", None, None, None, None, None, None))
+                views.append(
+                    WaveView(r.wave_id, False, "", None, None, None, None, None, None, r.full_name)
+                )
                 continue
             views.append(
                 WaveView(
@@ -200,6 +204,7 @@ class Store:
                     card_number=r.card_number,
                     credited_at=_as_datetime(r.credited_at),
                     applied_amount=int(r.amount) if r.status == "APPLIED" else None,
+                    full_name=r.full_name,
                 )
             )
         return views
