@@ -184,6 +184,45 @@ def portal(host: str, port: int, workers: int) -> None:
     )
 
 
+@main.command("simulator-messages")
+@click.option("--url", default="http://127.0.0.1:8700", show_default=True, help="The simulator.")
+@click.option("--template", default="login_code", show_default=True, help="'' for every template.")
+@click.option("--last", default=5, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True)
+def simulator_messages(url: str, template: str, last: int, as_json: bool) -> None:
+    """What the simulator's message gateway received, newest last (sign-in codes)."""
+    import requests
+
+    from rules.masking import mask_phone
+
+    try:
+        answer = requests.get(
+            f"{url.rstrip('/')}/_admin/messages",
+            params={"template": template or None, "last": last},
+            timeout=5,
+        )
+        answer.raise_for_status()
+    except requests.RequestException as exc:
+        click.echo(f"error: the simulator at {url} did not answer: {type(exc).__name__}", err=True)
+        sys.exit(EXIT_ERROR)
+    messages = answer.json()["messages"]
+    for m in messages:
+        m["to"] = mask_phone(m.get("to"))
+    if as_json:
+        click.echo(json.dumps(messages))
+        return
+    if not messages:
+        click.echo("no messages yet", err=True)
+    from datetime import datetime
+
+    from portal.words import WIB
+
+    for m in messages:
+        at = datetime.fromtimestamp(m["at"], WIB).strftime("%H:%M:%S WIB")
+        params = " ".join(f"{k}={v}" for k, v in (m.get("params") or {}).items())
+        click.echo(f"{at}  {m['to']:>16}  {m['template']:<16} {params}  ({m['status']})")
+
+
 # ---------------------------------------------------------------- wave
 @main.group()
 def wave() -> None:
@@ -705,6 +744,8 @@ def demo(registrants: int, seed: str, workdir: str) -> None:
             flags={"reference_date": None},
             partners_config=simulator_config(sim.base_url),
         )
+    if code in (EXIT_OK, EXIT_PENDING):
+        _demo_dashboard(work, seed)
     elapsed = time.monotonic() - started
     click.echo(f"\ndemo finished in {elapsed:.0f} s (exit {code}).")
     click.echo(
@@ -718,6 +759,41 @@ def demo(registrants: int, seed: str, workdir: str) -> None:
         ".venv/bin/prakerja wave report --wave 1"
     )
     sys.exit(code)
+
+
+def _demo_dashboard(work: Path, seed: str) -> None:
+    """Announces the demo wave and says how to sign in to the dashboard as a registrant."""
+    from tasks.portal_index import announce_wave, demo_sign_ins
+
+    rt = _runtime()
+    announce_wave(
+        rt.sessions, 1, "Demo: hasil gelombang 1 sudah diumumkan. / Wave 1 results are out."
+    )
+    people = demo_sign_ins(rt.sessions, 1)
+    guide = work / "try-the-dashboard.txt"
+    db = os.environ["PRAKERJA_DATABASE_URL"]
+    lines = [
+        "Try the registrant dashboard on the demo wave (wave 1 is announced).",
+        "",
+        "1. The partners, with the message gateway that receives sign-in codes:",
+        f"     ./prakerja simulator --seed {seed}",
+        "2. The dashboard, in another terminal:",
+        f"     PRAKERJA_DATABASE_URL={db} ./prakerja portal",
+        "3. Open http://127.0.0.1:8780/ and sign in with one of these synthetic demo NIKs:",
+        *(f"     {nik}   ({what})" for nik, what in people),
+        "4. Read the code the gateway received, in a third terminal:",
+        "     ./prakerja simulator-messages --last 1",
+        "",
+    ]
+    guide.write_text("\n".join(lines), encoding="utf-8")
+    click.echo(
+        "\nwave 1 is announced on the registrant dashboard. To sign in as a demo registrant:\n"
+        f"  ./prakerja simulator --seed {seed}        # terminal 1: partners + message gateway\n"
+        f"  PRAKERJA_DATABASE_URL={db} ./prakerja portal   # terminal 2\n"
+        "  open http://127.0.0.1:8780/ with a demo NIK listed in "
+        f"{guide}\n"
+        "  ./prakerja simulator-messages --last 1   # the sign-in code the gateway received"
+    )
 
 
 def _ui_url() -> str:

@@ -143,3 +143,26 @@ def announce_wave(
         "indexed": index["indexed"],
         "index_built_now": not index["already"],
     }
+
+
+def demo_sign_ins(sessions: SessionFactory, wave_id: int) -> list[tuple[str, str]]:
+    """A few registrants of the (synthetic) demo wave to sign in as: credited, rejected
+    with a reason, not selected. For `prakerja demo` only."""
+    from rules.outcomes import outcome_of
+
+    picks: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    with sessions() as session:
+        for state in ("CREDITED", "REJECTED", "NOT_SELECTED", "WAITLISTED"):
+            row = session.execute(
+                select(R.c.nik, R.c.state, R.c.reason, R.c.pending_stage)
+                .join(P, (P.c.registrant_id == R.c.id) & (P.c.wave_id == wave_id))
+                .where(R.c.wave_id == wave_id, R.c.state == state, R.c.phone.is_not(None))
+                .order_by(R.c.id)
+                .limit(1)
+            ).first()
+            if row is not None and row.nik not in seen:
+                seen.add(row.nik)
+                outcome, reason = outcome_of(row.state, row.reason, row.pending_stage)
+                picks.append((row.nik, f"{outcome} {reason}".strip()))
+    return picks
