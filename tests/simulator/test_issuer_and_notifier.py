@@ -153,3 +153,33 @@ def test_simulator_process_serves_and_stops(tmp_path):
         process = sim.process
     assert (down.status_code, up.status_code) == (503, 200)
     assert process.returncode is not None
+
+
+def test_the_gateway_keeps_what_it_was_sent_so_a_sign_in_code_can_be_read(partners):
+    def login(key: str, to: str, code: str) -> dict:
+        return {
+            "idempotency_key": key,
+            "channel": "sms",
+            "to": to,
+            "template": "login_code",
+            "params": {"code": code},
+        }
+
+    start = partners.get("/_admin/messages", params={"last": 1}).json()["messages"]
+    after = start[-1]["seq"] if start else 0
+    body = {"messages": [login("login:a", "+6281100000001", "111111"),
+                         login("login:b", "+6281100000002", "222222")]}  # fmt: skip
+    assert partners.post("/notify/v1/messages", body).status_code == 200
+    partners.post("/notify/v1/messages", body)  # a repeat is not received twice
+    got = partners.get(
+        "/_admin/messages", params={"template": "login_code", "after": after, "last": 0}
+    ).json()["messages"]
+    assert [(m["to"], m["params"]["code"]) for m in got] == [
+        ("+6281100000001", "111111"),
+        ("+6281100000002", "222222"),
+    ]
+    one = partners.get(
+        "/_admin/messages", params={"to": "+6281100000002", "after": after, "last": 1}
+    ).json()["messages"]
+    assert [m["params"]["code"] for m in one] == ["222222"]
+    assert partners.get("/_admin/messages", params={"last": "x"}).status_code == 400
