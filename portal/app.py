@@ -9,7 +9,6 @@ the Content-Security-Policy can forbid every script and inline style.
 from __future__ import annotations
 
 import logging
-import os
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -71,7 +70,29 @@ class SecurityHeaders:
                 message["headers"] = headers
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        started = False
+
+        async def send_tracked(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send_with_headers(message)
+
+        try:
+            await self.app(scope, receive, send_tracked)
+        except Exception as exc:
+            # Starlette answers 500 and re-raises for the server to log with a traceback,
+            # which could carry a value from the database: the type is all that is logged.
+            log.error("portal: %s on %s %s", type(exc).__name__, scope["method"], scope["path"])
+            if not started:
+                await send_with_headers(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [(b"content-type", JSON.encode())],
+                    }
+                )
+                await send({"type": "http.response.body", "body": b'{"error":"internal_error"}'})
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -205,9 +226,7 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> Response:
-        # The type only: a message could carry a value from the database.
-        log.error("portal: %s on %s %s", type(exc).__name__, request.method, request.url.path)
-        return _json({"error": "internal_error"}, 500)
+        return _json({"error": "internal_error"}, 500)  # logged by SecurityHeaders
 
     # ------------------------------------------------------------------ JSON API
     @app.post("/api/login")
@@ -411,9 +430,11 @@ def _build_sender(settings: PortalSettings) -> CodeSender | None:
 
 def _partner_failed(failure, items: int) -> None:
     """The usual `prakerja.partner.failed` event, where a Prefect API is configured."""
-    if not os.environ.get("PREFECT_API_URL"):
-        return
     try:
+        from prefect.settings import get_current_settings
+
+        if not get_current_settings().api.url:
+            return  # no Prefect server to alert through: the log line is the record
         from prefect.events import emit_event
 
         emit_event(
