@@ -69,7 +69,10 @@ def test_codes_go_out_in_batches_each_within_a_second(small_wave):
             time.sleep(0.05)
         by_phone = {m["to"]: m for m in got}
         assert set(by_phone) == {r["phone"] for r in rows}
-        waits = [by_phone[r["phone"]]["at"] - started for r, (_, started) in zip(rows, asked)]
+        waits = [
+            by_phone[r["phone"]]["at"] - started
+            for r, (_, started) in zip(rows, asked, strict=True)
+        ]
         assert max(waits) < 1.0, f"slowest code left after {max(waits):.2f} s"
         calls = _stats(pw.sim_url)["calls"]["notifier"] - before
         assert calls < len(rows) / 3, f"{calls} gateway calls for {len(rows)} codes"
