@@ -258,7 +258,7 @@ class Store:
                 conn.execute(
                     text(
                         "UPDATE login_guard SET code_hash = NULL, code_expires = 0, "
-                        "updated_at = :now WHERE key = :k"
+                        "failures = '', updated_at = :now WHERE key = :k"
                     ),
                     {"now": now, "k": key},
                 )
