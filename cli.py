@@ -596,6 +596,11 @@ def wave_report_cmd(wave_id: int, as_json: bool) -> None:
         for k, v in report["pending_by_partner"].items():
             click.echo(f"  {k:40} {v:>10,}")
     click.echo(f"Lottery seed sha256: {report['lottery_seed_sha256']}")
+    click.echo(
+        f"Dashboard: results published at {report['announced_at']}"
+        if report.get("announced_at")
+        else "Dashboard: results not announced yet (prakerja wave announce)"
+    )
     click.echo(f"Ledger: {report['ledger']}  SMS: {report['messages']}")
 
 
