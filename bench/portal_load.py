@@ -1,0 +1,733 @@
+"""Announcement morning on the registrant dashboard: one JSON line on stdout.
+
+A third of a 5,965,048-registrant wave signs in within the first hour (about 550
+sign-ins a second), then keeps reading its status. Against a database holding a whole
+wave (bench/wave_scale.py leaves one), this measures:
+
+1. what the dashboard builds: wave 1's portal index (dropped, then rebuilt and timed,
+   with the database's growth) and the announcement;
+2. signed-in status reads (`GET /api/me`) driven by `wrk` over thousands of sessions;
+3. sign-ins (`POST /api/login`, the code read from the simulator's gateway,
+   `POST /api/login/verify`) driven by Locust, each with a registrant not used before;
+
+against `prakerja portal --workers W` and the partner simulator, each a process of its
+own on this machine. The load generators' CPU, the portal's CPU and peak RSS are
+reported beside the rates, since they share the machine's cores.
+
+    .venv/bin/python bench/portal_load.py --registrants 100000 --build
+    .venv/bin/python bench/portal_load.py            # the 6M wave, built beforehand
+
+Needs `wrk` (`apt-get install -y wrk`) and Locust (`pip install -e '.[bench]'`).
+Work files go to bench/out/portal_load/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import resource
+import secrets
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+OUT = ROOT / "bench" / "out"
+WORK = OUT / "portal_load"
+WAVE = 1  # the wave bench/wave_scale.py runs
+SEED = "bench"  # bench/wave_scale.py's default seed: the simulator must match
+FULL_WAVE = 5_965_048
+LOCUSTFILE = ROOT / "bench" / "portal_locustfile.py"
+
+
+def log(msg: str) -> None:
+    print(f"[portal_load {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def scale_workdir(registrants: int) -> Path:
+    return OUT / f"wave_scale-{registrants}"
+
+
+def default_database(registrants: int) -> str:
+    """The SQLite database of the Prefect run of `wave_scale.py --workdir <this dir>`."""
+    return f"sqlite:///{scale_workdir(registrants) / 'prefect.db'}"
+
+
+def sqlite_path(url: str) -> Path | None:
+    return Path(url.split("///", 1)[1]) if url.startswith("sqlite") else None
+
+
+# ------------------------------------------------------------------ the database
+def has_wave(url: str) -> bool:
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        return False
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return bool(
+                conn.execute(
+                    text("SELECT count(*) FROM wave WHERE wave_id = :w AND drawn_at IS NOT NULL"),
+                    {"w": WAVE},
+                ).scalar()
+            )
+    except Exception:
+        return False
+    finally:
+        engine.dispose()
+
+
+def build_database(url: str, registrants: int, seed: str) -> dict:
+    """Runs bench/wave_scale.py (the Prefect run only) to leave a whole wave in `url`."""
+    path = sqlite_path(url)
+    cmd = [sys.executable, str(ROOT / "bench" / "wave_scale.py")]
+    cmd += ["--registrants", str(registrants), "--no-baseline", "--seed", seed]
+    if path is not None:
+        if path.name != "prefect.db":
+            raise SystemExit(
+                f"--build makes SQLite databases named prefect.db (bench/wave_scale.py's), "
+                f"not {path.name}"
+            )
+        cmd += ["--workdir", str(path.parent)]
+    else:
+        cmd += ["--workdir", str(scale_workdir(registrants)), "--database", url]
+    log(f"building the wave: {' '.join(cmd)}")
+    started = time.monotonic()
+    done = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"bench/wave_scale.py failed with exit code {done.returncode}")
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    log(f"wave built in {time.monotonic() - started:.0f} s")
+    return summary
+
+
+def used_bytes(engine) -> dict:
+    """The database's size: pages in use (SQLite: without the free list) and files."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            page = conn.exec_driver_sql("PRAGMA page_size").scalar()
+            pages = conn.exec_driver_sql("PRAGMA page_count").scalar()
+            free = conn.exec_driver_sql("PRAGMA freelist_count").scalar()
+            try:
+                index = conn.exec_driver_sql(
+                    "SELECT sum(pgsize) FROM dbstat WHERE name IN "
+                    "('portal_person', 'sqlite_autoindex_portal_person_1')"
+                ).scalar()
+            except Exception:  # SQLite built without dbstat
+                index = None
+            return {"used": (pages - free) * page, "file": pages * page, "portal_person": index}
+        size = conn.exec_driver_sql("SELECT pg_database_size(current_database())").scalar()
+        index = conn.exec_driver_sql("SELECT pg_total_relation_size('portal_person')").scalar()
+        return {"used": size, "file": size, "portal_person": index}
+
+
+def rebuild_index_and_announce(url: str) -> dict:
+    """Drops wave 1's portal index and announcement, then times building and announcing."""
+    from sqlalchemy import text
+
+    from models.db import make_engine, session_factory
+    from tasks.portal_index import announce_wave, build_portal_index
+
+    engine = make_engine(url)
+    sessions = session_factory(engine)
+    sqlite = engine.dialect.name == "sqlite"
+    started = time.monotonic()
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM portal_person WHERE wave_id = :w"), {"w": WAVE})
+        conn.execute(
+            text(
+                "UPDATE wave SET portal_indexed_at = NULL, announced_at = NULL, "
+                "announce_message = NULL WHERE wave_id = :w"
+            ),
+            {"w": WAVE},
+        )
+        # Sessions and sign-in limits of an earlier run of this benchmark.
+        conn.execute(text("DELETE FROM portal_session"))
+        conn.execute(text("DELETE FROM login_guard"))
+    if sqlite:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    else:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("VACUUM ANALYZE portal_person")
+    reset_s = time.monotonic() - started
+    log(f"wave {WAVE}'s portal index dropped in {reset_s:.1f} s; building it again")
+    before = used_bytes(engine)
+    t0 = time.monotonic()
+    built = build_portal_index(sessions, WAVE)
+    build_s = time.monotonic() - t0
+    after = used_bytes(engine)
+    log(f"portal index: {built['indexed']:,} NIKs in {build_s:.1f} s")
+    t0 = time.monotonic()
+    announced = announce_wave(sessions, WAVE, "Hasil gelombang 1 sudah keluar.")
+    announce_s = time.monotonic() - t0
+    log(f"wave {WAVE} announced in {announce_s:.3f} s")
+    engine.dispose()
+    return {
+        "portal_index_reset_s": round(reset_s, 1),
+        "portal_index_build_s": round(build_s, 2),
+        "portal_index_rows": built["indexed"],
+        "portal_index_growth_mb": round((after["used"] - before["used"]) / 2**20, 1),
+        "portal_index_mb": (
+            round(after["portal_person"] / 2**20, 1) if after["portal_person"] else None
+        ),
+        "database_mb": round(after["used"] / 2**20, 1),
+        "announce_s": round(announce_s, 3),
+        "announce_index_built_now": announced["index_built_now"],
+    }
+
+
+def count_registrants(url: str) -> int:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        n = conn.execute(
+            text("SELECT count(*) FROM registrant WHERE wave_id = :w"), {"w": WAVE}
+        ).scalar()
+    engine.dispose()
+    return int(n or 0)
+
+
+def sample_people(url: str, n: int, rng: random.Random) -> list[tuple[str, str]]:
+    """`n` random (NIK, phone) of wave 1's portal index, each NIK and phone once."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    chosen: dict[str, str] = {}
+    phones: set[str] = set()
+    query = (
+        "SELECT p.nik, r.phone FROM portal_person p JOIN registrant r ON r.id = p.registrant_id "
+        "WHERE p.wave_id = :w AND r.phone IS NOT NULL AND trim(r.phone) != '' AND "
+    )
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            top = conn.execute(text("SELECT max(rowid) FROM portal_person")).scalar() or 0
+            tries = 0
+            while len(chosen) < n and tries < 50:
+                tries += 1
+                ids = rng.sample(range(1, top + 1), min(top, 2 * (n - len(chosen)) + 100))
+                for start in range(0, len(ids), 900):
+                    part = ",".join(str(i) for i in ids[start : start + 900])
+                    for nik, phone in conn.execute(
+                        text(query + f"p.rowid IN ({part})"), {"w": WAVE}
+                    ):
+                        if nik not in chosen and phone not in phones and len(chosen) < n:
+                            chosen[nik] = phone
+                            phones.add(phone)
+        else:
+            rows = conn.execute(
+                text(query + "true ORDER BY random() LIMIT :n"), {"w": WAVE, "n": 2 * n}
+            )
+            for nik, phone in rows:
+                if nik not in chosen and phone not in phones and len(chosen) < n:
+                    chosen[nik] = phone
+                    phones.add(phone)
+    engine.dispose()
+    if len(chosen) < n:
+        raise SystemExit(f"wave {WAVE} has only {len(chosen)} registrants with a phone to use")
+    people = list(chosen.items())
+    rng.shuffle(people)
+    return people
+
+
+def make_sessions(url: str, secret: str, niks: list[str]) -> list[str]:
+    """Signed-in sessions made directly in the store (sign-in is measured on its own)."""
+    from portal.store import Store, make_portal_engine
+
+    store = Store(make_portal_engine(url), secret.encode())
+    try:
+        return [store.create_session(nik) for nik in niks]
+    finally:
+        store.close()
+
+
+# ------------------------------------------------------------------ processes
+def partners_toml(sim_url: str, notifier_max_rps: float) -> Path:
+    """The built-in partners file moved to the simulator, the notifier's pacing raised."""
+    text = (ROOT / "partners" / "default_partners.toml").read_text()
+    text = text.replace("http://127.0.0.1:8700", sim_url.rstrip("/"))
+    head, sep, notifier = text.partition("[notifier]")
+    notifier, n = re.subn(r"(?m)^max_rps = .*$", f"max_rps = {notifier_max_rps:g}", notifier)
+    if not sep or n != 1:
+        raise SystemExit("partners/default_partners.toml: no [notifier] max_rps to raise")
+    path = WORK / "partners.toml"
+    path.write_text(head + sep + notifier)
+    return path
+
+
+class ProcessTree:
+    """Samples a process and its descendants: peak RSS (sum and largest) and CPU time."""
+
+    def __init__(self, pid: int, every_s: float = 0.25) -> None:
+        import psutil
+
+        self.root = psutil.Process(pid)
+        self.every_s = every_s
+        self.peak_rss = 0
+        self.peak_process_rss = 0
+        self.processes = 0
+        self._cpu: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def members(self):
+        import psutil
+
+        try:
+            return [self.root, *self.root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def sample(self) -> None:
+        import psutil
+
+        total = 0
+        procs = self.members()
+        for p in procs:
+            try:
+                rss = p.memory_info().rss
+                t = p.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += rss
+            self.peak_process_rss = max(self.peak_process_rss, rss)
+            self._cpu[p.pid] = t.user + t.system
+        self.peak_rss = max(self.peak_rss, total)
+        self.processes = max(self.processes, len(procs))
+
+    def cpu_s(self) -> float:
+        """CPU seconds of every member seen so far (the last sample of each)."""
+        self.sample()
+        return sum(self._cpu.values())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.sample()
+
+    def __enter__(self) -> ProcessTree:
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@contextmanager
+def portal_process(env: dict[str, str], port: int, workers: int):
+    """`python -m cli portal --workers W --port P` until every worker answers."""
+    import requests
+
+    log_path = WORK / "portal.log"
+    cmd = [sys.executable, "-m", "cli", "portal", "--workers", str(workers), "--port", str(port)]
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"the portal exited with {proc.returncode}; see {log_path}")
+            try:
+                if requests.get(f"{base}/api/me", timeout=2).status_code == 401:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the portal did not answer on {base}; see {log_path}")
+            time.sleep(0.2)
+        # The first answer came from one worker; give the others their start-up too.
+        for _ in range(20 * workers):
+            requests.get(f"{base}/api/me", timeout=10)
+        yield proc, base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            import psutil
+
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                child.kill()
+            proc.kill()
+            proc.wait()
+
+
+def child_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Phase:
+    """CPU of the portal tree, the simulator and the whole machine over one phase."""
+
+    def __init__(self, portal: ProcessTree, sim: ProcessTree) -> None:
+        import psutil
+
+        self.portal, self.sim = portal, sim
+        self.t0 = time.monotonic()
+        self.portal0, self.sim0 = portal.cpu_s(), sim.cpu_s()
+        self.machine0 = psutil.cpu_times()
+        self.children0 = child_cpu_s()
+
+    def end(self) -> dict:
+        import psutil
+
+        wall = time.monotonic() - self.t0
+        m1 = psutil.cpu_times()
+        idle = (m1.idle + getattr(m1, "iowait", 0)) - (
+            self.machine0.idle + getattr(self.machine0, "iowait", 0)
+        )
+        total = sum(m1) - sum(self.machine0)
+        return {
+            "wall_s": round(wall, 1),
+            "portal_cpu_s": round(self.portal.cpu_s() - self.portal0, 1),
+            "simulator_cpu_s": round(self.sim.cpu_s() - self.sim0, 1),
+            "load_generator_cpu_s": round(child_cpu_s() - self.children0, 1),
+            "machine_busy": round(1 - idle / total, 2) if total else None,
+        }
+
+
+# ------------------------------------------------------------------ reads (wrk)
+WRK_LUA = """
+local tokens = {%(tokens)s}
+local offset = 0
+local n = 0
+
+function setup(thread)
+  thread:set("offset", offset)
+  offset = offset + math.floor(#tokens / %(threads)d)
+end
+
+function init(args)
+  n = (tonumber(wrk.thread:get("offset")) or 0) %% #tokens
+end
+
+function request()
+  n = n %% #tokens + 1
+  return wrk.format("GET", "/api/me", {["Cookie"] = "prakerja_session=" .. tokens[n]})
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"wrk": true, "requests": %%d, "duration_us": %%d, "bytes": %%d, ' ..
+    '"p50_us": %%d, "p90_us": %%d, "p99_us": %%d, "max_us": %%d, ' ..
+    '"non_2xx": %%d, "connect_errors": %%d, "read_errors": %%d, "write_errors": %%d, ' ..
+    '"timeouts": %%d}\\n',
+    summary.requests, summary.duration, summary.bytes,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
+    e.status, e.connect, e.read, e.write, e.timeout))
+end
+"""
+
+
+def wrk_script(tokens: list[str], threads: int) -> Path:
+    path = WORK / "me.lua"
+    listed = ",".join(f'"{t}"' for t in tokens)
+    path.write_text(WRK_LUA % {"tokens": listed, "threads": threads})
+    return path
+
+
+def run_wrk(base: str, script: Path, threads: int, connections: int, seconds: int) -> dict:
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    cmd += ["--timeout", "10s", "-s", str(script), f"{base}/api/me"]
+    before = child_cpu_s()
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    cpu = child_cpu_s() - before
+    line = next((x for x in done.stdout.splitlines() if x.startswith('{"wrk"')), None)
+    if done.returncode != 0 or line is None:
+        raise SystemExit(f"wrk failed ({done.returncode}): {done.stderr.strip()}")
+    (WORK / "wrk.txt").write_text(done.stdout)
+    figures = json.loads(line)
+    figures["cpu_s"] = round(cpu, 1)
+    return figures
+
+
+def check_me(base: str, token: str) -> dict:
+    """A sample `GET /api/me`: 200, and the shape portal.md gives for an announced wave."""
+    import requests
+
+    r = requests.get(f"{base}/api/me", cookies={"prakerja_session": token}, timeout=10)
+    body = r.json()
+    problems = []
+    if r.status_code != 200:
+        problems.append(f"status {r.status_code}")
+    if r.headers.get("cache-control") != "no-store":
+        problems.append("no Cache-Control: no-store")
+    if not re.fullmatch(r"\d{4}\*{10}\d{2}", str(body.get("nik_masked"))):
+        problems.append("nik_masked")
+    waves = body.get("waves") or []
+    entry = next((w for w in waves if w.get("wave") == WAVE), None)
+    if entry is None or entry.get("announced") is not True:
+        problems.append(f"wave {WAVE} missing or not announced")
+    elif not {"outcome", "reason", "message"} <= entry.keys():
+        problems.append(f"wave {WAVE} lacks outcome/reason/message")
+    if problems:
+        raise SystemExit(f"GET /api/me does not answer as it should: {', '.join(problems)}")
+    return entry
+
+
+# ------------------------------------------------------------------ sign-ins (Locust)
+def check_signin(base: str, sim_url: str, nik: str, phone: str) -> float:
+    """One sign-in by hand before the load: the code arrives and opens a session."""
+    import requests
+
+    after = requests.get(f"{sim_url}/_admin/messages?last=1", timeout=10).json()["messages"]
+    seq = after[-1]["seq"] if after else 0
+    t0 = time.monotonic()
+    r = requests.post(f"{base}/api/login", json={"nik": nik}, timeout=10)
+    if r.status_code != 202:
+        raise SystemExit(f"POST /api/login answered {r.status_code}")
+    while True:
+        found = requests.get(
+            f"{sim_url}/_admin/messages",
+            params={"template": "login_code", "to": phone, "after": seq, "last": 1},
+            timeout=10,
+        ).json()["messages"]
+        if found:
+            break
+        if time.monotonic() - t0 > 10:
+            raise SystemExit("no sign-in code reached the simulator's gateway in 10 s")
+        time.sleep(0.02)
+    r = requests.post(
+        f"{base}/api/login/verify",
+        json={"nik": nik, "code": found[-1]["params"]["code"]},
+        timeout=10,
+    )
+    if r.status_code != 200 or "prakerja_session" not in r.cookies:
+        raise SystemExit(f"POST /api/login/verify answered {r.status_code} without a session")
+    me = requests.get(f"{base}/api/me", cookies=r.cookies, timeout=10)
+    if me.status_code != 200:
+        raise SystemExit(f"GET /api/me after sign-in answered {me.status_code}")
+    return time.monotonic() - t0
+
+
+def run_locust(
+    base: str,
+    sim_url: str,
+    people: list[tuple[str, str]],
+    users: int,
+    spawn_rate: float,
+    seconds: int,
+    poll_s: float,
+) -> dict:
+    people_file = WORK / "people.tsv"
+    people_file.write_text("".join(f"{nik}\t{phone}\n" for nik, phone in people))
+    result = WORK / "locust.json"
+    result.unlink(missing_ok=True)
+    env = dict(
+        os.environ,
+        PORTAL_LOAD_PEOPLE=str(people_file),
+        PORTAL_LOAD_SIM=sim_url,
+        PORTAL_LOAD_POLL_S=str(poll_s),
+        PORTAL_LOAD_RESULT=str(result),
+    )
+    locust = shutil.which("locust", path=str(Path(sys.executable).parent)) or "locust"
+    cmd = [locust, "-f", str(LOCUSTFILE), "--headless", "--host", base]
+    cmd += ["-u", str(users), "-r", f"{spawn_rate:g}", "-t", f"{seconds}s"]
+    cmd += ["--reset-stats", "--only-summary", "--loglevel", "WARNING", "--stop-timeout", "10"]
+    before = child_cpu_s()
+    with open(WORK / "locust.log", "wb") as out:
+        done = subprocess.run(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    cpu = child_cpu_s() - before
+    if not result.exists():
+        raise SystemExit(f"locust left no summary (exit {done.returncode}); see locust.log")
+    figures = json.loads(result.read_text())
+    figures["_cpu_s"] = round(cpu, 1)
+    return figures
+
+
+# ------------------------------------------------------------------ main
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--registrants", type=int, default=FULL_WAVE, help="the wave's size")
+    ap.add_argument(
+        "--database",
+        default=None,
+        help="SQLAlchemy URL of a database holding a drawn wave 1 (default: the SQLite "
+        "database of `bench/wave_scale.py --registrants N` under bench/out/)",
+    )
+    ap.add_argument("--build", action="store_true", help="run bench/wave_scale.py if missing")
+    ap.add_argument("--seed", default=SEED, help="the wave's and simulator's seed")
+    ap.add_argument("--workers", type=int, default=2, help="portal worker processes")
+    ap.add_argument("--port", type=int, default=0, help="portal port (default: a free one)")
+    ap.add_argument("--notifier-max-rps", type=float, default=200.0)
+    ap.add_argument("--sessions", type=int, default=4000, help="signed-in sessions read")
+    ap.add_argument("--read-seconds", type=int, default=30)
+    ap.add_argument("--read-warmup-seconds", type=int, default=5)
+    ap.add_argument("--read-threads", type=int, default=1)
+    ap.add_argument("--read-connections", type=int, default=64)
+    ap.add_argument("--signin-seconds", type=int, default=30)
+    ap.add_argument("--signin-users", type=int, default=100, help="Locust users (closed loop)")
+    ap.add_argument("--signin-spawn-rate", type=float, default=50)
+    ap.add_argument("--signin-people", type=int, default=40_000, help="NIKs set aside to sign in")
+    ap.add_argument("--poll-seconds", type=float, default=0.05, help="between gateway reads")
+    ap.add_argument("--skip-index", action="store_true", help="keep the index; no rebuild")
+    args = ap.parse_args()
+
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install -y wrk")
+    try:
+        import locust  # noqa: F401
+    except ImportError:
+        raise SystemExit(
+            "Locust is not installed in this venv: .venv/bin/pip install -e '.[bench]'"
+        ) from None
+    import psutil
+
+    from partners.simulator.server import SimulatorProcess, free_port
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    url = args.database or default_database(args.registrants)
+    result: dict = {"database": url.split("///", 1)[-1] if sqlite_path(url) else "postgresql"}
+    if not has_wave(url):
+        if not args.build:
+            raise SystemExit(f"no drawn wave {WAVE} in {url}: pass --build to make one")
+        result["build_wave_s"] = build_database(url, args.registrants, args.seed).get("wall_s")
+    result["registrants"] = count_registrants(url)
+    if not args.skip_index:
+        result.update(rebuild_index_and_announce(url))
+
+    rng = random.Random(f"portal-load:{args.seed}")
+    log(f"choosing {args.sessions + args.signin_people:,} registrants at random")
+    people = sample_people(url, args.sessions + args.signin_people + 1, rng)
+    readers, first, signers = (
+        people[: args.sessions],
+        people[args.sessions],
+        people[args.sessions + 1 :],
+    )
+    secret = secrets.token_urlsafe(48)
+    t0 = time.monotonic()
+    tokens = make_sessions(url, secret, [nik for nik, _ in readers])
+    log(f"{len(tokens):,} sessions made in {time.monotonic() - t0:.1f} s")
+
+    with SimulatorProcess(args.seed) as sim:
+        partners = partners_toml(sim.base_url, args.notifier_max_rps)
+        env = dict(
+            os.environ,
+            PRAKERJA_DATABASE_URL=url,
+            PRAKERJA_PARTNERS=str(partners),
+            PRAKERJA_PORTAL_SECRET=secret,
+        )
+        env.pop("PREFECT_API_URL", None)  # no partner-failure events to a Prefect API
+        port = args.port or free_port()
+        with (
+            portal_process(env, port, args.workers) as (proc, base),
+            ProcessTree(proc.pid) as tree,
+            ProcessTree(sim.process.pid) as sim_tree,
+        ):
+            entry = check_me(base, tokens[0])
+            log(f"GET /api/me answers as it should (wave {WAVE}: {entry['outcome']})")
+
+            script = wrk_script(tokens, args.read_threads)
+            if args.read_warmup_seconds:
+                log(f"warming up reads for {args.read_warmup_seconds} s")
+                run_wrk(
+                    base,
+                    script,
+                    args.read_threads,
+                    args.read_connections,
+                    args.read_warmup_seconds,
+                )
+            log(
+                f"reads: wrk -t{args.read_threads} -c{args.read_connections} "
+                f"-d{args.read_seconds}s over {len(tokens):,} sessions"
+            )
+            phase = Phase(tree, sim_tree)
+            wrk = run_wrk(base, script, args.read_threads, args.read_connections, args.read_seconds)
+            reads_phase = phase.end()
+            reads_per_s = wrk["requests"] / (wrk["duration_us"] / 1e6)
+            log(f"reads: {reads_per_s:,.0f}/s, p99 {wrk['p99_us'] / 1000:.1f} ms")
+
+            one = check_signin(base, sim.base_url, *first)
+            log(f"one sign-in by hand took {one * 1000:.0f} ms; now Locust")
+            phase = Phase(tree, sim_tree)
+            signins = run_locust(
+                base,
+                sim.base_url,
+                signers,
+                args.signin_users,
+                args.signin_spawn_rate,
+                args.signin_seconds,
+                args.poll_seconds,
+            )
+            signin_phase = phase.end()
+            flow = signins.get("signin") or {}
+            log(
+                f"sign-ins: {flow.get('per_s')}/s, p99 {flow.get('p99_ms')} ms, "
+                f"{flow.get('failures')} failed"
+            )
+            peak_rss_mb = round(tree.peak_rss / 2**20)
+            peak_process_rss_mb = round(tree.peak_process_rss / 2**20)
+            portal_processes = tree.processes
+
+    failures = (flow.get("failures") or 0) + sum(
+        v["failures"] for k, v in signins.items() if not k.startswith("_") and k != "signin"
+    )
+    result.update(
+        {
+            "reads_per_s": round(reads_per_s),
+            "reads_p50_ms": round(wrk["p50_us"] / 1000, 1),
+            "reads_p99_ms": round(wrk["p99_us"] / 1000, 1),
+            "reads_max_ms": round(wrk["max_us"] / 1000, 1),
+            "reads": wrk["requests"],
+            "reads_non_2xx": wrk["non_2xx"],
+            "reads_socket_errors": wrk["connect_errors"]
+            + wrk["read_errors"]
+            + wrk["write_errors"]
+            + wrk["timeouts"],
+            "signins_per_s": flow.get("per_s"),
+            "signins": flow.get("requests"),
+            "signin_p50_ms": flow.get("p50_ms"),
+            "signin_p99_ms": flow.get("p99_ms"),
+            "failures": failures,
+            "signin_requests": {
+                k: {x: v[x] for x in ("requests", "failures", "per_s", "p50_ms", "p99_ms")}
+                for k, v in signins.items()
+                if not k.startswith("_") and k != "signin"
+            },
+            "signin_errors": signins.get("_errors", {}),
+            "load_generator_cpu_s": {"wrk": wrk["cpu_s"], "locust": signins["_cpu_s"]},
+            "phases": {"reads": reads_phase, "signins": signin_phase},
+            "portal_peak_rss_mb": peak_rss_mb,
+            "portal_peak_process_rss_mb": peak_process_rss_mb,
+            "portal_processes": portal_processes,
+            "workers": args.workers,
+            "cores": psutil.cpu_count(logical=True),
+            "settings": {
+                "sessions": len(tokens),
+                "read_seconds": args.read_seconds,
+                "read_warmup_seconds": args.read_warmup_seconds,
+                "read_threads": args.read_threads,
+                "read_connections": args.read_connections,
+                "signin_seconds": args.signin_seconds,
+                "signin_users": args.signin_users,
+                "signin_spawn_rate": args.signin_spawn_rate,
+                "poll_seconds": args.poll_seconds,
+                "notifier_max_rps": args.notifier_max_rps,
+                "code_window_ms": int(os.environ.get("PRAKERJA_PORTAL_CODE_WINDOW_MS") or 50),
+                "seed": args.seed,
+            },
+        }
+    )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
