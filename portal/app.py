@@ -167,8 +167,9 @@ class Portal:
         secure = "; Secure" if self.secure else ""
         return f"{COOKIE}=; Max-Age=0; HttpOnly; SameSite=Strict; Path=/{secure}"
 
-    def render(self, name: str, status: int = 200, **context: Any) -> Response:
-        html = self.templates.get_template(name).render(**context)
+    def render(self, template: str, status: int = 200, /, **context: Any) -> Response:
+        # Positional-only: the context has a `name` of its own (the person's).
+        html = self.templates.get_template(template).render(**context)
         return Response(html, status_code=status, media_type="text/html; charset=utf-8")
 
 
