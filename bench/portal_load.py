@@ -31,6 +31,7 @@ import re
 import resource
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -312,6 +313,10 @@ class ProcessTree:
         self.sample()
         return sum(self._cpu.values())
 
+    def cpu_by_process(self) -> dict[int, float]:
+        self.sample()
+        return dict(self._cpu)
+
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
             self.sample()
@@ -366,6 +371,51 @@ def portal_process(env: dict[str, str], port: int, workers: int):
             proc.wait()
 
 
+@contextmanager
+def profiled(pid: int, name: str, enabled: bool):
+    """py-spy over the portal's processes for one phase (collapsed stacks in WORK)."""
+    if not enabled:
+        yield
+        return
+    out = WORK / f"profile-{name}.txt"
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+    cmd = [spy, "record", "--pid", str(pid), "--subprocesses", "--nonblocking"]
+    cmd += ["--rate", "200", "--format", "raw", "--output", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+        log(f"profile of {name}: {out}")
+
+
+def with_others(phase: dict, load_generator_cpu_s: float) -> dict:
+    """The phase's figures with the load generator's CPU, and what the rest of the
+    machine used meanwhile (other people's work on a shared machine)."""
+    known = phase["portal_cpu_s"] + phase["simulator_cpu_s"] + load_generator_cpu_s
+    return phase | {
+        "load_generator_cpu_s": load_generator_cpu_s,
+        "other_cpu_s": round(max(0.0, phase["machine_busy_cpu_s"] - known), 1),
+    }
+
+
+def uvicorn_flavour(env: dict[str, str]) -> dict[str, str]:
+    """What uvicorn's "auto" picks in the portal's environment: httptools or h11, uvloop
+    or asyncio (the pure-Python ones cost more per request)."""
+    probe = (
+        "import importlib.util as u; print(u.find_spec('httptools') is not None, "
+        "u.find_spec('uvloop') is not None)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    return {
+        "http": "httptools" if out[0] == "True" else "h11",
+        "loop": "uvloop" if out[1] == "True" else "asyncio",
+    }
+
+
 def child_cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -379,25 +429,30 @@ class Phase:
 
         self.portal, self.sim = portal, sim
         self.t0 = time.monotonic()
-        self.portal0, self.sim0 = portal.cpu_s(), sim.cpu_s()
+        self.portal0, self.sim0 = portal.cpu_by_process(), sim.cpu_s()
         self.machine0 = psutil.cpu_times()
-        self.children0 = child_cpu_s()
 
     def end(self) -> dict:
         import psutil
 
         wall = time.monotonic() - self.t0
         m1 = psutil.cpu_times()
+        by = {
+            pid: cpu - self.portal0.get(pid, 0.0)
+            for pid, cpu in sorted(self.portal.cpu_by_process().items())
+        }
         idle = (m1.idle + getattr(m1, "iowait", 0)) - (
             self.machine0.idle + getattr(self.machine0, "iowait", 0)
         )
         total = sum(m1) - sum(self.machine0)
         return {
             "wall_s": round(wall, 1),
-            "portal_cpu_s": round(self.portal.cpu_s() - self.portal0, 1),
+            "portal_cpu_s": round(sum(by.values()), 1),
+            # The supervisor, then each worker: how evenly the workers share the load.
+            "portal_cpu_s_by_process": [round(v, 1) for v in by.values()],
             "simulator_cpu_s": round(self.sim.cpu_s() - self.sim0, 1),
-            "load_generator_cpu_s": round(child_cpu_s() - self.children0, 1),
             "machine_busy": round(1 - idle / total, 2) if total else None,
+            "machine_busy_cpu_s": round(total - idle, 1),
         }
 
 
@@ -579,6 +634,17 @@ def main() -> None:
     ap.add_argument("--signin-people", type=int, default=40_000, help="NIKs set aside to sign in")
     ap.add_argument("--poll-seconds", type=float, default=0.05, help="between gateway reads")
     ap.add_argument("--skip-index", action="store_true", help="keep the index; no rebuild")
+    ap.add_argument(
+        "--portal-pythonpath",
+        default=None,
+        help="prepended to the portal's PYTHONPATH, e.g. a folder with httptools and uvloop "
+        "(pip install --target DIR httptools uvloop), which uvicorn then uses",
+    )
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy the portal during reads and sign-ins (bench/out/portal_load/profile-*)",
+    )
     args = ap.parse_args()
 
     if shutil.which("wrk") is None:
@@ -626,6 +692,11 @@ def main() -> None:
             PRAKERJA_PORTAL_SECRET=secret,
         )
         env.pop("PREFECT_API_URL", None)  # no partner-failure events to a Prefect API
+        if args.portal_pythonpath:
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (args.portal_pythonpath, env.get("PYTHONPATH")) if p
+            )
+        server = uvicorn_flavour(env)
         port = args.port or free_port()
         with (
             portal_process(env, port, args.workers) as (proc, base),
@@ -650,24 +721,28 @@ def main() -> None:
                 f"-d{args.read_seconds}s over {len(tokens):,} sessions"
             )
             phase = Phase(tree, sim_tree)
-            wrk = run_wrk(base, script, args.read_threads, args.read_connections, args.read_seconds)
-            reads_phase = phase.end()
+            with profiled(proc.pid, "reads", args.profile):
+                wrk = run_wrk(
+                    base, script, args.read_threads, args.read_connections, args.read_seconds
+                )
+            reads_phase = with_others(phase.end(), wrk["cpu_s"])
             reads_per_s = wrk["requests"] / (wrk["duration_us"] / 1e6)
             log(f"reads: {reads_per_s:,.0f}/s, p99 {wrk['p99_us'] / 1000:.1f} ms")
 
             one = check_signin(base, sim.base_url, *first)
             log(f"one sign-in by hand took {one * 1000:.0f} ms; now Locust")
             phase = Phase(tree, sim_tree)
-            signins = run_locust(
-                base,
-                sim.base_url,
-                signers,
-                args.signin_users,
-                args.signin_spawn_rate,
-                args.signin_seconds,
-                args.poll_seconds,
-            )
-            signin_phase = phase.end()
+            with profiled(proc.pid, "signins", args.profile):
+                signins = run_locust(
+                    base,
+                    sim.base_url,
+                    signers,
+                    args.signin_users,
+                    args.signin_spawn_rate,
+                    args.signin_seconds,
+                    args.poll_seconds,
+                )
+            signin_phase = with_others(phase.end(), signins["_cpu_s"])
             flow = signins.get("signin") or {}
             log(
                 f"sign-ins: {flow.get('per_s')}/s, p99 {flow.get('p99_ms')} ms, "
@@ -709,6 +784,7 @@ def main() -> None:
             "portal_peak_process_rss_mb": peak_process_rss_mb,
             "portal_processes": portal_processes,
             "workers": args.workers,
+            "server": server,
             "cores": psutil.cpu_count(logical=True),
             "settings": {
                 "sessions": len(tokens),
@@ -723,6 +799,7 @@ def main() -> None:
                 "notifier_max_rps": args.notifier_max_rps,
                 "code_window_ms": int(os.environ.get("PRAKERJA_PORTAL_CODE_WINDOW_MS") or 50),
                 "seed": args.seed,
+                "profiled": args.profile,
             },
         }
     )
