@@ -37,6 +37,7 @@ MAX_RECORD_LINES = 200
 MAX_RAW_BYTES = 4096
 _MAX_ID_CHARS = 200
 _MAX_NIK_CHARS = 64
+_MAX_PHONE_CHARS = 32
 
 _BOM = b"\xef\xbb\xbf"
 _ReadLine = Callable[[int], bytes]
@@ -94,6 +95,9 @@ class IntakeRecord:
     reason: ReasonCode | None
     raw: str | None
     row: RegistrantRow | None
+    # The phone as given, for a row rejected by checks 2-4 (its columns are where the
+    # header says): the dashboard sends that person's sign-in code there.
+    phone: str | None = None
 
 
 def _date(value: str) -> date | None:
@@ -284,6 +288,7 @@ class _Layout:
     values: Callable[[list[str]], tuple[str, ...]]
     id_index: int
     nik_index: int
+    phone_index: int
 
     def rejected(
         self, line: int, fields: list[str], raw: str, reason: ReasonCode | None
@@ -291,7 +296,13 @@ class _Layout:
         count = len(fields)
         registration_id = fields[self.id_index][:_MAX_ID_CHARS] if self.id_index < count else ""
         nik = fields[self.nik_index][:_MAX_NIK_CHARS] if self.nik_index < count else ""
-        return IntakeRecord(line, registration_id or None, nik or None, reason, _cap_raw(raw), None)
+        phone = None
+        if count == self.width and reason is not ReasonCode.MALFORMED_ROW:
+            given = fields[self.phone_index]
+            phone = given if 0 < len(given) <= _MAX_PHONE_CHARS and not given.isspace() else None
+        return IntakeRecord(
+            line, registration_id or None, nik or None, reason, _cap_raw(raw), None, phone
+        )
 
 
 def _records(readline: _ReadLine, first_line: int, layout: _Layout) -> Iterator[IntakeRecord]:
@@ -443,6 +454,7 @@ def read_export(stream: BinaryIO) -> tuple[list[str], Iterator[IntakeRecord]]:
         values=itemgetter(*(index[column] for column in REQUIRED_COLUMNS)),
         id_index=index["registration_id"],
         nik_index=index["nik"],
+        phone_index=index["phone"],
     )
     return names, _records(readline, header_lines + 1, layout)
 

@@ -96,8 +96,9 @@ def _record_values(wave_id: int, rec: IntakeRecord, now: str) -> tuple:
     row = rec.row
     if rec.reason is not None or row is None:
         reason = (rec.reason or ReasonCode.MALFORMED_ROW).value
-        return (wave_id, rec.line, rec.registration_id, rec.nik, *_NO_FIELDS, rec.raw,
-                _REJECTED, reason, now, False)  # fmt: skip
+        return (wave_id, rec.line, rec.registration_id, rec.nik, *_NO_FIELDS_BEFORE_PHONE,
+                rec.phone, *_NO_FIELDS_AFTER_PHONE, rec.raw, _REJECTED, reason, now,
+                False)  # fmt: skip
     return (
         wave_id, rec.line, row.registration_id, row.nik, row.kk_number, row.full_name,
         row.birth_date.isoformat(), row.gender, row.email, row.email_verified, row.phone,
@@ -108,7 +109,10 @@ def _record_values(wave_id: int, rec: IntakeRecord, now: str) -> tuple:
     )  # fmt: skip
 
 
-_NO_FIELDS = (None,) * 13
+# The parsed columns a row rejected by checks 1-4 leaves empty: all but its phone (kept,
+# as given, so that the dashboard can send that person a sign-in code).
+_NO_FIELDS_BEFORE_PHONE = (None,) * (INTAKE_COLUMNS.index("phone") - 4)
+_NO_FIELDS_AFTER_PHONE = (None,) * (INTAKE_COLUMNS.index("raw") - INTAKE_COLUMNS.index("phone") - 1)
 
 
 @dataclass

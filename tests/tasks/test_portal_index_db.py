@@ -50,6 +50,10 @@ def test_each_valid_nik_points_at_the_row_that_counts(sessions, tmp_path):
         f_unverified["nik"]: 9,  # none accepted (unverified, then a duplicate): the first
     }
     assert result == {"indexed": 4, "already": False}
+    with sessions() as session:
+        phones = dict(session.execute(select(Registrant.line, Registrant.phone)).all())
+    # A row rejected by checks 2-4 keeps the phone as given: its code can reach them.
+    assert phones[6] == c_missing_only["phone"] and phones[8] == e_invalid["phone"]
     # Built once: a second call changes nothing and says so.
     assert build_portal_index(sessions, 1) == {"indexed": 0, "already": True}
     assert _indexed_lines(sessions) == lines
