@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import random
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -104,6 +105,7 @@ class Store:
         self.sqlite = engine.dialect.name == "sqlite"
         self._secret = secret
         self._clock = clock
+        self._write_lock = threading.Lock()
         init_db(engine)
 
     def close(self) -> None:
@@ -128,7 +130,10 @@ class Store:
             with self.engine.begin() as conn:
                 yield conn
             return
-        with self.engine.connect() as conn:
+        # Threads of this process queue here for SQLite's one write lock rather than in
+        # SQLite's busy handler, which sleeps 1, 2, 5 ... 100 ms between tries: under load
+        # those sleeps, not the writes, set how many sign-ins a second one process admits.
+        with self._write_lock, self.engine.connect() as conn:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -136,6 +141,16 @@ class Store:
                 conn.exec_driver_sql("ROLLBACK")
                 raise
             conn.exec_driver_sql("COMMIT")
+
+    def _write_one(self, sql: str, params: dict) -> None:
+        """One write statement, a transaction by itself: on SQLite without the BEGIN and
+        COMMIT round trips `_write` makes while holding the database's write lock."""
+        if not self.sqlite:
+            with self.engine.begin() as conn:
+                conn.execute(text(sql), params)
+            return
+        with self._write_lock, self.engine.connect() as conn:
+            conn.execute(text(sql), params)  # autocommit: its own transaction
 
     def _guard_row(self, conn: Connection, key: str, now: float):
         conn.execute(
@@ -285,14 +300,11 @@ class Store:
     def create_session(self, nik: str) -> str:
         token = secrets.token_urlsafe(32)
         now = self._clock()
-        with self._write() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO portal_session (token_hash, nik, created_at, last_seen) "
-                    "VALUES (:t, :nik, :now, :now)"
-                ),
-                {"t": self._token_hash(token), "nik": nik, "now": now},
-            )
+        self._write_one(
+            "INSERT INTO portal_session (token_hash, nik, created_at, last_seen) "
+            "VALUES (:t, :nik, :now, :now)",
+            {"t": self._token_hash(token), "nik": nik, "now": now},
+        )
         return token
 
     def session_nik(self, token: str | None) -> str | None:
@@ -312,21 +324,18 @@ class Store:
             self.end_session(token)
             return None
         if now - row.last_seen >= SESSION_TOUCH_S:
-            with self._write() as conn:
-                conn.execute(
-                    text("UPDATE portal_session SET last_seen = :now WHERE token_hash = :t"),
-                    {"now": now, "t": th},
-                )
+            self._write_one(
+                "UPDATE portal_session SET last_seen = :now WHERE token_hash = :t",
+                {"now": now, "t": th},
+            )
         return row.nik
 
     def end_session(self, token: str | None) -> None:
         if not token or len(token) > 100:
             return
-        with self._write() as conn:
-            conn.execute(
-                text("DELETE FROM portal_session WHERE token_hash = :t"),
-                {"t": self._token_hash(token)},
-            )
+        self._write_one(
+            "DELETE FROM portal_session WHERE token_hash = :t", {"t": self._token_hash(token)}
+        )
 
     def _sweep(self, now: float) -> None:
         """Now and then, drops sessions and guard rows that can no longer matter."""
