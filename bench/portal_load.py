@@ -471,9 +471,17 @@ function init(args)
   n = (tonumber(wrk.thread:get("offset")) or 0) %% #tokens
 end
 
+local every = %(every)d
+
 function request()
   n = n %% #tokens + 1
-  return wrk.format("GET", "/api/me", {["Cookie"] = "prakerja_session=" .. tokens[n]})
+  local headers = {["Cookie"] = "prakerja_session=" .. tokens[n]}
+  if every > 0 and n %% every == 0 then
+    -- Now and then a connection ends, as a phone's would: wrk connects again, and the
+    -- new connection goes to whichever portal worker accepts it first.
+    headers["Connection"] = "close"
+  end
+  return wrk.format("GET", "/api/me", headers)
 end
 
 function done(summary, latency, requests)
@@ -490,10 +498,10 @@ end
 """
 
 
-def wrk_script(tokens: list[str], threads: int) -> Path:
+def wrk_script(tokens: list[str], threads: int, per_connection: int) -> Path:
     path = WORK / "me.lua"
     listed = ",".join(f'"{t}"' for t in tokens)
-    path.write_text(WRK_LUA % {"tokens": listed, "threads": threads})
+    path.write_text(WRK_LUA % {"tokens": listed, "threads": threads, "every": per_connection})
     return path
 
 
@@ -628,6 +636,12 @@ def main() -> None:
     ap.add_argument("--read-warmup-seconds", type=int, default=5)
     ap.add_argument("--read-threads", type=int, default=1)
     ap.add_argument("--read-connections", type=int, default=64)
+    ap.add_argument(
+        "--read-requests-per-connection",
+        type=int,
+        default=100,
+        help="requests a connection carries on average before it closes (0: never)",
+    )
     ap.add_argument("--signin-seconds", type=int, default=30)
     ap.add_argument("--signin-users", type=int, default=100, help="Locust users (closed loop)")
     ap.add_argument("--signin-spawn-rate", type=float, default=50)
@@ -706,7 +720,7 @@ def main() -> None:
             entry = check_me(base, tokens[0])
             log(f"GET /api/me answers as it should (wave {WAVE}: {entry['outcome']})")
 
-            script = wrk_script(tokens, args.read_threads)
+            script = wrk_script(tokens, args.read_threads, args.read_requests_per_connection)
             if args.read_warmup_seconds:
                 log(f"warming up reads for {args.read_warmup_seconds} s")
                 run_wrk(
@@ -792,6 +806,7 @@ def main() -> None:
                 "read_warmup_seconds": args.read_warmup_seconds,
                 "read_threads": args.read_threads,
                 "read_connections": args.read_connections,
+                "read_requests_per_connection": args.read_requests_per_connection,
                 "signin_seconds": args.signin_seconds,
                 "signin_users": args.signin_users,
                 "signin_spawn_rate": args.signin_spawn_rate,
