@@ -307,19 +307,33 @@ class Store:
         )
         return token
 
+    def _session_row(self, token: str | None):
+        if not token or len(token) > 100:
+            return None
+        with self.engine.connect() as conn:
+            return conn.execute(
+                text("SELECT nik, last_seen FROM portal_session WHERE token_hash = :t"),
+                {"t": self._token_hash(token)},
+            ).first()
+
+    def session_nik_without_write(self, token: str | None) -> tuple[bool, str | None]:
+        """`session_nik` when it would write nothing: (True, the NIK or None). (False,
+        None) when the session is due a write (its last_seen moved, or its end): then
+        `session_nik` is the answer. Reads only, so it may run on an event loop."""
+        row = self._session_row(token)
+        if row is None:
+            return True, None
+        if self._clock() - row.last_seen >= SESSION_TOUCH_S:
+            return False, None
+        return True, row.nik
+
     def session_nik(self, token: str | None) -> str | None:
         """The NIK of a live session; a session idle for 30 minutes is ended."""
-        if not token or len(token) > 100:
+        row = self._session_row(token)
+        if row is None or token is None:
             return None
         th = self._token_hash(token)
         now = self._clock()
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                text("SELECT nik, last_seen FROM portal_session WHERE token_hash = :t"),
-                {"t": th},
-            ).first()
-        if row is None:
-            return None
         if now - row.last_seen >= SESSION_IDLE_S:
             self.end_session(token)
             return None
