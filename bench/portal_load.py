@@ -243,6 +243,47 @@ def sample_people(url: str, n: int, rng: random.Random) -> list[tuple[str, str]]
     return people
 
 
+def prefill(url: str, sessions: int, guards: int) -> None:
+    """Mid-morning volume: live sessions and sign-in guard rows of people not in the
+    run (random hashes, seen in the last 30 and 15 minutes), which every scan of those
+    tables reads. Rows an earlier run left are dropped first."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    now = time.time()
+    rng = random.Random("prefill")
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM portal_session"))
+        conn.execute(text("DELETE FROM login_guard"))
+        for start in range(0, sessions, 50_000):
+            rows = []
+            for _ in range(min(50_000, sessions - start)):
+                seen = now - rng.uniform(0, 29 * 60)
+                rows.append(
+                    {"t": secrets.token_hex(32), "n": f"{rng.randrange(10**16):016d}", "s": seen}
+                )
+            conn.execute(
+                text(
+                    "INSERT INTO portal_session (token_hash, nik, created_at, last_seen) "
+                    "VALUES (:t, :n, :s, :s)"
+                ),
+                rows,
+            )
+        for start in range(0, guards, 50_000):
+            rows = []
+            for _ in range(min(50_000, guards - start)):
+                at = now - rng.uniform(0, 15 * 60)
+                rows.append({"k": secrets.token_hex(32), "r": f"{at:.3f}", "at": at})
+            conn.execute(
+                text(
+                    "INSERT INTO login_guard (key, requests, failures, locked_until, "
+                    "code_hash, code_expires, updated_at) VALUES (:k, :r, '', 0, NULL, 0, :at)"
+                ),
+                rows,
+            )
+    engine.dispose()
+
+
 def make_sessions(url: str, secret: str, niks: list[str]) -> list[str]:
     """Signed-in sessions made directly in the store (sign-in is measured on its own)."""
     from portal.store import Store, make_portal_engine
@@ -380,6 +421,7 @@ def profiled(pid: int, name: str, enabled: bool):
     out = WORK / f"profile-{name}.txt"
     spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
     cmd = [spy, "record", "--pid", str(pid), "--subprocesses", "--nonblocking"]
+    cmd += ["--idle"] if os.environ.get("PORTAL_LOAD_PROFILE_IDLE") else []
     cmd += ["--rate", "200", "--format", "raw", "--output", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -649,6 +691,18 @@ def main() -> None:
     ap.add_argument("--poll-seconds", type=float, default=0.05, help="between gateway reads")
     ap.add_argument("--skip-index", action="store_true", help="keep the index; no rebuild")
     ap.add_argument(
+        "--prefill-sessions",
+        type=int,
+        default=0,
+        help="live sessions of others already in the table (mid-morning: about 1,000,000)",
+    )
+    ap.add_argument(
+        "--prefill-guards",
+        type=int,
+        default=0,
+        help="sign-in guard rows of others from the last 15 minutes (mid-morning: 500,000)",
+    )
+    ap.add_argument(
         "--portal-pythonpath",
         default=None,
         help="prepended to the portal's PYTHONPATH, e.g. a folder with httptools and uvloop "
@@ -684,6 +738,13 @@ def main() -> None:
     if not args.skip_index:
         result.update(rebuild_index_and_announce(url))
 
+    if args.prefill_sessions or args.prefill_guards:
+        t0 = time.monotonic()
+        prefill(url, args.prefill_sessions, args.prefill_guards)
+        log(
+            f"prefilled {args.prefill_sessions:,} sessions and {args.prefill_guards:,} "
+            f"guard rows in {time.monotonic() - t0:.0f} s"
+        )
     rng = random.Random(f"portal-load:{args.seed}")
     log(f"choosing {args.sessions + args.signin_people:,} registrants at random")
     people = sample_people(url, args.sessions + args.signin_people + 1, rng)
@@ -806,6 +867,8 @@ def main() -> None:
                 "read_warmup_seconds": args.read_warmup_seconds,
                 "read_threads": args.read_threads,
                 "read_connections": args.read_connections,
+                "prefill_sessions": args.prefill_sessions,
+                "prefill_guards": args.prefill_guards,
                 "read_requests_per_connection": args.read_requests_per_connection,
                 "signin_seconds": args.signin_seconds,
                 "signin_users": args.signin_users,
