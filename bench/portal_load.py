@@ -421,7 +421,6 @@ def profiled(pid: int, name: str, enabled: bool):
     out = WORK / f"profile-{name}.txt"
     spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
     cmd = [spy, "record", "--pid", str(pid), "--subprocesses", "--nonblocking"]
-    cmd += ["--idle"] if os.environ.get("PORTAL_LOAD_PROFILE_IDLE") else []
     cmd += ["--rate", "200", "--format", "raw", "--output", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -440,6 +439,35 @@ def with_others(phase: dict, load_generator_cpu_s: float) -> dict:
         "load_generator_cpu_s": load_generator_cpu_s,
         "other_cpu_s": round(max(0.0, phase["machine_busy_cpu_s"] - known), 1),
     }
+
+
+NODELAY_SITECUSTOMIZE = """\
+# Written by bench/portal_load.py --nodelay: TCP_NODELAY on the listening socket uvicorn
+# binds for --workers N (accepted sockets inherit it), which uvicorn leaves off there.
+import socket
+
+try:
+    import uvicorn.config as _config
+
+    _bind = _config.Config.bind_socket
+
+    def _bind_socket(self):
+        sock = _bind(self)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    _config.Config.bind_socket = _bind_socket
+except ImportError:
+    pass
+"""
+
+
+def nodelay_path() -> str:
+    """A folder whose sitecustomize turns TCP_NODELAY on for the portal's sockets."""
+    folder = WORK / "nodelay"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(NODELAY_SITECUSTOMIZE)
+    return str(folder)
 
 
 def uvicorn_flavour(env: dict[str, str]) -> dict[str, str]:
@@ -709,6 +737,13 @@ def main() -> None:
         "(pip install --target DIR httptools uvloop), which uvicorn then uses",
     )
     ap.add_argument(
+        "--nodelay",
+        action="store_true",
+        help="what if: TCP_NODELAY on the portal's listening socket. uvicorn --workers N "
+        "binds it without, so on asyncio each answer's body waits for the client's delayed "
+        "ACK of its headers (about 40 ms; uvloop sets TCP_NODELAY itself)",
+    )
+    ap.add_argument(
         "--profile",
         action="store_true",
         help="py-spy the portal during reads and sign-ins (bench/out/portal_load/profile-*)",
@@ -767,10 +802,10 @@ def main() -> None:
             PRAKERJA_PORTAL_SECRET=secret,
         )
         env.pop("PREFECT_API_URL", None)  # no partner-failure events to a Prefect API
-        if args.portal_pythonpath:
-            env["PYTHONPATH"] = os.pathsep.join(
-                p for p in (args.portal_pythonpath, env.get("PYTHONPATH")) if p
-            )
+        extra = [nodelay_path()] if args.nodelay else []
+        extra += [args.portal_pythonpath] if args.portal_pythonpath else []
+        if extra:
+            env["PYTHONPATH"] = os.pathsep.join([*extra, *filter(None, [env.get("PYTHONPATH")])])
         server = uvicorn_flavour(env)
         port = args.port or free_port()
         with (
@@ -878,6 +913,8 @@ def main() -> None:
                 "code_window_ms": int(os.environ.get("PRAKERJA_PORTAL_CODE_WINDOW_MS") or 50),
                 "seed": args.seed,
                 "profiled": args.profile,
+                "nodelay": args.nodelay,
+                "portal_pythonpath": args.portal_pythonpath,
             },
         }
     )
