@@ -657,6 +657,7 @@ def run_locust(
     spawn_rate: float,
     seconds: int,
     poll_s: float,
+    code_reader: str,
 ) -> dict:
     people_file = WORK / "people.tsv"
     people_file.write_text("".join(f"{nik}\t{phone}\n" for nik, phone in people))
@@ -667,6 +668,7 @@ def run_locust(
         PORTAL_LOAD_PEOPLE=str(people_file),
         PORTAL_LOAD_SIM=sim_url,
         PORTAL_LOAD_POLL_S=str(poll_s),
+        PORTAL_LOAD_CODE_READER=code_reader,
         PORTAL_LOAD_RESULT=str(result),
     )
     locust = shutil.which("locust", path=str(Path(sys.executable).parent)) or "locust"
@@ -717,6 +719,14 @@ def main() -> None:
     ap.add_argument("--signin-spawn-rate", type=float, default=50)
     ap.add_argument("--signin-people", type=int, default=40_000, help="NIKs set aside to sign in")
     ap.add_argument("--poll-seconds", type=float, default=0.05, help="between gateway reads")
+    ap.add_argument(
+        "--code-reader",
+        choices=["phone", "shared"],
+        default="phone",
+        help="phone: each user polls the gateway for its own phone's code (the simulator "
+        "searches its whole message log per poll); shared: one poller per Locust process "
+        "reads every new code for all users",
+    )
     ap.add_argument("--skip-index", action="store_true", help="keep the index; no rebuild")
     ap.add_argument(
         "--prefill-sessions",
@@ -851,6 +861,7 @@ def main() -> None:
                     args.signin_spawn_rate,
                     args.signin_seconds,
                     args.poll_seconds,
+                    args.code_reader,
                 )
             signin_phase = with_others(phase.end(), signins["_cpu_s"])
             flow = signins.get("signin") or {}
@@ -862,8 +873,10 @@ def main() -> None:
             peak_process_rss_mb = round(tree.peak_process_rss / 2**20)
             portal_processes = tree.processes
 
-    failures = (flow.get("failures") or 0) + sum(
-        v["failures"] for k, v in signins.items() if not k.startswith("_") and k != "signin"
+    failures = (
+        (flow.get("failures") or 0)
+        + sum(v["failures"] for k, v in signins.items() if not k.startswith("_") and k != "signin")
+        + sum(signins.get("_exceptions", {}).values())
     )
     result.update(
         {
@@ -887,7 +900,7 @@ def main() -> None:
                 for k, v in signins.items()
                 if not k.startswith("_") and k != "signin"
             },
-            "signin_errors": signins.get("_errors", {}),
+            "signin_errors": signins.get("_errors", {}) | signins.get("_exceptions", {}),
             "load_generator_cpu_s": {"wrk": wrk["cpu_s"], "locust": signins["_cpu_s"]},
             "phases": {"reads": reads_phase, "signins": signin_phase},
             "portal_peak_rss_mb": peak_rss_mb,
@@ -909,6 +922,7 @@ def main() -> None:
                 "signin_users": args.signin_users,
                 "signin_spawn_rate": args.signin_spawn_rate,
                 "poll_seconds": args.poll_seconds,
+                "code_reader": args.code_reader,
                 "notifier_max_rps": args.notifier_max_rps,
                 "code_window_ms": int(os.environ.get("PRAKERJA_PORTAL_CODE_WINDOW_MS") or 50),
                 "seed": args.seed,
