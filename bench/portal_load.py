@@ -378,14 +378,15 @@ class ProcessTree:
 
 
 @contextmanager
-def portal_process(env: dict[str, str], port: int, workers: int):
-    """`python -m cli portal --workers W --port P` until every worker answers."""
+def portal_process(env: dict[str, str], port: int, workers: int, root: Path = ROOT):
+    """`python -m cli portal --workers W --port P` (from `root`'s checkout) until every
+    worker answers."""
     import requests
 
     log_path = WORK / "portal.log"
     cmd = [sys.executable, "-m", "cli", "portal", "--workers", str(workers), "--port", str(port)]
     with open(log_path, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -473,6 +474,23 @@ def nodelay_path() -> str:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "sitecustomize.py").write_text(NODELAY_SITECUSTOMIZE)
     return str(folder)
+
+
+def portal_commit(root: Path) -> str | None:
+    """The commit the portal ran from, with "+" when its portal/ had changes on top."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "portal", "cli.py"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return None
+    return (head + "+" if dirty else head) or None
 
 
 def uvicorn_flavour(env: dict[str, str]) -> dict[str, str]:
@@ -752,6 +770,13 @@ def main() -> None:
         "(pip install --target DIR httptools uvloop), which uvicorn then uses",
     )
     ap.add_argument(
+        "--portal-root",
+        type=Path,
+        default=ROOT,
+        help="serve the portal from another checkout (e.g. a git worktree of an earlier "
+        "commit), to compare; everything else runs from this one",
+    )
+    ap.add_argument(
         "--nodelay",
         action="store_true",
         help="what if: TCP_NODELAY on the portal's listening socket. uvicorn --workers N "
@@ -827,7 +852,7 @@ def main() -> None:
         server = uvicorn_flavour(env)
         port = args.port or free_port()
         with (
-            portal_process(env, port, args.workers) as (proc, base),
+            portal_process(env, port, args.workers, args.portal_root) as (proc, base),
             ProcessTree(proc.pid) as tree,
             ProcessTree(sim.process.pid) as sim_tree,
         ):
@@ -937,6 +962,7 @@ def main() -> None:
                 "profiled": args.profile,
                 "nodelay": args.nodelay,
                 "portal_pythonpath": args.portal_pythonpath,
+                "portal_commit": portal_commit(args.portal_root),
             },
         }
     )
