@@ -544,6 +544,9 @@ class Phase:
             # The supervisor, then each worker: how evenly the workers share the load.
             "portal_cpu_s_by_process": [round(v, 1) for v in by.values()],
             "simulator_cpu_s": round(self.sim.cpu_s() - self.sim0, 1),
+            # From /proc/stat, which samples at clock ticks: work woken in step with a
+            # timer (the ~40 ms delayed ACKs of reads without TCP_NODELAY) is undercounted
+            # there, unlike the per-process figures above. Approximate, then.
             "machine_busy": round(1 - idle / total, 2) if total else None,
             "machine_busy_cpu_s": round(total - idle, 1),
         }
