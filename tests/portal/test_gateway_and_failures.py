@@ -143,3 +143,74 @@ def test_a_database_failure_answers_500_and_logs_only_what_failed(small_wave):
     assert "portal: " in log and "on GET /api/me" in log
     assert "Traceback" not in log
     assert rows[1]["nik"] not in log and rows[1]["phone"] not in log
+
+
+def test_off_loopback_the_portal_needs_a_secret_of_32_characters(small_wave):
+    import subprocess
+    import sys
+
+    from tests.portal.conftest import ROOT
+
+    pw, _rows = small_wave
+    for secret in (None, "too-short"):
+        env = pw.env()
+        env.pop("PRAKERJA_PORTAL_SECRET")
+        if secret:
+            env["PRAKERJA_PORTAL_SECRET"] = secret
+        r = subprocess.run(
+            [sys.executable, "-m", "cli", "portal", "--host", "0.0.0.0", "--port", "1"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert r.returncode == 2, r.stderr
+        assert "PRAKERJA_PORTAL_SECRET" in r.stderr and "32" in r.stderr
+
+
+def test_on_loopback_the_secret_made_at_start_is_shared_by_every_worker(small_wave):
+    """A code asked for on one worker verifies on another: they hash NIKs and codes alike."""
+    import subprocess
+    import sys
+
+    from tests.portal.conftest import ROOT, PortalProcess, free_port
+
+    pw, rows = small_wave
+    env = pw.env()
+    env.pop("PRAKERJA_PORTAL_SECRET")
+    port = free_port()
+    log_path = pw.folder / "portal-own-secret.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cli", "portal", "--port", str(port), "--workers", "3"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    portal = PortalProcess(f"http://127.0.0.1:{port}", pw.sim_url, process, log_path)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(f"{portal.base_url}/", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline and process.poll() is None, portal.log()
+            time.sleep(0.2)
+        time.sleep(1.5)  # every worker up
+        signed_in = 0
+        for row in rows[10:16]:  # fresh connections: the requests spread over the workers
+            after = portal.latest_code_seq()
+            close = {"Connection": "close"}
+            r = requests.post(
+                f"{portal.base_url}/api/login", json={"nik": row["nik"]}, headers=close, timeout=10
+            )
+            assert r.status_code == 202
+            code = portal.code_sent_to(row["phone"], after)
+            r = requests.post(
+                f"{portal.base_url}/api/login/verify",
+                json={"nik": row["nik"], "code": code},
+                headers=close,
+                timeout=10,
+            )
+            signed_in += r.status_code == 200
+        assert signed_in == 6
+    finally:
+        process.terminate()
+        process.wait(10)
