@@ -23,6 +23,7 @@ from portal import words
 from portal.sender import CodeSender
 from portal.settings import PortalSettings
 from portal.store import Store, Verification, WaveView, make_portal_engine
+from rules.masking import mask_card, mask_nik_for_owner
 from rules.outcomes import outcome_of
 
 log = logging.getLogger("prakerja.portal")
@@ -105,13 +106,7 @@ def _well_formed_nik(value: Any) -> bool:
     return isinstance(value, str) and len(value) == 16 and value.isascii() and value.isdigit()
 
 
-def mask_nik(nik: str) -> str:
-    """`3201**********01` (portal.md)."""
-    return nik[:4] + "*" * 10 + nik[-2:]
-
-
-def mask_card(card: str | None) -> str:
-    return "**** **** **** " + (card or "")[-4:]
+mask_nik = mask_nik_for_owner  # `3201**********01` (portal.md)
 
 
 def wave_entry(view: WaveView) -> dict[str, Any]:

@@ -55,3 +55,13 @@ def _mask_match(match: re.Match[str]) -> str:
 def mask_text(text: str) -> str:
     """Mask every standalone 16-digit number (NIK, KK) and every `+62` phone inside free text."""
     return _PERSONAL_NUMBER.sub(_mask_match, text)
+
+
+def mask_nik_for_owner(nik: str) -> str:
+    """`3201**********01`: how the dashboard shows a signed-in person their NIK (portal.md)."""
+    return nik[:4] + "*" * 10 + nik[-2:]
+
+
+def mask_card(card: str | None) -> str:
+    """`**** **** **** 1234`: the last four digits of a card number."""
+    return "**** **** **** " + (card or "")[-4:]

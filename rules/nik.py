@@ -76,3 +76,15 @@ def nik_matches(info: NikInfo, birth_date: date, gender: str) -> bool:
 def birth_matches(facts: tuple[int, int, int, str], birth_date: date, gender: str) -> bool:
     """`nik_matches` on the tuple `birth_and_sex` returns."""
     return facts == (birth_date.day, birth_date.month, birth_date.year % 100, gender)
+
+
+def is_valid_nik(text: str | None) -> bool:
+    """Text that is a NIK: 16 ASCII digits whose structure holds (what intake's checks 3
+    accept, and what the dashboard lets sign in)."""
+    return (
+        text is not None
+        and len(text) == 16
+        and text.isascii()
+        and text.isdigit()
+        and birth_and_sex(text) is not None
+    )

@@ -17,7 +17,7 @@ from sqlalchemy import case, delete, func, insert, literal, select
 from models.db import SessionFactory
 from models.enums import ReasonCode
 from models.tables import PortalPerson, Wave
-from rules.nik import birth_and_sex
+from rules.nik import is_valid_nik
 from tasks.common import R, load_wave, utcnow
 
 P = PortalPerson.__table__  # type: ignore[attr-defined]
@@ -39,14 +39,7 @@ class AnnounceError(ValueError):
     """An announcement refused (portal.md): unknown wave, draw not run, bad message."""
 
 
-def valid_nik(nik: str | None) -> bool:
-    return (
-        nik is not None
-        and len(nik) == 16
-        and nik.isascii()
-        and nik.isdigit()
-        and birth_and_sex(nik) is not None
-    )
+valid_nik = is_valid_nik  # the rule lives in rules.nik
 
 
 def build_portal_index(sessions: SessionFactory, wave_id: int) -> dict:

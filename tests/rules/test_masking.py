@@ -64,3 +64,10 @@ def test_masked_text_never_shows_a_sixteen_digit_number(before, nik, after):
     masked = mask_text(before + nik + after)
     assert nik not in masked
     assert not re.search(r"\d{16}", masked)
+
+
+def test_the_dashboard_masks_for_the_owner():
+    from rules.masking import mask_card, mask_nik_for_owner
+
+    assert mask_nik_for_owner("3201014101900001") == "3201**********01"
+    assert mask_card("5049123412341234") == "**** **** **** 1234"

@@ -74,3 +74,13 @@ def test_nik_matches_compares_day_month_two_digit_year_and_sex():
     assert not nik_matches(info, date(1980, 1, 2), "F")
     assert not nik_matches(info, date(1980, 2, 1), "F")
     assert not nik_matches(info, date(1981, 1, 1), "F")
+
+
+def test_is_valid_nik_takes_only_16_ascii_digits_of_a_sound_structure():
+    from rules.nik import is_valid_nik
+
+    assert is_valid_nik("3171014101900001")
+    assert not is_valid_nik("3100000000000000")  # no regency, no district
+    assert not is_valid_nik("317101410190000")  # 15 digits
+    assert not is_valid_nik("３１７１０１４１０１９００００１")  # full-width digits
+    assert not is_valid_nik(None)
