@@ -44,6 +44,8 @@ def create_or_resume_wave(
 
 
 def _create_or_resume(sessions, settings, source_path, source_sha256, given, keep_open):
+    if source_sha256 is None:
+        _check_stored_export(sessions, settings.wave_id)
     with sessions() as session, session.begin():
         wave = session.get(Wave, settings.wave_id)
         if wave is not None:
@@ -83,6 +85,33 @@ def _create_or_resume(sessions, settings, source_path, source_sha256, given, kee
         )
         session.add(wave)
         return wave, True
+
+
+def _check_stored_export(sessions: SessionFactory, wave_id: int) -> None:
+    """A resumed wave whose intake is unfinished reads the rest of the export it was started
+    from again: refuse it (SettingsError) if that file changed or is gone, before anything
+    is read from it or written. The message names the wave and the path, never a value."""
+    from tasks.intake import file_sha256
+
+    with sessions() as session:
+        wave = session.get(Wave, wave_id)
+        if wave is None or wave.intake_done or not wave.source_path or not wave.source_sha256:
+            return
+        path, stored = wave.source_path, wave.source_sha256
+    try:
+        actual = file_sha256(path)
+    except OSError as exc:
+        raise SettingsError(
+            f"registrants: wave {wave_id} was started from {path}, which cannot be read "
+            f"({exc.strerror or type(exc).__name__}); put that file back or name it with "
+            "--registrants"
+        ) from None
+    if actual != stored:
+        raise SettingsError(
+            f"registrants: wave {wave_id} was started from {path}, which has changed since "
+            f"(sha256 {stored[:12]}... then, {actual[:12]}... now); its intake is unfinished: "
+            "put the original file back or name it with --registrants"
+        )
 
 
 @dataclass

@@ -1,0 +1,93 @@
+"""Issue 11, "smaller holes": a resumed intake refuses a changed export. Through the real
+`prakerja`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from models.tables import Registrant, Wave
+from rules.settings import SettingsError, WaveSettings
+from tasks.intake import file_sha256
+from tasks.waves import create_or_resume_wave
+from tests.tasks.factories import person, write_export
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def prakerja(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    env = dict(os.environ)  # PRAKERJA_DATABASE_URL: set by the database_url fixture
+    env.pop("PRAKERJA_PARTNERS", None)
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def start_wave(sessions, export: Path) -> None:
+    """The state a `wave run` leaves when it dies after creating the wave, before intake."""
+    settings = WaveSettings(wave_id=1, quota=2, lottery_seed="s", reference_date=date(2026, 11, 28))
+    create_or_resume_wave(
+        sessions,
+        settings,
+        source_path=str(export.resolve()),
+        source_sha256=file_sha256(export),
+        given={"quota"},
+    )
+
+
+def resume(sessions):
+    """What `wave run --wave 1` (no --registrants) asks of the wave."""
+    settings = WaveSettings(wave_id=1, quota=2, lottery_seed="s", reference_date=date(2026, 11, 28))
+    return create_or_resume_wave(
+        sessions, settings, source_path=None, source_sha256=None, given=set(), keep_open=True
+    )
+
+
+def snapshot(sessions) -> tuple[dict, int]:
+    with sessions() as session:
+        wave = session.get(Wave, 1)
+        count = session.execute(select(func.count()).select_from(Registrant)).scalar()
+        return wave.model_dump(), count
+
+
+# ---------------------------------------------------------------- resumed intake, same file
+def test_a_resumed_intake_refuses_an_export_changed_since_the_wave_started(tmp_path, sessions):
+    export = write_export(tmp_path / "wave-1.csv", [person(i) for i in range(1, 4)])
+    original = export.read_bytes()
+    start_wave(sessions, export)
+    before = snapshot(sessions)
+    assert before[0]["intake_done"] is False and before[1] == 0
+    # The file at the recorded path is replaced by another one (another day's export).
+    write_export(export, [person(i, full_name=f"Other Person {i}") for i in range(1, 5)])
+
+    result = prakerja(["wave", "run", "--wave", "1", "--keep-open"])
+
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "wave 1" in lines[0] and str(export.resolve()) in lines[0] and "changed" in lines[0]
+    printed = result.stderr + result.stdout
+    assert "Person" not in printed
+    assert not any(person(i)["nik"] in printed for i in range(1, 5))
+    assert snapshot(sessions) == before  # nothing read, nothing changed (not even keep_open)
+
+    # Gone altogether: refused the same way (in-process, as the command calls it).
+    export.unlink()
+    with pytest.raises(SettingsError, match="cannot be read"):
+        resume(sessions)
+    assert snapshot(sessions) == before
+
+    export.write_bytes(original)  # the original back: the wave resumes
+    wave, created = resume(sessions)
+    assert not created and wave.wave_id == 1
