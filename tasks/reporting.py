@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from collections import Counter
 from pathlib import Path
@@ -145,13 +144,35 @@ def wave_report(session: Session, wave_id: int) -> dict[str, Any]:
     }
 
 
+# interfaces.md: a written cell that would begin with one of these is prefixed with "'",
+# so that a spreadsheet never runs it as a formula; no other value changes.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> str:
+    text = str(value)
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
+def csv_line(values: Any) -> str:
+    """One RFC 4180 row ending in "\n": like csv.writer's minimal quoting, except that a
+    cell holding a bare "\r" is quoted too (csv.writer quotes only the characters of its
+    own line ending, so such a cell would break the row in two for a spreadsheet)."""
+    cells = []
+    for value in values:
+        text = csv_cell(value)
+        if '"' in text or "," in text or "\n" in text or "\r" in text:
+            text = '"' + text.replace('"', '""') + '"'
+        cells.append(text)
+    return ",".join(cells) + "\n"
+
+
 def export_outcomes(sessions: SessionFactory, wave_id: int, out: str | Path) -> int:
     """Writes `line,registration_id,nik,outcome,reason`, one row per data row, in line order."""
     n = 0
     with sessions() as session, open(out, "w", newline="", encoding="utf-8") as fh:
         load_wave(session, wave_id)
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(["line", "registration_id", "nik", "outcome", "reason"])
+        fh.write(csv_line(["line", "registration_id", "nik", "outcome", "reason"]))
         rows = session.execute(
             select(R.c.line, R.c.registration_id, R.c.nik, R.c.state, R.c.reason, R.c.pending_stage)
             .where(R.c.wave_id == wave_id)
@@ -160,9 +181,7 @@ def export_outcomes(sessions: SessionFactory, wave_id: int, out: str | Path) -> 
         )
         for r in rows:
             outcome, reason = outcome_of(r.state, r.reason, r.pending_stage)
-            writer.writerow(
-                [r.line, r.registration_id or "", r.nik or "", str(outcome), str(reason)]
-            )
+            fh.write(csv_line((r.line, r.registration_id or "", r.nik or "", outcome, reason)))
             n += 1
     return n
 

@@ -1,8 +1,9 @@
-"""Issue 11, "smaller holes": a resumed intake refuses a changed export. Through the real
-`prakerja`."""
+"""Issue 11, "smaller holes": a resumed intake refuses a changed export, and `wave export`
+never writes a cell a spreadsheet would run as a formula. Through the real `prakerja`."""
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from sqlalchemy import func, select
 
 from models.tables import Registrant, Wave
 from rules.settings import SettingsError, WaveSettings
-from tasks.intake import file_sha256
+from tasks.intake import file_sha256, import_export
 from tasks.waves import create_or_resume_wave
 from tests.tasks.factories import person, write_export
 
@@ -91,3 +92,52 @@ def test_a_resumed_intake_refuses_an_export_changed_since_the_wave_started(tmp_p
     export.write_bytes(original)  # the original back: the wave resumes
     wave, created = resume(sessions)
     assert not created and wave.wave_id == 1
+
+
+# ---------------------------------------------------------------- export: no live formulas
+FORMULAS = [
+    '=HYPERLINK("http://x","y")',
+    "+62812",
+    "-3+4",
+    "@SUM(A1:A9)",
+    "\tTAB",
+    "\rCR",
+]
+
+
+def test_wave_export_prefixes_every_cell_a_spreadsheet_would_run_with_a_quote(tmp_path, sessions):
+    rows = [person(i, registration_id=value) for i, value in enumerate(FORMULAS, 1)]
+    rows += [
+        person(7, registration_id="plain'id"),  # unchanged: only the six starts are quoted
+        person(8, registration_id="mid=dle-+@"),
+        person(9, nik="=1+2"),  # rejected, but exported "as given"
+        person(10, nik="-12345"),
+    ]
+    export = tmp_path / "wave-1.csv"
+    with open(export, "w", newline="", encoding="utf-8") as fh:  # RFC 4180: "\r" quoted
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]), quoting=csv.QUOTE_ALL)
+        writer.writeheader()
+        writer.writerows(rows)
+    start_wave(sessions, export)
+    import_export(sessions, 1)
+    out = tmp_path / "outcomes.csv"
+
+    result = prakerja(["wave", "export", "--wave", "1", "--out", str(out)])
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(out, newline="", encoding="utf-8") as fh:
+        written = list(csv.DictReader(fh))
+    by_id = {r["registration_id"]: r for r in written}
+    for value in FORMULAS:
+        assert "'" + value in by_id, (value, list(by_id))
+    assert "plain'id" in by_id and "mid=dle-+@" in by_id
+    assert by_id["reg-9"]["nik"] == "'=1+2" and by_id["reg-10"]["nik"] == "'-12345"
+    assert by_id["reg-9"]["outcome"] == "REJECTED"
+    assert len(written) == len(rows)  # a quoted "\r" does not split a row
+    # No cell of the file starts with a character a spreadsheet runs.
+    for row in written:
+        for cell in row.values():
+            assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), row
+    # No other value changes: lines, outcomes and the plain NIKs are as before.
+    assert [int(r["line"]) for r in written] == sorted(int(r["line"]) for r in written)
+    assert by_id["plain'id"]["nik"] == rows[6]["nik"]
