@@ -303,8 +303,10 @@ def make_sessions(url: str, secret: str, niks: list[str]) -> list[str]:
 # ------------------------------------------------------------------ processes
 def partners_toml(sim_url: str, notifier_max_rps: float) -> Path:
     """The built-in partners file moved to the simulator, the notifier's pacing raised."""
-    text = (ROOT / "partners" / "default_partners.toml").read_text()
-    text = text.replace("http://127.0.0.1:8700", sim_url.rstrip("/"))
+    from partners.config import simulator_partners_text
+
+    # Names PRAKERJA_SIMULATOR_API_KEY in every section (set in the run's environment).
+    text = simulator_partners_text(sim_url)
     head, sep, notifier = text.partition("[notifier]")
     notifier, n = re.subn(r"(?m)^max_rps = .*$", f"max_rps = {notifier_max_rps:g}", notifier)
     if not sep or n != 1:
@@ -845,6 +847,7 @@ def main() -> None:
             os.environ,
             PRAKERJA_DATABASE_URL=url,
             PRAKERJA_PARTNERS=str(partners),
+            PRAKERJA_SIMULATOR_API_KEY="simulator",
             PRAKERJA_PORTAL_SECRET=secret,
         )
         env.pop("PREFECT_API_URL", None)  # no partner-failure events to a Prefect API

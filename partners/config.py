@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -15,7 +16,8 @@ from urllib.parse import urlsplit
 PARTNERS_ENV = "PRAKERJA_PARTNERS"
 BUILTIN_PATH = Path(__file__).with_name("default_partners.toml")
 SIMULATOR_ROOT = "http://127.0.0.1:8700"
-# Sent when a section names no key variable: only the built-in simulator file does that.
+# Sent when a section names no key variable: only the built-in simulator file may do that
+# (any other file must name an api_key_env in every section).
 SIMULATOR_API_KEY = "simulator"
 EFFECTS = ("exclude", "prioritize")
 
@@ -87,7 +89,8 @@ def load_partners_config(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"partners file {source}: malformed TOML: {exc}") from None
-    return _Parser(source, env).config(data)
+    builtin = Path(path).resolve() == BUILTIN_PATH.resolve()
+    return _Parser(source, env, builtin=builtin).config(data)
 
 
 def simulator_config(root_url: str) -> PartnersConfig:
@@ -116,10 +119,23 @@ def simulator_config(root_url: str) -> PartnersConfig:
     )
 
 
+SIMULATOR_KEY_ENV = "PRAKERJA_SIMULATOR_API_KEY"
+_SECTION_HEADER = re.compile(r"(?m)^(\[\[?[a-z_]+\]\]?)[ \t]*$")
+
+
+def simulator_partners_text(root_url: str, api_key_env: str = SIMULATOR_KEY_ENV) -> str:
+    """The built-in file's text moved to `root_url`, with `api_key_env = ...` in every
+    section: a file for $PRAKERJA_PARTNERS that calls a simulator (tests, benchmarks). The
+    variable must hold a key (any non-empty one for the simulator)."""
+    text = BUILTIN_PATH.read_text(encoding="utf-8").replace(SIMULATOR_ROOT, root_url.rstrip("/"))
+    return _SECTION_HEADER.sub(lambda m: f'{m.group(1)}\napi_key_env = "{api_key_env}"', text)
+
+
 _COMMON_FIELDS = frozenset(
     {
         "base_url",
         "api_key_env",
+        "allow_insecure_http",
         "batch_size",
         "max_rps",
         "max_concurrency",
@@ -139,9 +155,10 @@ _SECTIONS = ("registry", "agencies", "payment_providers", "card_issuer", "notifi
 
 
 class _Parser:
-    def __init__(self, source: str, env: Mapping[str, str]) -> None:
+    def __init__(self, source: str, env: Mapping[str, str], *, builtin: bool = False) -> None:
         self.source = source
         self.env = env
+        self.builtin = builtin
 
     def fail(self, where: str, message: str) -> ConfigError:
         return ConfigError(f"partners file {self.source}: {where}: {message}")
@@ -275,12 +292,27 @@ class _Parser:
             raise self.fail(f"{where}.base_url", "must be an http:// or https:// URL")
         if parts.query or parts.fragment:
             raise self.fail(f"{where}.base_url", "must have no query or fragment")
+        insecure = table.get("allow_insecure_http", False)
+        if not isinstance(insecure, bool):
+            raise self.fail(f"{where}.allow_insecure_http", "must be true or false")
+        if parts.scheme == "http" and not insecure and not _is_loopback(parts.hostname):
+            # Personal data and keys never travel in clear text by accident (interfaces.md).
+            raise self.fail(
+                f"{where}.base_url",
+                f"http:// to a host that is not loopback ({parts.hostname}): use https://, "
+                f"or set allow_insecure_http = true in {where}",
+            )
         # Paths of partner-api.md start with "/", so a trailing one would double it.
         return url.rstrip("/")
 
     def api_key(self, table: dict[str, Any], where: str) -> str:
         if "api_key_env" not in table:
-            return SIMULATOR_API_KEY
+            if self.builtin:
+                return SIMULATOR_API_KEY
+            raise self.fail(
+                f"{where}.api_key_env",
+                "required: name the environment variable that holds this partner's API key",
+            )
         name = table["api_key_env"]
         if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
             raise self.fail(f"{where}.api_key_env", "must be an environment variable name")
@@ -309,3 +341,15 @@ class _Parser:
         ):
             raise self.fail(where, "must be a non-negative number")
         return float(value)
+
+
+def _is_loopback(host: str | None) -> bool:
+    """localhost, 127.0.0.0/8 or ::1 (as written in the URL: no name is resolved)."""
+    if not host:
+        return False
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

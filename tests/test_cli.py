@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from partners.config import SIMULATOR_KEY_ENV, simulator_partners_text
 from tests.tasks.factories import person, write_export
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +29,7 @@ def env(tmp_path) -> dict[str, str]:
     e = dict(os.environ)
     e["PRAKERJA_DATABASE_URL"] = f"sqlite:///{tmp_path}/cli.db"
     e.pop("PRAKERJA_PARTNERS", None)
+    e[SIMULATOR_KEY_ENV] = "simulator"  # files of simulator_partners_text name it
     return e
 
 
@@ -44,7 +46,7 @@ def test_an_export_missing_a_column_is_refused_naming_it_and_nothing_is_written(
 def test_a_partners_file_with_an_unknown_field_is_refused_naming_it(tmp_path, env):
     export = write_export(tmp_path / "w.csv", [person(1)])
     partners = tmp_path / "partners.toml"
-    builtin = (ROOT / "partners" / "default_partners.toml").read_text()
+    builtin = simulator_partners_text("http://127.0.0.1:8700")
     partners.write_text(builtin.replace("batch_size = 1000", "bach_size = 1000", 1))
     env["PRAKERJA_PARTNERS"] = str(partners)
     result = run(["wave", "run", "--wave", "1", "--registrants", str(export), "--quota", "5"], env)
@@ -55,10 +57,12 @@ def test_a_partners_file_with_an_unknown_field_is_refused_naming_it(tmp_path, en
 def test_a_missing_api_key_variable_is_refused_without_printing_any_key(tmp_path, env):
     export = write_export(tmp_path / "w.csv", [person(1)])
     partners = tmp_path / "partners.toml"
-    builtin = (ROOT / "partners" / "default_partners.toml").read_text()
+    builtin = simulator_partners_text("http://127.0.0.1:8700")
     partners.write_text(
         builtin.replace(
-            "[card_issuer]\n", '[card_issuer]\napi_key_env = "PRAKERJA_ISSUER_API_KEY"\n', 1
+            f'[card_issuer]\napi_key_env = "{SIMULATOR_KEY_ENV}"\n',
+            '[card_issuer]\napi_key_env = "PRAKERJA_ISSUER_API_KEY"\n',
+            1,
         )
     )
     env["PRAKERJA_PARTNERS"] = str(partners)
@@ -87,8 +91,7 @@ def test_a_whole_wave_through_the_command_line(tmp_path, env):
     generate_export(export, registrants=600, seed="cli", reference_date=date(2026, 11, 28))
     with SimulatorProcess("cli") as sim:
         partners = tmp_path / "partners.toml"
-        builtin = (ROOT / "partners" / "default_partners.toml").read_text()
-        partners.write_text(builtin.replace("http://127.0.0.1:8700", sim.base_url))
+        partners.write_text(simulator_partners_text(sim.base_url))
         env["PRAKERJA_PARTNERS"] = str(partners)
         result = run(
             [

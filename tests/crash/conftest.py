@@ -142,13 +142,15 @@ class Sim:
 # ------------------------------------------------------------------ the partners file
 def partners_file(path: Path, base_url: str, overrides: dict[str, dict] | None = None) -> Path:
     """The built-in partners file pointed at `base_url`, with per-section overrides."""
-    data = tomllib.loads((ROOT / "partners" / "default_partners.toml").read_text())
+    from partners.config import simulator_partners_text
+
+    # A file in $PRAKERJA_PARTNERS names a key variable in every section (run_env sets it).
+    data = tomllib.loads(simulator_partners_text(base_url))
     overrides = overrides or {}
     out: list[str] = []
 
     def section(header: str, name: str, table: dict) -> None:
         table = {**table, **overrides.get(name, {})}
-        table["base_url"] = table["base_url"].replace("http://127.0.0.1:8700", base_url)
         out.append(header)
         out.extend(f"{k} = {_toml_value(v)}" for k, v in table.items())
         out.append("")
@@ -323,6 +325,7 @@ def run_env(prefect_server, tmp_path) -> dict[str, str]:
     env["PRAKERJA_BATCH_SIZE"] = str(BATCH)
     env["PREFECT_API_URL"] = str(PREFECT_API_URL.value())
     env.pop("PRAKERJA_PARTNERS", None)
+    env["PRAKERJA_SIMULATOR_API_KEY"] = "simulator"  # named by partners_file's sections
     return env
 
 

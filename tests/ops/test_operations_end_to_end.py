@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from partners.config import SIMULATOR_KEY_ENV, simulator_partners_text
 from tests.ops.conftest import (
     BIN,
     PrefectServer,
@@ -90,11 +91,8 @@ def stack(prefect_api, receiver, client_home, tmp_path_factory):
     outage = faults_from_dict({"partners": {"education": {"down": True}}})
     sim = SimulatorThread(SEED, outage).start()
     partners = work / "partners.toml"
-    builtin = (
-        Path(__file__).resolve().parents[2] / "partners" / "default_partners.toml"
-    ).read_text()
     partners.write_text(
-        builtin.replace("http://127.0.0.1:8700", sim.base_url).replace(
+        simulator_partners_text(sim.base_url).replace(
             "timeout_s = 10\n", "timeout_s = 5\n" + FAST_PARTNERS
         )
     )
@@ -105,6 +103,7 @@ def stack(prefect_api, receiver, client_home, tmp_path_factory):
         PRAKERJA_DATABASE_URL=database_url,
         PRAKERJA_PARTNERS=str(partners),
         PRAKERJA_ALERT_WEBHOOK_URL=receiver.url,
+        **{SIMULATOR_KEY_ENV: "simulator"},
     )
     env.pop("PRAKERJA_BATCH_SIZE", None)  # one batch per stage: one partner.failed event
     try:

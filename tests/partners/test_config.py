@@ -199,3 +199,82 @@ def test_simulator_config_moves_every_partner_to_the_given_root():
         config.payment_providers["wallet-b"].base_url == "http://127.0.0.1:55123/payment/wallet-b"
     )
     assert config.agencies[2].base_url == "http://127.0.0.1:55123/agency/education"
+
+
+# ------------------------------------------------ issue 11: keys and clear text (interfaces.md)
+@pytest.mark.parametrize(
+    ("section", "where"),
+    [
+        ('[registry]\nbase_url = "https://registry.example.id/api/"\n', "[registry]"),
+        (
+            'id = "wallet-a"\nbase_url = "https://wallet-a.example.id"\n',
+            "[[payment_providers]] #1 (wallet-a)",
+        ),
+        ('[notifier]\nbase_url = "https://sms.example.id"\n', "[notifier]"),
+    ],
+)
+def test_a_section_without_api_key_env_is_refused_naming_it(tmp_path, section, where):
+    # Before: such a section was accepted and its partner sent "Authorization: Bearer simulator".
+    start = GOOD.index(section) + len(section)
+    end = GOOD.index("\n", GOOD.index("api_key_env", start)) + 1
+    text = GOOD[:start] + GOOD[start:end].split("api_key_env")[0] + GOOD[end:]
+    assert text.count("api_key_env") == GOOD.count("api_key_env") - 1
+
+    message = refusal(tmp_path, text)
+
+    assert f"{where}.api_key_env: required" in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://issuer.example.id", "http://10.0.0.7:8700/issuer", "http://[fd00::2]/issuer"],
+)
+def test_clear_http_to_a_host_that_is_not_loopback_is_refused_naming_the_section(tmp_path, url):
+    text = GOOD.replace('base_url = "https://issuer.example.id"', f'base_url = "{url}"')
+
+    message = refusal(tmp_path, text)
+
+    assert "[card_issuer].base_url: http:// to a host that is not loopback" in message
+    assert "allow_insecure_http = true in [card_issuer]" in message
+
+
+def test_clear_http_to_a_remote_host_is_accepted_where_the_section_allows_it(tmp_path):
+    text = GOOD.replace(
+        'base_url = "https://issuer.example.id"',
+        'base_url = "http://issuer.example.id"\nallow_insecure_http = true',
+    )
+    config = load_partners_config(write(tmp_path, text), env=ENV)
+    assert config.card_issuer.base_url == "http://issuer.example.id"
+
+    # Only the section that says so: the others still need https.
+    text = text.replace('"https://sms.example.id"', '"http://sms.example.id"')
+    assert "[notifier].base_url: http:// to a host" in refusal(tmp_path, text)
+    bad = GOOD.replace(
+        'api_key_env = "PRAKERJA_ISSUER_API_KEY"',
+        'api_key_env = "PRAKERJA_ISSUER_API_KEY"\nallow_insecure_http = "yes"',
+    )
+    assert refusal(tmp_path, bad).endswith(
+        "[card_issuer].allow_insecure_http: must be true or false"
+    )
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:8700", "127.0.0.9", "localhost:9", "[::1]:8700"])
+def test_clear_http_to_a_loopback_host_is_accepted(tmp_path, host):
+    text = GOOD.replace('"https://issuer.example.id"', f'"http://{host}/issuer"')
+    config = load_partners_config(write(tmp_path, text), env=ENV)
+    assert config.card_issuer.base_url == f"http://{host}/issuer"
+
+
+def test_a_copy_of_the_built_in_file_needs_its_keys_and_the_helper_names_them(tmp_path):
+    from partners.config import BUILTIN_PATH, SIMULATOR_KEY_ENV, simulator_partners_text
+
+    copy = write(tmp_path, BUILTIN_PATH.read_text())
+    assert "[[agencies]] #1 (civil-service).api_key_env: required" in refusal(
+        tmp_path, copy.read_text()
+    )
+
+    path = write(tmp_path, simulator_partners_text("http://127.0.0.1:55123/"))
+    config = load_partners_config(path, env={SIMULATOR_KEY_ENV: SECRET})
+    assert config.notifier.base_url == "http://127.0.0.1:55123/notify"
+    assert {a.api_key for a in config.agencies} == {SECRET}
+    assert config.registry.api_key == config.card_issuer.api_key == SECRET

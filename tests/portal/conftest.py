@@ -48,10 +48,12 @@ def _fresh_database(kind: str, folder: Path) -> str:
 
 
 def partners_file(folder: Path, sim_url: str) -> Path:
-    """The built-in partners file moved to the simulator's port."""
-    text = (ROOT / "partners" / "default_partners.toml").read_text()
+    """The built-in partners file moved to the simulator's port (its key variable is set
+    by PortalWave.env)."""
+    from partners.config import simulator_partners_text
+
     path = folder / "partners.toml"
-    path.write_text(text.replace("http://127.0.0.1:8700", sim_url.rstrip("/")))
+    path.write_text(simulator_partners_text(sim_url))
     return path
 
 
@@ -77,6 +79,7 @@ class PortalWave:
         e.update(
             PRAKERJA_DATABASE_URL=self.database_url,
             PRAKERJA_PARTNERS=str(self.partners),
+            PRAKERJA_SIMULATOR_API_KEY="simulator",  # named by partners_file's sections
             PRAKERJA_PORTAL_SECRET=SECRET,
         )
         e.update(extra)

@@ -54,10 +54,11 @@ def test_a_wave_on_a_dask_cluster_gets_exactly_the_single_process_outcomes(tmp_p
         "2026-11-28",
     ]
     with SimulatorProcess("dask") as sim:
+        from partners.config import SIMULATOR_KEY_ENV, simulator_partners_text
+
         partners = tmp_path / "partners.toml"
-        builtin = (ROOT / "partners" / "default_partners.toml").read_text()
-        partners.write_text(builtin.replace("http://127.0.0.1:8700", sim.base_url))
-        env = dict(os.environ, PRAKERJA_PARTNERS=str(partners))
+        partners.write_text(simulator_partners_text(sim.base_url))
+        env = dict(os.environ, PRAKERJA_PARTNERS=str(partners), **{SIMULATOR_KEY_ENV: "simulator"})
 
         single_env = dict(env, PRAKERJA_DATABASE_URL=f"sqlite:///{tmp_path}/single.db")
         single = subprocess.run(
@@ -71,7 +72,12 @@ def test_a_wave_on_a_dask_cluster_gets_exactly_the_single_process_outcomes(tmp_p
         assert single.returncode == 0, single.stderr[-3000:]
 
         dask_env = dict(env, PRAKERJA_DATABASE_URL=_fresh_postgres())
-        os.environ.update({k: dask_env[k] for k in ("PRAKERJA_PARTNERS", "PRAKERJA_DATABASE_URL")})
+        os.environ.update(
+            {
+                k: dask_env[k]
+                for k in ("PRAKERJA_PARTNERS", "PRAKERJA_DATABASE_URL", SIMULATOR_KEY_ENV)
+            }
+        )
         with LocalCluster(
             n_workers=2,
             threads_per_worker=4,
