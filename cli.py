@@ -121,11 +121,20 @@ def _progress(what: str, total: int):
 @click.option("--seed", default="demo", show_default=True)
 @click.option("--faults", type=click.Path(exists=True, dir_okay=False), default=None)
 def simulator(host: str, port: int, seed: str, faults: str | None) -> None:
-    """Serves every simulated partner of partner-api.md."""
-    from partners.simulator.server import serve
+    """Serves every simulated partner of partner-api.md.
 
+    Its /_admin routes answer loopback clients, and others only with the token of
+    $PRAKERJA_SIMULATOR_ADMIN_TOKEN (sent as "Authorization: Bearer <token>")."""
+    from partners.simulator.server import ADMIN_TOKEN_ENV, admin_token_from_env, serve
+
+    try:
+        token = admin_token_from_env()
+    except ValueError as exc:
+        _refuse(str(exc))
     click.echo(f"partner simulator on http://{host}:{port} (seed {seed!r})", err=True)
-    serve(host, port, seed, faults)
+    if token is None and host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"  /_admin answers loopback only ({ADMIN_TOKEN_ENV} unset)", err=True)
+    serve(host, port, seed, faults, admin_token=token)
 
 
 # ---------------------------------------------------------------- portal
@@ -226,14 +235,20 @@ def simulator_messages(url: str, template: str, last: int, as_json: bool) -> Non
     from rules.masking import mask_phone
 
     try:
+        token = os.environ.get("PRAKERJA_SIMULATOR_ADMIN_TOKEN")  # needed off loopback
         answer = requests.get(
             f"{url.rstrip('/')}/_admin/messages",
             params={"template": template or None, "last": last},
+            headers={"Authorization": f"Bearer {token}"} if token else None,
             timeout=5,
         )
         answer.raise_for_status()
     except requests.RequestException as exc:
-        click.echo(f"error: the simulator at {url} did not answer: {type(exc).__name__}", err=True)
+        if getattr(exc.response, "status_code", None) == 403:
+            why = "refused /_admin (403): off loopback, set PRAKERJA_SIMULATOR_ADMIN_TOKEN"
+        else:
+            why = f"did not answer: {type(exc).__name__}"
+        click.echo(f"error: the simulator at {url} {why}", err=True)
         sys.exit(EXIT_ERROR)
     messages = answer.json()["messages"]
     for m in messages:

@@ -2,7 +2,7 @@
 
 import argparse
 
-from partners.simulator.server import serve
+from partners.simulator.server import admin_token_from_env, serve
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -13,7 +13,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--faults", default=None, help="a faults TOML file")
     parser.add_argument("--state", default=None, help="JSON-lines issuer and notifier state")
     args = parser.parse_args(argv)
-    serve(args.host, args.port, args.seed, args.faults, state_path=args.state)
+    try:
+        token = admin_token_from_env()
+    except ValueError as exc:
+        parser.error(str(exc))
+    serve(args.host, args.port, args.seed, args.faults, state_path=args.state, admin_token=token)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 """The partner simulator: one FastAPI app answering every partner route of partner-api.md."""
 
 import asyncio
+import hmac
+import ipaddress
 import math
+import os
 import socket
 import subprocess
 import sys
@@ -42,6 +45,10 @@ MAX_STATEMENT_PAGE = 10_000
 _TRANSPORT = "simulator.transport"
 _JSON = "application/json"
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# The /_admin routes (faults, stats, the messages sent) answer a loopback client, or one
+# that sends "Authorization: Bearer <token>" with the token this variable held at start.
+ADMIN_TOKEN_ENV = "PRAKERJA_SIMULATOR_ADMIN_TOKEN"
+ADMIN_TOKEN_MIN_CHARS = 16
 
 Answer = Callable[[], list[dict[str, Any]]]
 
@@ -374,13 +381,56 @@ def _mangle(
     return results
 
 
+def admin_token_from_env(env: Any = None) -> str | None:
+    """The admin token of $PRAKERJA_SIMULATOR_ADMIN_TOKEN, None when unset; ValueError when
+    it is too short to be one."""
+    token = (os.environ if env is None else env).get(ADMIN_TOKEN_ENV) or None
+    if token is not None and len(token) < ADMIN_TOKEN_MIN_CHARS:
+        raise ValueError(f"{ADMIN_TOKEN_ENV}: at least {ADMIN_TOKEN_MIN_CHARS} characters")
+    return token
+
+
+def _loopback_client(scope: Any) -> bool:
+    client = scope.get("client")
+    if not client:
+        return False  # unknown peer (e.g. a Unix socket behind a proxy): not trusted
+    try:
+        address = ipaddress.ip_address(str(client[0]).split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def _admin_allowed(scope: Any, token: bytes | None) -> bool:
+    if _loopback_client(scope):
+        return True
+    if not token:
+        return False
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, given = value.partition(b" ")
+            return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), token)
+    return False
+
+
 class _SimulatorApp(FastAPI):
-    """FastAPI plus two things every answer needs: the X-Request-Id echo, and access to the
-    connection's transport so a 'drop' fault can close it without answering."""
+    """FastAPI plus what every answer needs: the X-Request-Id echo, access to the
+    connection's transport so a 'drop' fault can close it without answering, and the
+    gate of the /_admin routes (loopback, or the admin token)."""
+
+    admin_token: bytes | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
+            return
+        if scope["path"].lstrip("/").startswith("_admin") and not _admin_allowed(
+            scope, self.admin_token
+        ):
+            refused = _error(403, "admin routes answer on loopback, or with the admin token")
+            await refused(scope, receive, send)
             return
         # uvicorn hands the app its RequestResponseCycle.send, whose owner holds the transport.
         transport = getattr(getattr(send, "__self__", None), "transport", None)
@@ -409,10 +459,14 @@ def create_app(
     state_path: str | Path | None = None,
     *,
     providers: tuple[str, ...] = PAYMENT_PROVIDERS,
+    admin_token: str | None = None,
 ) -> FastAPI:
-    """The simulator app; partners answer from person_truth(seed, nik) and the faults config."""
+    """The simulator app; partners answer from person_truth(seed, nik) and the faults config.
+
+    /_admin answers loopback clients, and others that send `Bearer <admin_token>`."""
     sim = Simulator(seed, faults, state_path, providers)
     app = _SimulatorApp(title="partner simulator", docs_url=None, redoc_url=None, openapi_url=None)
+    app.admin_token = admin_token.encode() if admin_token else None
     app.state.simulator = sim
 
     @app.post("/registry/v1/identity/verify")
@@ -546,11 +600,12 @@ def serve(
     faults_path: str | None,
     *,
     state_path: str | None = None,
+    admin_token: str | None = None,
 ) -> None:
     """Run the simulator until interrupted (uvicorn, warnings only, no access log)."""
     faults = load_faults(faults_path) if faults_path else None
     uvicorn.run(
-        create_app(seed, faults, state_path),
+        create_app(seed, faults, state_path, admin_token=admin_token),
         host=host,
         port=port,
         log_level="warning",
