@@ -62,21 +62,29 @@ def test_prefect_signals_and_cleaned_errors_pass_as_they_are():
 
 
 def test_every_prefect_task_and_flow_of_the_project_is_cleaned():
+    """Declared with tasks.boundary's `task` and `flow`, not Prefect's own."""
+    import importlib
+    import pkgutil
+    from pathlib import Path
+
     from prefect import Flow, Task
 
-    import deployments.operations
-    import flows.wave
-    import tasks.batches
-    import tasks.operations
     from tasks.boundary import CLEANED_ATTR
 
-    found = [
-        (module.__name__, name)
-        for module in (flows.wave, tasks.batches, tasks.operations, deployments.operations)
-        for name, obj in vars(module).items()
-        if isinstance(obj, Task | Flow) and not getattr(obj.fn, CLEANED_ATTR, False)
+    root = Path(__file__).resolve().parents[2]
+    modules = [
+        importlib.import_module(f"{package}.{info.name}")
+        for package in ("flows", "tasks", "deployments")
+        for info in pkgutil.iter_modules([str(root / package)])
     ]
-    assert not found
+    declared = [
+        (module.__name__, name, obj)
+        for module in modules
+        for name, obj in vars(module).items()
+        if isinstance(obj, Task | Flow) and getattr(obj.fn, "__module__", "") == module.__name__
+    ]
+    assert len(declared) > 25
+    assert not [(m, n) for m, n, obj in declared if not getattr(obj.fn, CLEANED_ATTR, False)]
 
 
 def test_the_log_filter_masks_tracebacks_too():
