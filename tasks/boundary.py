@@ -116,9 +116,21 @@ def _masked_logging(fn: Callable[..., Any]) -> Callable[..., Any]:
     return _same_face(wrapper, fn)
 
 
+def _flow(fn: Callable[..., Any], options: dict[str, Any]):
+    if "version" not in options:
+        # Prefect's default, a hash of the flow's file: of `fn`'s, not of this module.
+        try:
+            from prefect.utilities.hashing import file_hash
+
+            options = {**options, "version": file_hash(inspect.getsourcefile(fn) or "")}
+        except (OSError, TypeError):
+            pass
+    return prefect_flow(clean_failures(_masked_logging(fn)), **options)
+
+
 def flow(__fn: Callable[..., Any] | None = None, **options: Any):
     """`prefect.flow`, with failures cleaned and logs masked (use as `@flow` or
     `@flow(name=...)`)."""
     if __fn is not None:
-        return prefect_flow(clean_failures(_masked_logging(__fn)), **options)
-    return lambda fn: prefect_flow(clean_failures(_masked_logging(fn)), **options)
+        return _flow(__fn, options)
+    return lambda fn: _flow(fn, options)
