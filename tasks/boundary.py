@@ -43,15 +43,14 @@ class CleanedError(RuntimeError):
 
 
 def _passes_through(exc: BaseException) -> bool:
-    """Prefect's own signals (pause, abort, cancellation) must reach Prefect as they are;
-    an already cleaned error is not cleaned twice."""
+    """Prefect's own exceptions (an upstream task that failed, a timeout, a run that
+    failed: their text is Prefect's, or an already cleaned state message) must reach the
+    engine as they are, which tells them apart by type; a cleaned error is not cleaned
+    twice."""
     if isinstance(exc, CleanedError):
         return True
-    try:
-        from prefect.exceptions import PrefectSignal
-    except ImportError:  # pragma: no cover - every supported Prefect has it
-        return False
-    return isinstance(exc, PrefectSignal)
+    module = type(exc).__module__ or ""
+    return module == "prefect" or module.startswith("prefect.")
 
 
 def cleaned(exc: BaseException) -> BaseException:

@@ -44,18 +44,18 @@ def test_an_exception_leaving_a_task_is_cleaned_without_its_chain():
         assert value not in shown
 
 
-def test_prefect_signals_and_cleaned_errors_pass_as_they_are():
-    from prefect.exceptions import Pause
+def test_prefect_exceptions_and_cleaned_errors_pass_as_they_are():
+    from prefect.exceptions import UpstreamTaskError
 
     from tasks.boundary import CleanedError, clean_failures
 
-    pause, cleaned = Pause("waiting"), CleanedError("X: y", "X")
+    upstream, cleaned = UpstreamTaskError("upstream failed"), CleanedError("X: y", "X")
 
     @clean_failures
     def raises(exc):
         raise exc
 
-    for exc in (pause, cleaned):
+    for exc in (upstream, cleaned):
         with pytest.raises(type(exc)) as info:
             raises(exc)
         assert info.value is exc
