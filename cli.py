@@ -57,7 +57,25 @@ def _load_partners():
         _refuse(str(exc))
 
 
-@click.group()
+class _Main(click.Group):
+    """A failure no command named ends as one line on standard error (interfaces.md), its
+    text cleaned like a task's (rules.masking.error_text: no SQL parameters, no database
+    DETAIL, numbers, emails and birth dates masked); `-v` logs the masked traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - any other failure: exit 1, one line
+            from rules.masking import error_text
+
+            log.debug("failure", exc_info=True)  # masked by flows.logging.MaskingFilter
+            click.echo(f"error: {error_text(exc)}", err=True)
+            sys.exit(EXIT_ERROR)
+
+
+@click.group(cls=_Main)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging on standard error.")
 def main(verbose: bool) -> None:
     """Runs the waves of the pre-employment benefit (see README.md)."""
@@ -463,9 +481,9 @@ def run_wave_command(
             shared_limits.ensure_partner_limits(rt.partners_config)
         summary = _run_flow(wave_id, registrants, keep_open, draw_without_pending)
     except Exception as exc:  # noqa: BLE001 - report any failure as exit 1
-        from rules.masking import mask_text
+        from rules.masking import error_text
 
-        click.echo(f"error: wave {wave_id} failed: {mask_text(str(exc))}", err=True)
+        click.echo(f"error: wave {wave_id} failed: {error_text(exc)}", err=True)
         return EXIT_ERROR
     finally:
         stop.set()

@@ -78,7 +78,7 @@ def has_wave(url: str) -> bool:
         return False
     from sqlalchemy import create_engine, text
 
-    engine = create_engine(url)
+    engine = create_engine(url, hide_parameters=True)
     try:
         with engine.connect() as conn:
             return bool(
@@ -197,7 +197,7 @@ def rebuild_index_and_announce(url: str) -> dict:
 def count_registrants(url: str) -> int:
     from sqlalchemy import create_engine, text
 
-    engine = create_engine(url)
+    engine = create_engine(url, hide_parameters=True)
     with engine.connect() as conn:
         n = conn.execute(
             text("SELECT count(*) FROM registrant WHERE wave_id = :w"), {"w": WAVE}
@@ -210,7 +210,7 @@ def sample_people(url: str, n: int, rng: random.Random) -> list[tuple[str, str]]
     """`n` random (NIK, phone) of wave 1's portal index, each NIK and phone once."""
     from sqlalchemy import create_engine, text
 
-    engine = create_engine(url)
+    engine = create_engine(url, hide_parameters=True)
     chosen: dict[str, str] = {}
     phones: set[str] = set()
     query = (
@@ -254,7 +254,7 @@ def prefill(url: str, sessions: int, guards: int) -> None:
     tables reads. Rows an earlier run left are dropped first."""
     from sqlalchemy import create_engine, text
 
-    engine = create_engine(url)
+    engine = create_engine(url, hide_parameters=True)
     now = time.time()
     rng = random.Random("prefill")
     with engine.begin() as conn:

@@ -277,7 +277,7 @@ def main() -> None:
 
             import models.tables  # noqa: F401
 
-            engine = create_engine(args.database)
+            engine = create_engine(args.database, hide_parameters=True)
             SQLModel.metadata.drop_all(engine)
             engine.dispose()
             return args.database

@@ -28,7 +28,7 @@ from typing import Annotated
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
-from prefect import flow, get_run_logger, tags, task
+from prefect import get_run_logger, tags
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.events import emit_event
 from prefect.exceptions import MissingContextError
@@ -45,6 +45,7 @@ from models.tables import Wave
 from rules.pacing import pace
 from rules.settings import JAKARTA, SettingsError, WaveSettings, jakarta_today
 from tasks import batches as t
+from tasks.boundary import flow, task
 from tasks.common import utcnow
 from tasks.operations import (
     confirmed_count,

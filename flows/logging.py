@@ -1,8 +1,11 @@
-"""Masks personal data in every log record before it reaches a console or the Prefect API."""
+"""Masks personal data in every log record before it reaches a console or the Prefect API:
+its message, and its traceback (an exception's text can hold what its SQL was given)."""
 
 import logging
 
 from rules.masking import mask_text
+
+_FORMATTER = logging.Formatter()
 
 
 class MaskingFilter(logging.Filter):
@@ -11,6 +14,16 @@ class MaskingFilter(logging.Filter):
         masked = mask_text(message)
         if masked != message:
             record.msg, record.args = masked, None
+        if record.exc_info:
+            # Formatted and masked once here; handlers print exc_text when exc_info is unset
+            # (logging.Formatter.format), so no handler formats the raw exception again.
+            if not record.exc_text:
+                record.exc_text = _FORMATTER.formatException(record.exc_info)
+            record.exc_info = None
+        if record.exc_text:
+            record.exc_text = mask_text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = mask_text(record.stack_info)
         return True
 
 
@@ -19,11 +32,19 @@ _LOGGERS = ("prefect", "prefect.flow_runs", "prefect.task_runs", "prakerja", "pr
 
 
 def install_masking() -> None:
-    """Filters on the loggers our code and Prefect's run loggers use, and on root handlers."""
+    """Filters on the loggers our code and Prefect's run loggers use, and on every handler
+    of the root logger and of Prefect's loggers (console and API): a record propagated
+    from another logger is masked by the handler's filter."""
     for name in _LOGGERS:
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)
-    for handler in logging.getLogger().handlers:
-        if _FILTER not in handler.filters:
-            handler.addFilter(_FILTER)
+    loggers = [logging.getLogger()] + [
+        logger
+        for name, logger in list(logging.Logger.manager.loggerDict.items())
+        if isinstance(logger, logging.Logger) and (name == "prefect" or name.startswith("prefect."))
+    ]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if _FILTER not in handler.filters:
+                handler.addFilter(_FILTER)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import time
 
-from prefect import flow
-
 from flows.publish import (
     publish_draw,
     publish_reconcile,
@@ -23,6 +21,7 @@ from flows.runners import batch_task_runner
 from models.enums import Stage, State
 from tasks import batches as t
 from tasks import intake, workers
+from tasks.boundary import flow
 from tasks.operations import draw_facts_task
 
 # Registrants per batch task. A task sends its people to a partner in the partner's own

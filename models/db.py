@@ -23,21 +23,34 @@ def database_url(env: dict[str, str] | None = None) -> str:
     return env.get("PRAKERJA_DATABASE_URL") or DEFAULT_DATABASE_URL
 
 
+def sqlite_busy_timeout_s() -> float:
+    """How long a SQLite write waits for another connection's lock before failing."""
+    return float(os.environ.get("PRAKERJA_SQLITE_BUSY_TIMEOUT_S") or 60)
+
+
 def make_engine(url: str | None = None) -> Engine:
-    """An engine for `url`; SQLite gets WAL, a busy timeout and its folder created."""
+    """An engine for `url`; SQLite gets WAL, a busy timeout and its folder created.
+
+    `hide_parameters`: a database error's text never carries its statement's parameters
+    (rows of names, NIKs, phones...), wherever it is logged or stored."""
     url = url or database_url()
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+        busy_s = sqlite_busy_timeout_s()
+        engine = create_engine(
+            url,
+            connect_args={"timeout": busy_s, "check_same_thread": False},
+            hide_parameters=True,
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=60000")
+            cur.execute(f"PRAGMA busy_timeout={int(busy_s * 1000)}")
             cur.execute("PRAGMA foreign_keys=ON")
             # A bigger page cache than SQLite's 2 MB keeps a big wave's upper B-tree pages
             # in memory; a rarer checkpoint copies each hot page once instead of per batch.
@@ -46,7 +59,9 @@ def make_engine(url: str | None = None) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    return create_engine(
+        url, pool_size=10, max_overflow=10, pool_pre_ping=True, hide_parameters=True
+    )
 
 
 def init_db(engine: Engine) -> None:

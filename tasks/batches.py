@@ -6,7 +6,6 @@ published as `prakerja.partner.failed` events for the alert automations.
 
 from __future__ import annotations
 
-from prefect import task
 from prefect.events import emit_event
 
 from tasks import (
@@ -19,6 +18,7 @@ from tasks import (
     rollout,
     workers,
 )
+from tasks.boundary import task
 from tasks.common import plan_batches
 from tasks.runtime import get_runtime
 

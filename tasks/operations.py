@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from prefect import task
 from sqlalchemy import func, select
 from sqlmodel import Session
 
 from models.enums import State, WaveStatus
 from models.tables import Wave
+from tasks.boundary import task
 from tasks.common import R, load_wave
 from tasks.runtime import get_runtime
 

@@ -51,8 +51,58 @@ def test_mask_text_masks_nik_kk_and_phone_inside_a_message():
 
 
 def test_mask_text_leaves_other_numbers_alone():
-    message = "wave 1: 164000 seats, account 12345678901234567"
+    message = (
+        "wave 1: 164000 seats, Rp 1,000,000 each, run 1b2c3d4e-1234-4567-8901-123456789012, "
+        "reference date 2026-11-28, deadline 2026-11-30T06:00:00"
+    )
     assert mask_text(message) == message
+
+
+def test_mask_text_masks_emails_accounts_local_phones_and_birth_dates():
+    message = (
+        "('REG-000000007', 'budi.santoso.7@gmail.com', '0812345678901', '1234567890', "
+        "'1990-05-01', '01/05/1990', account 12345678901234567)"
+    )
+    assert mask_text(message) == (
+        "('REG-000000007', 'b***@gmail.com', '****8901', '****7890', "
+        "'****-**-**', '**/**/****', account ****4567)"
+    )
+
+
+def test_error_text_keeps_no_sql_parameters_nor_database_details():
+    import sqlite3
+
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    from rules.masking import error_text
+
+    row = ("3171010101800001", "Budi Santoso", "budi@gmail.com", "+6281234567890")
+    locked = OperationalError("INSERT INTO registrant VALUES (?, ?, ?, ?)", [row], None)
+    locked.orig = sqlite3.OperationalError("database is locked")
+    assert error_text(locked) == "OperationalError: database is locked"
+
+    class UniqueViolation(Exception):  # psycopg's, as printed: DETAIL names the key
+        pass
+
+    duplicate = IntegrityError(
+        "INSERT INTO ledger ...",
+        [row],
+        UniqueViolation(
+            'duplicate key value violates unique constraint "ledger_idempotency_key_key"\n'
+            "DETAIL:  Key (idempotency_key)=(w1:3171010101800001:training) already exists."
+        ),
+    )
+    assert error_text(duplicate) == (
+        "IntegrityError: UniqueViolation: duplicate key value violates unique constraint "
+        '"ledger_idempotency_key_key"'
+    )
+    bad_date = OperationalError(
+        "x", None, UniqueViolation('invalid input syntax for type date: "Budi Santoso"')
+    )
+    assert "Budi" not in error_text(bad_date)
+    assert error_text(ValueError("NIK 3171010101800001 refused")) == (
+        "ValueError: NIK 3171********0001 refused"
+    )
 
 
 @given(
