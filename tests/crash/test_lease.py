@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import timedelta
 
 import pytest
 from sqlalchemy import update
@@ -16,15 +15,24 @@ from tests.tasks.factories import make_wave
 
 
 def _hold(sessions, owner: str, expires_in_s: float) -> None:
+    """Another holder's lease, expiring `expires_in_s` from now by the database's clock."""
     from models.tables import Wave
-    from tasks.common import utcnow
+    from tasks.waves import _db_now
 
     with sessions() as session, session.begin():
-        session.connection().execute(
+        conn = session.connection()
+        conn.execute(
             update(Wave.__table__)
             .where(Wave.__table__.c.wave_id == 1)
-            .values(lease_owner=owner, lease_expires_at=utcnow() + timedelta(seconds=expires_in_s))
+            .values(lease_owner=owner, lease_expires_at=_db_now(conn.dialect.name, expires_in_s))
         )
+
+
+def _here(pid: int, started: str = "", token: str = "cafef00d") -> str:
+    """An owner on this host (same hostname and host identity)."""
+    from tasks.waves import host_identity
+
+    return f"{socket.gethostname()}:{pid}:{started}:{host_identity()}:{token}"
 
 
 def _owner(sessions) -> str | None:
@@ -41,14 +49,17 @@ def wave(sessions):
 
 @pytest.fixture
 def virtual_clock(monkeypatch):
-    """Sleeping advances a virtual clock that the lease code reads (monotonic and UTC)."""
+    """Sleeping advances a virtual clock that the lease code reads: this process's
+    monotonic clock, and the database's clock (shifted by the virtual time)."""
     import tasks.waves
-    from tasks.common import utcnow
 
-    start_mono, start_utc = time.monotonic(), utcnow()
+    start_mono = time.monotonic()
     clock = {"t": 0.0}
+    db_now = tasks.waves._db_now
     monkeypatch.setattr(time, "monotonic", lambda: start_mono + clock["t"])
-    monkeypatch.setattr(tasks.waves, "utcnow", lambda: start_utc + timedelta(seconds=clock["t"]))
+    monkeypatch.setattr(
+        tasks.waves, "_db_now", lambda dialect, plus_s=0.0: db_now(dialect, plus_s + clock["t"])
+    )
 
     def sleep(seconds: float) -> None:
         clock["t"] += seconds
@@ -62,7 +73,7 @@ def test_a_dead_runs_lease_on_this_host_is_taken_at_once(sessions, wave):
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # reaped: its pid names no process now
-    _hold(sessions, f"{socket.gethostname()}:{dead.pid}:deadbeef", LEASE_SECONDS)
+    _hold(sessions, _here(dead.pid, token="deadbeef"), LEASE_SECONDS)
     started = time.monotonic()
     lease = acquire_lease(sessions, 1)
     assert time.monotonic() - started < 2
@@ -74,7 +85,7 @@ def test_a_live_run_on_this_host_is_refused_at_once(sessions, wave):
 
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        owner = f"{socket.gethostname()}:{live.pid}:cafef00d"
+        owner = _here(live.pid)
         _hold(sessions, owner, LEASE_SECONDS)
         started = time.monotonic()
         with pytest.raises(WaveBusyError, match="another live process"):
@@ -91,10 +102,9 @@ def test_a_live_run_on_this_host_is_not_taken_over_when_its_heartbeat_is_late(se
 
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        host = socket.gethostname()
         for owner in (
-            f"{host}:{live.pid}:{_process_start(live.pid)}:cafef00d",
-            f"{host}:{live.pid}:cafef00d",  # an owner written before start times were kept
+            _here(live.pid, _process_start(live.pid)),
+            _here(live.pid),  # its start time unknown
         ):
             _hold(sessions, owner, -5)  # its lease ran out a moment ago
             with pytest.raises(WaveBusyError, match="another live process"):
@@ -111,7 +121,7 @@ def test_a_dead_runs_pid_used_by_another_process_does_not_hold_the_wave(sessions
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         # The holder died; its pid now names another process (started at another time).
-        _hold(sessions, f"{socket.gethostname()}:{other.pid}:1:deadbeef", LEASE_SECONDS)
+        _hold(sessions, _here(other.pid, "1", "deadbeef"), LEASE_SECONDS)
         started = time.monotonic()
         lease = acquire_lease(sessions, 1)
         assert time.monotonic() - started < 2
