@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import update
@@ -231,3 +233,158 @@ def test_a_run_whose_lease_another_run_took_stops_at_its_next_heartbeat(
             run.kill()
     finally:
         sim.stop()
+
+
+# ---------------------------------------------------------------- hosts and clocks
+def _db_clock(conn, plus_s: float = 0.0):
+    """The database's own clock (naive UTC), written here so the tests do not lean on the
+    code they check."""
+    from sqlalchemy import DateTime, literal_column
+
+    if conn.dialect.name == "sqlite":
+        sql = f"strftime('%Y-%m-%d %H:%M:%f000', 'now', '{plus_s:+.3f} seconds')"
+    else:
+        sql = f"((clock_timestamp() AT TIME ZONE 'UTC') + make_interval(secs => {plus_s:.3f}))"
+    return literal_column(sql, DateTime)
+
+
+def _hold_foreign(sessions, owner: str, expires_in_s: float) -> None:
+    from models.tables import Wave
+
+    with sessions() as session, session.begin():
+        conn = session.connection()
+        conn.execute(
+            update(Wave.__table__)
+            .where(Wave.__table__.c.wave_id == 1)
+            .values(lease_owner=owner, lease_expires_at=_db_clock(conn, expires_in_s))
+        )
+
+
+def _expires_in_s(sessions) -> float:
+    """Seconds from the database's now to the wave's lease expiry."""
+    from datetime import datetime
+
+    from sqlalchemy import select
+
+    from models.tables import Wave
+
+    w = Wave.__table__
+    with sessions() as session:
+        conn = session.connection()
+        expires, now = conn.execute(
+            select(w.c.lease_expires_at, _db_clock(conn)).where(w.c.wave_id == 1)
+        ).one()
+    if isinstance(now, str):  # SQLite hands a literal column back as text
+        now = datetime.fromisoformat(now)
+    return (expires - now).total_seconds()
+
+
+@pytest.fixture
+def skewed_clock(monkeypatch):
+    """This process's clock `skew` seconds off (what `utcnow` and `time.time` say)."""
+    import tasks.common
+    import tasks.waves
+
+    def skew(seconds: float) -> None:
+        real_utcnow, real_time = tasks.common.utcnow, time.time
+        monkeypatch.setattr(
+            tasks.common, "utcnow", lambda: real_utcnow() + timedelta(seconds=seconds)
+        )
+        monkeypatch.setattr(tasks.waves, "utcnow", tasks.common.utcnow, raising=False)
+        monkeypatch.setattr(time, "time", lambda: real_time() + seconds)
+
+    return skew
+
+
+def test_a_fast_clock_does_not_take_a_live_lease_held_elsewhere(sessions, wave, skewed_clock):
+    """The holder elsewhere renewed 30 s ago by the database's clock; this host's clock is
+    10 minutes ahead: by its own clock the lease has long expired, by the database's not."""
+    from tasks.waves import WaveBusyError, acquire_lease
+
+    holder = "other-host:4242:1:0123456789abcdef:0badc0de"
+    _hold_foreign(sessions, holder, 30)
+    skewed_clock(600)
+    with pytest.raises(WaveBusyError):
+        acquire_lease(sessions, 1, wait_s=0, sleep=lambda s: time.sleep(0.1))
+    assert _owner(sessions) == holder
+
+
+@pytest.mark.parametrize("skew_s", [600, -600], ids=["ahead", "behind"])
+def test_a_skewed_clock_writes_the_expiry_of_the_database_clock(
+    sessions, wave, skewed_clock, skew_s
+):
+    """Ahead, it would keep a dead run's lease for 11 minutes; behind, its live lease would
+    look expired to every other host at once. Both must write now + 60 s by the database."""
+    from models.tables import Wave
+    from tasks.waves import LEASE_SECONDS, WaveBusyError, acquire_lease, renew_lease
+
+    skewed_clock(skew_s)
+    lease = acquire_lease(sessions, 1, wait_s=0)
+    assert LEASE_SECONDS - 10 <= _expires_in_s(sessions) <= LEASE_SECONDS + 1
+    assert renew_lease(sessions, 1, lease)
+    assert LEASE_SECONDS - 10 <= _expires_in_s(sessions) <= LEASE_SECONDS + 1
+    # Seen from another host with a right clock, that lease is live: not taken.
+    disguised = "other-host:4242:1:0123456789abcdef:0badc0de"
+    with sessions() as session, session.begin():
+        session.connection().execute(
+            update(Wave.__table__)
+            .where(Wave.__table__.c.wave_id == 1)
+            .values(lease_owner=disguised)
+        )
+    skewed_clock(-skew_s)  # back to the right time
+    with pytest.raises(WaveBusyError):
+        acquire_lease(sessions, 1, wait_s=0, sleep=lambda s: time.sleep(0.1))
+    assert _owner(sessions) == disguised
+
+
+_FOREIGN_HOLDER = """
+import os, sys, time
+# A run in another container that shares this hostname: its pid (from its own pid
+# namespace) names no process here.
+os.getpid = lambda: 4_000_007
+from tasks import runtime
+from tasks.waves import acquire_lease, renew_lease
+rt = runtime.configure(database=sys.argv[1])
+lease = acquire_lease(rt.sessions, 1, wait_s=0)
+print("held", lease.owner, flush=True)
+while True:  # its heartbeat, quick
+    time.sleep(0.5)
+    renew_lease(rt.sessions, 1, lease)
+"""
+
+
+def test_a_live_run_on_another_host_with_the_same_hostname_is_not_taken_over(
+    sessions, wave, database_url, monkeypatch, tmp_path
+):
+    """Two hosts (containers, cloned machines) named alike: the holder's pid means nothing
+    here, so it must not be judged dead by it; its lease is waited for, and it renews."""
+    import os
+
+    from tasks.waves import WaveBusyError, acquire_lease
+
+    env = dict(os.environ, PRAKERJA_HOST_ID="host-a")
+    log = tmp_path / "holder.out"
+    with open(log, "w") as out:
+        holder = subprocess.Popen(
+            [sys.executable, "-c", _FOREIGN_HOLDER, database_url],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=str(Path(__file__).resolve().parents[2]),
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "held" not in log.read_text():
+            assert holder.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the holder never took the lease"
+            time.sleep(0.1)
+        owner = _owner(sessions)
+        assert owner.startswith(f"{socket.gethostname()}:4000007:")
+        monkeypatch.setenv("PRAKERJA_HOST_ID", "host-b")
+        with pytest.raises(WaveBusyError):
+            acquire_lease(sessions, 1, wait_s=1)
+        assert _owner(sessions) == owner
+        assert holder.poll() is None, log.read_text()
+    finally:
+        holder.kill()
+        holder.wait()
