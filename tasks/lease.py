@@ -101,12 +101,18 @@ def current_lease(wave_id: int) -> HeldLease | None:
         return next((h for h in _held if h.wave_id == wave_id), None)
 
 
-def _owner_now(cursor, dialect, wave_id: int) -> str | None:
-    style = dialect.paramstyle
+def _owner_now(conn, wave_id: int) -> str | None:
+    """The wave's lease owner, read on the statement's own database connection (inside its
+    transaction, if any: no other connection to wait for), with a cursor of its own."""
+    style = conn.dialect.paramstyle
     mark = {"qmark": "?", "numeric": ":1", "named": ":w"}.get(style, "%s")
     params = {"w": wave_id} if style == "named" else (wave_id,)
-    cursor.execute(f"SELECT lease_owner FROM wave WHERE wave_id = {mark}", params)
-    row = cursor.fetchone()
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        cursor.execute(f"SELECT lease_owner FROM wave WHERE wave_id = {mark}", params)
+        row = cursor.fetchone()
+    finally:
+        cursor.close()
     return row[0] if row else None
 
 
@@ -120,7 +126,7 @@ def _guard(conn, cursor, statement, parameters, context, executemany) -> None:
     for h in held:
         h.check()
         if h.stale():
-            owner = _owner_now(cursor, conn.dialect, h.wave_id)
+            owner = _owner_now(conn, h.wave_id)
             if owner != h.lease.owner:
                 h.mark_lost(f"found {owner!r} before a write")
                 h.check()
@@ -177,6 +183,7 @@ def hold_wave_lease(
     deployments): any holder is waited for, up to `wait_s`, then WaveBusyError.
     """
     logger = logger or log
+    engine = _engine_of(sessions)
     if wait_s is None:
         lease = acquire_lease(sessions, wave_id)
     else:
@@ -193,7 +200,6 @@ def hold_wave_lease(
                     told = time.monotonic()
                     logger.info("wave %s is being run by another live process; waiting", wave_id)
                 sleep(min(5.0, max(0.1, give_up - time.monotonic())))
-    engine = _engine_of(sessions)
     held = HeldLease(wave_id, lease, sessions, engine, on_lost, logger)
     _install_guard(engine)
     with _held_lock:
@@ -239,11 +245,15 @@ def update_wave_under_lease(held: HeldLease, **values) -> None:
 
     w = Wave.__table__  # type: ignore[attr-defined]
     with held.sessions() as session, session.begin():
-        got = session.connection().execute(
-            update(w)
-            .where(w.c.wave_id == held.wave_id, w.c.lease_owner == held.lease.owner)
-            .values(**values)
-        ).rowcount
+        got = (
+            session.connection()
+            .execute(
+                update(w)
+                .where(w.c.wave_id == held.wave_id, w.c.lease_owner == held.lease.owner)
+                .values(**values)
+            )
+            .rowcount
+        )
     if not got:
         held.mark_lost("found when updating the wave")
         held.check()
