@@ -7,7 +7,7 @@
 | `rerun-wave`         | `wave-<N>-rerun-<YYYYmmdd-HHMM>` | resumes a wave (all or chosen stages)  |
 | `raise-quota`        | `wave-<N>-raise-quota-<Q>`       | raises the quota, processes new seats  |
 
-Every run is tagged `prakerja` and `wave-<N>`, holds the wave's lease (tasks/waves.py) while
+Every run is tagged `prakerja` and `wave-<N>`, holds the wave's lease (tasks/lease.py) while
 it works on the wave, and runs the `wave` flow (named `wave-<N>`) for the stages.
 Parameters are typed, so the UI's run form shows choices and bounds and the server refuses
 a wrong value when the run is created. Descriptions come from the docstrings' Args.
