@@ -17,7 +17,15 @@ process sends to the program database passes a guard first (an SQLAlchemy
   was taken stops before its next write, not at its next heartbeat.
 
 Then `on_lost` runs once (the CLI ends its process, exit 1, as before); worker processes
-of this run (tasks/workers.py) are killed at once, rolling back their batch.
+of this run (tasks/workers.py) are killed at once, rolling back their batch. A deployment
+run (its own process under a worker or `prakerja serve`) is not killed: its tasks fail
+with LeaseLost and the flow run ends Failed with that message (and its alert).
+
+Limits: the check comes before a statement is sent, so a statement already past it when
+the other run takes the wave still lands (the other run can only take a lease that has
+expired, i.e. after LEASE_SECONDS without a renewal, and the guard checks the owner from
+LEASE_STALE_S on); batches running on a Dask cluster are not guarded (their flow process
+is: it stops at its next statement).
 """
 
 from __future__ import annotations
