@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import secrets
 import sys
-import threading
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -409,12 +409,14 @@ def run_wave_command(
     flags: dict,
     partners_config=None,
     quiet: bool = False,
+    under_lease=None,
 ) -> int:
+    """`under_lease(held)`, if given, runs first once the lease is held (raise-quota)."""
     from models.tables import Wave
     from rules.intake import HeaderError, MissingColumnsError
     from rules.settings import SettingsError, WaveSettings, jakarta_today
     from tasks.intake import check_header, file_sha256
-    from tasks.waves import WaveBusyError, acquire_lease, create_or_resume_wave
+    from tasks.waves import WaveBusyError, create_or_resume_wave
 
     if registrants is not None:
         if not Path(registrants).is_file():
@@ -457,7 +459,9 @@ def run_wave_command(
             source_path=str(Path(registrants).resolve()) if registrants else None,
             source_sha256=file_sha256(registrants) if registrants else None,
             given=given,
-            keep_open=keep_open,
+            # A resumed wave's keep_open changes only under the lease (below): a run
+            # refused as busy changes nothing.
+            keep_open=existing.keep_open if existing is not None else keep_open,
         )
     except SettingsError as exc:
         _refuse(str(exc))
@@ -466,31 +470,30 @@ def run_wave_command(
         f"{wave_row.lottery_seed_sha256}",
         err=True,
     )
-    try:
-        lease = acquire_lease(rt.sessions, wave_id)
-    except WaveBusyError as exc:
-        click.echo(f"error: {exc}", err=True)
-        return EXIT_BUSY
-    stop = threading.Event()
-    beat = threading.Thread(target=_heartbeat, args=(rt, wave_id, lease, stop), daemon=True)
-    beat.start()
-    try:
-        from tasks import shared_limits
+    from tasks.lease import exit_process, hold_wave_lease, update_wave_under_lease
 
-        if shared_limits.enabled():
-            shared_limits.ensure_partner_limits(rt.partners_config)
-        summary = _run_flow(wave_id, registrants, keep_open, draw_without_pending)
-    except Exception as exc:  # noqa: BLE001 - report any failure as exit 1
-        from rules.masking import error_text
+    with contextlib.ExitStack() as stack:
+        try:
+            # Losing the lease ends this process at once (exit 1): tasks/lease.py.
+            held = stack.enter_context(hold_wave_lease(rt.sessions, wave_id, on_lost=exit_process))
+        except WaveBusyError as exc:
+            click.echo(f"error: {exc}", err=True)
+            return EXIT_BUSY
+        try:
+            if under_lease is not None:
+                under_lease(held)
+            if keep_open != wave_row.keep_open:
+                update_wave_under_lease(held, keep_open=keep_open)
+            from tasks import shared_limits
 
-        click.echo(f"error: wave {wave_id} failed: {error_text(exc)}", err=True)
-        return EXIT_ERROR
-    finally:
-        stop.set()
-        beat.join(timeout=5)
-        from tasks.waves import release_lease
+            if shared_limits.enabled():
+                shared_limits.ensure_partner_limits(rt.partners_config)
+            summary = _run_flow(wave_id, registrants, keep_open, draw_without_pending)
+        except Exception as exc:  # noqa: BLE001 - report any failure as exit 1
+            from rules.masking import error_text
 
-        release_lease(rt.sessions, wave_id, lease)
+            click.echo(f"error: wave {wave_id} failed: {error_text(exc)}", err=True)
+            return EXIT_ERROR
     report = summary["report"]
     if not quiet:
         _print_funnel(report)
@@ -505,23 +508,6 @@ def run_wave_command(
         )
         return EXIT_PENDING
     return EXIT_OK
-
-
-def _heartbeat(rt, wave_id, lease, stop: threading.Event) -> None:
-    from tasks.waves import renew_lease
-
-    while not stop.wait(15):
-        try:
-            renewed = renew_lease(rt.sessions, wave_id, lease)
-        except Exception:  # noqa: BLE001 - a missed beat only shortens the lease
-            log.warning("could not renew the lease of wave %s", wave_id)
-            continue
-        if not renewed and not stop.is_set():
-            # Our lease ran out and another run took the wave: stop at once rather than
-            # run beside it (every step is safe to cut short; that run carries on).
-            log.error("wave %s: another run took over its lease; stopping this run", wave_id)
-            logging.shutdown()
-            os._exit(EXIT_ERROR)
 
 
 def _run_flow(
@@ -566,33 +552,41 @@ def _print_funnel(report: dict) -> None:
 @click.option("--quota", type=click.IntRange(1), required=True)
 def wave_raise_quota(wave_id: int, quota: int) -> None:
     """Raises an open wave's quota; the new seats are drawn and processed."""
+    from models.tables import Wave
     from tasks.draw import QuotaError, raise_quota
 
     partners_config = _load_partners()
     rt = _runtime(partners_config)
-    try:
-        result = raise_quota(rt.sessions, wave_id, quota)
-    except LookupError as exc:
-        _refuse(str(exc))
-    except QuotaError as exc:
-        _refuse(str(exc))
-    click.echo(
-        f"wave {wave_id}: quota {result['old_quota']:,} -> {result['new_quota']:,}", err=True
-    )
-    from models.tables import Wave
-
     with rt.sessions() as session:
-        keep_open = session.get(Wave, wave_id).keep_open
+        row = session.get(Wave, wave_id)
+    if row is None:
+        _refuse(f"wave {wave_id} does not exist")
+    if row.status == "CLOSED":
+        _refuse(f"wave {wave_id} is closed: its quota cannot be raised")
+
+    def raise_it(held) -> None:
+        # Under the lease, and only while the wave is still open: a busy wave (exit 4)
+        # or a closed one (exit 2) is left as it was.
+        try:
+            result = raise_quota(rt.sessions, wave_id, quota, lease_owner=held.lease.owner)
+        except (LookupError, QuotaError) as exc:
+            _refuse(str(exc))
+        click.echo(
+            f"wave {wave_id}: quota {result['old_quota']:,} -> {result['new_quota']:,}",
+            err=True,
+        )
+
     sys.exit(
         run_wave_command(
             wave_id=wave_id,
             registrants=None,
             quota=None,
             lottery_seed=None,
-            keep_open=keep_open,
+            keep_open=row.keep_open,
             draw_without_pending=False,
             flags={},
             partners_config=partners_config,
+            under_lease=raise_it,
         )
     )
 

@@ -7,7 +7,7 @@
 | `rerun-wave`         | `wave-<N>-rerun-<YYYYmmdd-HHMM>` | resumes a wave (all or chosen stages)  |
 | `raise-quota`        | `wave-<N>-raise-quota-<Q>`       | raises the quota, processes new seats  |
 
-Every run is tagged `prakerja` and `wave-<N>`, holds the wave's lease (tasks/waves.py) while
+Every run is tagged `prakerja` and `wave-<N>`, holds the wave's lease (tasks/lease.py) while
 it works on the wave, and runs the `wave` flow (named `wave-<N>`) for the stages.
 Parameters are typed, so the UI's run form shows choices and bounds and the server refuses
 a wrong value when the run is created. Descriptions come from the docstrings' Args.
@@ -18,7 +18,6 @@ import logging
 import os
 import secrets
 import statistics
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,6 +46,7 @@ from rules.settings import JAKARTA, SettingsError, WaveSettings, jakarta_today
 from tasks import batches as t
 from tasks.boundary import flow, task
 from tasks.common import utcnow
+from tasks.lease import HeldLease, hold_wave_lease
 from tasks.operations import (
     confirmed_count,
     draw_facts_task,
@@ -55,18 +55,11 @@ from tasks.operations import (
     waves_to_credit,
 )
 from tasks.runtime import get_runtime
-from tasks.waves import (
-    WaveBusyError,
-    acquire_lease,
-    create_or_resume_wave,
-    release_lease,
-    renew_lease,
-)
+from tasks.waves import create_or_resume_wave
 
 WaveNumber = Annotated[int, Field(ge=1, le=1_000_000)]
 # How long a run waits for a wave held by another live run before it gives up (fails).
 LEASE_WAIT_S = float(os.environ.get("PRAKERJA_LEASE_WAIT_S") or 600)
-LEASE_RENEW_S = 15
 # Stages the weekly wave leaves to the overnight rollout when credit_overnight is on.
 OVERNIGHT_STAGES = (Stage.ROLLOUT, Stage.ANNOUNCE)
 # Injected in tests (the pacing never really sleeps there).
@@ -130,46 +123,20 @@ def _wave_row(wave_id: int) -> Wave:
 
 
 @contextmanager
-def wave_lease(wave_id: int, wait_s: float | None = None) -> Iterator[None]:
-    """Holds the wave's lease (the one `prakerja wave run` takes), renewed every 15 s.
+def wave_lease(wave_id: int, wait_s: float | None = None) -> Iterator[HeldLease]:
+    """Holds the wave's lease, exactly as `prakerja wave run` does (tasks/lease.py).
 
     A wave held by another live run is waited for, up to `wait_s` (PRAKERJA_LEASE_WAIT_S,
     default 600 s), then this run fails: one wave never runs twice at once. A holder that
-    died is replaced at once (same host) or after its 60 s lease (another host).
+    died is replaced at once (same host) or after its 60 s lease (another host). A run
+    whose lease another run took (after a pause or an outage longer than the lease) fails
+    with LeaseLost before its next write to the program database.
     """
     rt = get_runtime()
     _wave_row(wave_id)  # a missing wave is refused at once, not waited for
-    logger = _logger()
-    give_up = time.monotonic() + (LEASE_WAIT_S if wait_s is None else wait_s)
-    told = 0.0
-    while True:
-        try:
-            lease = acquire_lease(rt.sessions, wave_id, wait_s=0)  # this loop does the waiting
-            break
-        except WaveBusyError:
-            if time.monotonic() >= give_up:
-                raise
-            if time.monotonic() - told > 60:
-                told = time.monotonic()
-                logger.info("wave %s is being run by another live process; waiting", wave_id)
-            time.sleep(5)
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(LEASE_RENEW_S):
-            try:
-                renew_lease(rt.sessions, wave_id, lease)
-            except Exception:  # noqa: BLE001 - a missed beat only shortens the lease
-                logger.warning("could not renew the lease of wave %s", wave_id)
-
-    beater = threading.Thread(target=beat, daemon=True, name=f"lease-wave-{wave_id}")
-    beater.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        beater.join(timeout=5)
-        release_lease(rt.sessions, wave_id, lease)
+    wait = LEASE_WAIT_S if wait_s is None else wait_s
+    with hold_wave_lease(rt.sessions, wave_id, wait_s=wait, logger=_logger()) as held:
+        yield held
 
 
 def run_wave(wave_id: int, **kwargs) -> dict:
@@ -477,10 +444,11 @@ def rerun_wave(
 
 
 @task(name="raise-quota")
-def raise_quota_task(wave_id: int, quota: int) -> dict:
+def raise_quota_task(wave_id: int, quota: int, lease_owner: str) -> dict:
+    """Changes the wave only while it is open and this run's lease holds it."""
     from tasks.draw import raise_quota
 
-    return raise_quota(get_runtime().sessions, wave_id, quota)
+    return raise_quota(get_runtime().sessions, wave_id, quota, lease_owner=lease_owner)
 
 
 @flow(name="raise-quota", flow_run_name=_raise_quota_run_name)
@@ -497,8 +465,8 @@ def raise_quota_flow(
     """
     install_masking()
     label_run([wave_id])
-    with wave_lease(wave_id):
-        raised = raise_quota_task(wave_id, quota)
+    with wave_lease(wave_id) as held:
+        raised = raise_quota_task(wave_id, quota, held.lease.owner)
         keep_open = _wave_row(wave_id).keep_open
         summary = run_wave(wave_id, keep_open=keep_open)
     return {"quota": raised, **_brief(summary)}

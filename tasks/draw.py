@@ -296,8 +296,17 @@ def fill_free_seats(sessions: SessionFactory, wave_id: int) -> dict:
         }
 
 
-def raise_quota(sessions: SessionFactory, wave_id: int, new_quota: int) -> dict:
-    """Raises an open wave's quota; the new seats are filled by the next round."""
+def raise_quota(
+    sessions: SessionFactory, wave_id: int, new_quota: int, *, lease_owner: str | None = None
+) -> dict:
+    """Raises an open wave's quota; the new seats are filled by the next round.
+
+    One conditional UPDATE: it changes the wave only if it is still open, still has the
+    quota read here and (given `lease_owner`) is still held by that lease; otherwise
+    nothing changes and QuotaError says why."""
+    from models.tables import Wave
+
+    w = Wave.__table__  # type: ignore[attr-defined]
     with sessions() as session, session.begin():
         wave = load_wave(session, wave_id)
         if wave.status == WaveStatus.CLOSED:
@@ -324,7 +333,19 @@ def raise_quota(sessions: SessionFactory, wave_id: int, new_quota: int) -> dict:
                 seats[p] = seats.get(p, 0) + extra
             stored["seats"] = seats
             wave.seats_json = json.dumps(stored)
-        session.add(wave)
+        seats_json = wave.seats_json
+        session.expunge(wave)  # the UPDATE below is the only write
+        cond = [w.c.wave_id == wave_id, w.c.status == WaveStatus.OPEN, w.c.quota == old]
+        if lease_owner is not None:
+            cond.append(w.c.lease_owner == lease_owner)
+        changed = session.execute(
+            update(w).where(*cond).values(quota=new_quota, seats_json=seats_json)
+        ).rowcount
+        if not changed:
+            raise QuotaError(
+                f"wave {wave_id} changed meanwhile (closed, raised or taken by another run): "
+                "its quota was not raised"
+            )
         return {
             "old_quota": old,
             "new_quota": new_quota,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 
-from sqlalchemy import or_, update
+from sqlalchemy import DateTime, literal_column, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from models.db import SessionFactory
@@ -123,6 +123,41 @@ class WaveBusyError(RuntimeError):
     """Another live process is running this wave."""
 
 
+HOST_ID_ENV = "PRAKERJA_HOST_ID"
+# Lease statements carry this execution option: the lease guard (tasks/lease.py) lets
+# them through even when the process has lost a lease.
+LEASE_STATEMENT = {"prakerja_lease": True}
+
+
+def _read_first_line(path: str) -> str:
+    try:
+        with open(path, encoding="ascii", errors="replace") as fh:
+            return fh.readline().strip()
+    except OSError:
+        return ""
+
+
+def host_identity() -> str:
+    """What tells this machine (and container) apart from another with the same hostname:
+    a digest of the boot id, the machine id and the pid namespace, where available.
+    PRAKERJA_HOST_ID replaces it (tests simulate two hosts with it)."""
+    override = os.environ.get(HOST_ID_ENV, "").strip()
+    if override:
+        return override.replace(":", "-")
+    try:
+        pid_ns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        pid_ns = ""
+    parts = (
+        _read_first_line("/proc/sys/kernel/random/boot_id"),
+        _read_first_line("/etc/machine-id") or _read_first_line("/var/lib/dbus/machine-id"),
+        pid_ns,
+    )
+    if not any(parts):
+        return "unknown"
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
 def _process_start(pid: int) -> str:
     """When process `pid` started (Linux: clock ticks after boot), "" where unknown. With
     the pid it names one process, even once the pid is reused by another."""
@@ -133,14 +168,27 @@ def _process_start(pid: int) -> str:
         return ""
 
 
-def _owner_alive(owner: str) -> bool | None:
-    """True/False for a holder on this host; None when it runs elsewhere (unknowable).
+def lease_owner_for(pid: int, token: str | None = None) -> str:
+    """`host:pid:start:host-id:token`: the holder's hostname, process (pid and start time)
+    and host identity (host_identity), and a token unique to this lease."""
+    token = token or uuid.uuid4().hex[:8]
+    return f"{socket.gethostname()}:{pid}:{_process_start(pid)}:{host_identity()}:{token}"
 
-    Owners are `host:pid:start:token` (older ones `host:pid:token`)."""
+
+def _owner_alive(owner: str) -> bool | None:
+    """True/False for a holder on this host; None when it may run elsewhere (unknowable).
+
+    "This host" means the same hostname *and* the same host identity (boot id, machine
+    id, pid namespace): containers or cloned machines sharing a hostname are elsewhere,
+    since a pid means nothing across them. Owners written before host identities were
+    kept (`host:pid:token`, `host:pid:start:token`) count as elsewhere: they are waited
+    out (their lease), never judged by a pid."""
     host, _, rest = owner.partition(":")
     parts = rest.split(":")
-    pid = parts[0]
-    if host != socket.gethostname() or not pid.isdigit():
+    if len(parts) != 4:
+        return None
+    pid, started, hid, _token = parts
+    if host != socket.gethostname() or hid != host_identity() or not pid.isdigit():
         return None
     try:
         os.kill(int(pid), 0)
@@ -148,31 +196,48 @@ def _owner_alive(owner: str) -> bool | None:
         return False
     except PermissionError:
         pass
-    started = parts[1] if len(parts) == 3 else ""
     if started and _process_start(int(pid)) not in (started, ""):
         return False  # the holder died and its pid now names another process
     return True
+
+
+def _db_now(dialect: str, plus_s: float = 0.0):
+    """The database's clock, naive UTC like every time the program stores, `plus_s`
+    seconds on: lease expiry never depends on the clock of the host that writes it."""
+    shift = float(plus_s)
+    if dialect == "sqlite":
+        # '%f' is SS.SSS; '000' makes the microseconds SQLAlchemy writes and compares.
+        sql = f"strftime('%Y-%m-%d %H:%M:%f000', 'now', '{shift:+.3f} seconds')"
+    elif dialect == "postgresql":
+        sql = f"((clock_timestamp() AT TIME ZONE 'UTC') + make_interval(secs => {shift:.3f}))"
+    else:  # pragma: no cover - the program runs on SQLite and PostgreSQL
+        sql = f"(CURRENT_TIMESTAMP + INTERVAL '{shift:.3f}' SECOND)"
+    return literal_column(sql, DateTime)
 
 
 def acquire_lease(
     sessions: SessionFactory, wave_id: int, *, wait_s: float = LEASE_SECONDS, sleep=None
 ) -> Lease:
     """Takes the wave's lease; a dead holder's lease is taken at once on the same host,
-    or after it expires (at most LEASE_SECONDS) elsewhere; a live holder on this host
-    means WaveBusyError at once."""
+    or after it expires (at most LEASE_SECONDS, by the database's clock) elsewhere; a
+    live holder on this host means WaveBusyError at once."""
     import time
 
     sleep = sleep or time.sleep
-    pid = os.getpid()
-    owner = f"{socket.gethostname()}:{pid}:{_process_start(pid)}:{uuid.uuid4().hex[:8]}"
+    owner = lease_owner_for(os.getpid())
     deadline = time.monotonic() + wait_s + 1
     while True:
-        now = utcnow()
         with sessions() as session, session.begin():
-            current = session.get(Wave, wave_id)
-            holder = current.lease_owner if current else None
+            conn = session.connection(execution_options=LEASE_STATEMENT)
+            row = conn.execute(
+                select(W.c.lease_owner)
+                .where(W.c.wave_id == wave_id)
+                .execution_options(**LEASE_STATEMENT)
+            ).first()
+            holder = row[0] if row else None
             alive = _owner_alive(holder) if holder is not None else None
             takeover = holder is not None and alive is False
+            now = _db_now(conn.dialect.name)
             cond = or_(W.c.lease_owner.is_(None), W.c.lease_expires_at < now)
             if takeover:
                 cond = or_(cond, W.c.lease_owner == holder)
@@ -180,17 +245,15 @@ def acquire_lease(
                 # A live run on this host keeps the wave even when its heartbeat is late
                 # and its lease ran out: two runs of one wave must never interleave.
                 cond = W.c.lease_owner.is_(None)
-            got = (
-                session.connection()
-                .execute(
-                    update(W)
-                    .where(W.c.wave_id == wave_id, cond)
-                    .values(
-                        lease_owner=owner, lease_expires_at=now + timedelta(seconds=LEASE_SECONDS)
-                    )
+            got = conn.execute(
+                update(W)
+                .where(W.c.wave_id == wave_id, cond)
+                .values(
+                    lease_owner=owner,
+                    lease_expires_at=_db_now(conn.dialect.name, LEASE_SECONDS),
                 )
-                .rowcount
-            )
+                .execution_options(**LEASE_STATEMENT)
+            ).rowcount
         if got:
             return Lease(owner)
         if alive is True or time.monotonic() >= deadline:
@@ -202,22 +265,25 @@ def acquire_lease(
 
 
 def renew_lease(sessions: SessionFactory, wave_id: int, lease: Lease) -> bool:
+    """Moves the lease's expiry LEASE_SECONDS past the database's now; False when the
+    lease is no longer ours (another run took it after it expired)."""
     with sessions() as session, session.begin():
+        conn = session.connection(execution_options=LEASE_STATEMENT)
         return bool(
-            session.connection()
-            .execute(
+            conn.execute(
                 update(W)
                 .where(W.c.wave_id == wave_id, W.c.lease_owner == lease.owner)
-                .values(lease_expires_at=utcnow() + timedelta(seconds=LEASE_SECONDS))
-            )
-            .rowcount
+                .values(lease_expires_at=_db_now(conn.dialect.name, LEASE_SECONDS))
+                .execution_options(**LEASE_STATEMENT)
+            ).rowcount
         )
 
 
 def release_lease(sessions: SessionFactory, wave_id: int, lease: Lease) -> None:
     with sessions() as session, session.begin():
-        session.connection().execute(
+        session.connection(execution_options=LEASE_STATEMENT).execute(
             update(W)
             .where(W.c.wave_id == wave_id, W.c.lease_owner == lease.owner)
             .values(lease_owner=None, lease_expires_at=None)
+            .execution_options(**LEASE_STATEMENT)
         )
