@@ -357,10 +357,9 @@ class PostgresProgramDB(ProgramDB):
 
     def __init__(self, url: str) -> None:
         from sqlalchemy import create_engine
-        from sqlalchemy.pool import NullPool
 
         self.url = url
-        self.engine = create_engine(url, poolclass=NullPool)
+        self.engine = create_engine(url, pool_size=1, max_overflow=0)
 
     def rows(self, sql: str, *params: Any) -> list[tuple]:
         from sqlalchemy import text
@@ -415,6 +414,17 @@ class ChunkedIntakeRun(WaveProcess):
                 stderr=err,
                 start_new_session=True,
             )
+
+    ended: float | None = None
+
+    def kill(self) -> None:
+        super().kill()
+        self.ended = self.ended or time.monotonic()
+
+    def wait(self, timeout: float = STEP_TIMEOUT) -> int:
+        code = super().wait(timeout)
+        self.ended = self.ended or time.monotonic()
+        return code
 
 
 def worker_pids(parent: int) -> list[int]:
