@@ -347,3 +347,103 @@ def exported_outcomes(env: dict[str, str], out: Path) -> dict[int, tuple[str, st
     assert done.returncode == 0, done.stderr[-3000:]
     with open(out, newline="", encoding="utf-8") as fh:
         return {int(r["line"]): (r["outcome"], r["reason"]) for r in csv.DictReader(fh)}
+
+
+# ------------------------------------------------------------------ kill points in every stage
+# (tests/crash/test_kill_stages.py): the same helpers on PostgreSQL too, smaller intake
+# transactions, and the wave's worker processes.
+INTAKE_CHUNK_ROWS = 2  # rows per intake transaction in these runs (20,000 in production)
+
+
+class PostgresProgramDB(ProgramDB):
+    """ProgramDB's read-only looks, on a PostgreSQL program database."""
+
+    def __init__(self, url: str) -> None:
+        from sqlalchemy import create_engine
+
+        self.url = url
+        self.engine = create_engine(url, pool_size=1, max_overflow=0)
+
+    def rows(self, sql: str, *params: Any) -> list[tuple]:
+        from sqlalchemy import text
+        from sqlalchemy.exc import ProgrammingError
+
+        assert not params, "PostgresProgramDB takes SQL without parameters"
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+                return [tuple(r) for r in conn.execute(text(sql)).all()]
+        except ProgrammingError as exc:  # not created yet
+            if "does not exist" in str(exc):
+                return []
+            raise
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def empty_postgres(url: str) -> None:
+    """Drops the program's tables: each test starts from an empty database."""
+    from sqlmodel import SQLModel, create_engine
+
+    import models.tables  # noqa: F401
+
+    engine = create_engine(url)
+    SQLModel.metadata.drop_all(engine)
+    engine.dispose()
+
+
+class ChunkedIntakeRun(WaveProcess):
+    """`wave run` (the CLI's own entry point) with intake committing INTAKE_CHUNK_ROWS
+    rows per transaction, so that 300 rows are loaded in many steps, like a big export's
+    chunks, and a kill can land between two of them."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_dir: Path, name: str) -> None:
+        self.name = name
+        self.out_path = log_dir / f"{name}.out"
+        self.err_path = log_dir / f"{name}.err"
+        self.started = time.monotonic()
+        boot = (
+            "import sys, tasks.intake as intake, cli; "
+            f"intake.CHUNK_ROWS = {INTAKE_CHUNK_ROWS}; "
+            "sys.argv = ['cli', *sys.argv[1:]]; cli.main()"
+        )
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", boot, *args],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
+
+    ended: float | None = None
+
+    def kill(self) -> None:
+        super().kill()
+        self.ended = self.ended or time.monotonic()
+
+    def wait(self, timeout: float = STEP_TIMEOUT) -> int:
+        code = super().wait(timeout)
+        self.ended = self.ended or time.monotonic()
+        return code
+
+
+def worker_pids(parent: int) -> list[int]:
+    """The live worker processes (tasks.workers' pool, started with spawn) of `parent`."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_bytes()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = stat.rsplit(b")", 1)[1].split()
+        if fields[0] == b"Z" or int(fields[1]) != parent:
+            continue
+        if b"spawn_main" in cmdline:
+            pids.append(int(entry.name))
+    return sorted(pids)
