@@ -108,8 +108,8 @@ def draw_participants(
     """
     with sessions() as session:
         wave = load_wave(session, wave_id)
-        held = wave.drawn_at is None and not without_pending and waiting_before_draw(
-            session, wave_id
+        held = (
+            wave.drawn_at is None and not without_pending and waiting_before_draw(session, wave_id)
         )
     if not held:
         reject_prior_recipients(sessions, wave_id, State.ELIGIBLE.value)
