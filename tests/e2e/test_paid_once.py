@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, func, text
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = "paid-once-seed"
@@ -239,3 +239,106 @@ def test_a_quota_raise_in_an_open_wave_never_pays_a_later_waves_participant_agai
     assert reconciled(1, env)["ok"]
     result = reconcile(rt.sessions, rt.partners.issuer, 2)
     assert result["ok"] and result["paid_more_than_once_in_program"] == 0, result
+
+
+def test_a_credit_lost_to_another_wave_frees_its_seat_for_the_next_in_line_in_the_same_run(
+    prefect_server, database_url, simulator, tmp_path
+):
+    """Both waves confirmed a NIK (their account checks passed at once) and the other wave
+    credited it first: at wave 1's rollout the ledger refuses wave 1's credit, the NIK is
+    PRIOR_RECIPIENT there, and the same run gives the seat to the next in line."""
+    from datetime import datetime, time
+
+    from sqlalchemy import select, update
+
+    from cli import run_wave_command
+    from models.tables import LedgerEntry, Registrant
+    from partners.config import simulator_config
+    from partners.simulator.generate import generate_export
+    from rules.money import card_number_for
+    from tasks.draw import free_seats, raise_quota
+    from tasks.runtime import get_runtime
+
+    R, L = Registrant.__table__, LedgerEntry.__table__
+    export = tmp_path / "wave.csv"
+    generate_export(export, registrants=REGISTRANTS, seed=SEED, reference_date=REFERENCE)
+
+    def run(wave_id: int, quota: int | None, keep_open: bool) -> None:
+        code = run_wave_command(
+            wave_id=wave_id,
+            registrants=str(export) if quota is not None else None,
+            quota=quota,
+            lottery_seed=LOTTERY if quota is not None else None,
+            keep_open=keep_open,
+            draw_without_pending=False,
+            flags={"reference_date": datetime.combine(REFERENCE, time())} if quota else {},
+            partners_config=simulator_config(simulator.base_url),
+            quiet=True,
+        )
+        assert code == 0
+
+    run(1, QUOTA_1, keep_open=True)
+    run(2, 3, keep_open=False)  # credits the head of wave 1's waitlist
+    sessions = get_runtime().sessions
+    with sessions() as session:
+        credited_2 = set(
+            session.execute(
+                select(R.c.nik).where(R.c.wave_id == 2, R.c.state == "CREDITED")
+            ).scalars()
+        )
+        # The first of them in wave 1's order: wave 1 confirmed it too, at the same time.
+        (x_id, x_nik) = session.execute(
+            select(R.c.id, R.c.nik)
+            .where(R.c.wave_id == 1, R.c.state == "WAITLISTED", R.c.nik.in_(credited_2))
+            .order_by(R.c.priority.desc(), R.c.draw_key)
+            .limit(1)
+        ).one()
+    raise_quota(sessions, 1, QUOTA_1 + 1)
+    with sessions() as session, session.begin():
+        session.execute(
+            update(R)
+            .where(R.c.id == x_id)
+            .values(
+                state="CONFIRMED",
+                draw_round=1,
+                drawn_at=datetime(2026, 11, 28),
+                card_number=card_number_for(x_id),
+                confirmed_at=datetime(2026, 11, 28),
+            )
+        )
+    with sessions() as session:
+        assert free_seats(session, 1) == 0
+
+    run(1, None, keep_open=True)
+
+    sessions = get_runtime().sessions
+    with sessions() as session:
+        x = session.execute(select(R.c.state, R.c.reason).where(R.c.id == x_id)).one()
+        assert tuple(x) == ("REJECTED", "PRIOR_RECIPIENT")
+        assert not session.execute(
+            select(L.c.id).where(L.c.wave_id == 1, L.c.nik == x_nik)
+        ).all(), "wave 1 never wrote, nor sent, a credit for it"
+        twice = session.execute(
+            select(L.c.nik)
+            .where(L.c.status == "APPLIED")
+            .group_by(L.c.nik, L.c.benefit)
+            .having(func.count() > 1)
+        ).all()
+        assert not twice
+        # The seat went to the next in line, who was credited in the same run.
+        held = session.execute(
+            select(func.count()).where(
+                R.c.wave_id == 1, R.c.state.in_(["CREDITED", "CONFIRMED", "SELECTED"])
+            )
+        ).scalar_one()
+        rejected_credit = session.execute(
+            select(func.count()).where(R.c.wave_id == 1, R.c.reason == "CREDIT_REJECTED")
+        ).scalar_one()
+        assert held + rejected_credit == QUOTA_1 + 1
+        assert free_seats(session, 1) == 0
+        confirmed_left = session.execute(
+            select(func.count()).where(R.c.wave_id == 1, R.c.state.in_(["CONFIRMED", "SELECTED"]))
+        ).scalar_one()
+        assert confirmed_left == 0
+    applied = Counter(statement_niks(simulator, 1) + statement_niks(simulator, 2))
+    assert max(applied.values()) == 1
