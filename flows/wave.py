@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import time
 
+from prefect.cache_policies import NO_CACHE
+
 from flows.publish import (
     publish_draw,
     publish_reconcile,
@@ -18,11 +20,13 @@ from flows.publish import (
     track_progress,
 )
 from flows.runners import batch_task_runner
-from models.enums import Stage, State
+from models.enums import ReasonCode, Stage, State
 from tasks import batches as t
-from tasks import intake, workers
-from tasks.boundary import flow
+from tasks import draw, intake, workers
+from tasks.boundary import flow, task
 from tasks.operations import draw_facts_task
+from tasks.report_types import merge_reports
+from tasks.runtime import get_runtime
 
 # Registrants per batch task. A task sends its people to a partner in the partner's own
 # batch_size, several calls side by side (partners.client), and writes its results in
@@ -140,6 +144,26 @@ def rollout_stage(wave_id: int) -> dict:
     return summary
 
 
+def rollout_refilling(wave_id: int, refill: bool) -> dict:
+    """The rollout; a credit refused there as PRIOR_RECIPIENT (another wave holds that NIK's
+    credit) frees a seat, which (with `refill`) the next in line gets in this same run:
+    accounts and backfill again, then their credits."""
+    summary = rollout_stage(wave_id)
+    freed = summary["counts"].get(ReasonCode.PRIOR_RECIPIENT.value, 0)
+    while refill and freed:
+        accounts_stage(wave_id)
+        again = rollout_stage(wave_id)
+        freed = again["counts"].get(ReasonCode.PRIOR_RECIPIENT.value, 0)
+        summary = {**again, **merge_reports(Stage.ROLLOUT.value, [summary, again])}
+    return summary
+
+
+@task(name="seats-to-refill", cache_policy=NO_CACHE)
+def seats_to_refill_task(wave_id: int) -> bool:
+    with get_runtime().sessions() as session:
+        return draw.seats_to_refill(session, wave_id)
+
+
 @flow(
     name="announce",
     flow_run_name="wave-{wave_id}-announce",
@@ -169,7 +193,7 @@ def wave(
         (Stage.SCREENING, lambda: screening_stage(wave_id)),
         (Stage.DRAW, lambda: draw_stage(wave_id, draw_without_pending)),
         (Stage.ACCOUNTS, lambda: accounts_stage(wave_id)),
-        (Stage.ROLLOUT, lambda: rollout_stage(wave_id)),
+        (Stage.ROLLOUT, lambda: rollout_refilling(wave_id, Stage.ACCOUNTS in todo)),
         (Stage.ANNOUNCE, lambda: announce_stage(wave_id)),
     ]
     summary: dict = {"wave_id": wave_id, "stages": {}}
@@ -180,6 +204,8 @@ def wave(
             started = time.monotonic()
             summary["stages"][stage.value] = run_stage()
             summary["stages"][stage.value]["seconds"] = round(time.monotonic() - started, 3)
-    summary["close"] = t.close_wave_task(wave_id, keep_open)
+    # A seat still owed (freed at the rollout of a run without the accounts stage, such as
+    # the overnight rollout) keeps the wave open for the run that fills it.
+    summary["close"] = t.close_wave_task(wave_id, keep_open or seats_to_refill_task(wave_id))
     summary["report"] = publish_wave(wave_id, t.report_task(wave_id))
     return summary

@@ -1,5 +1,6 @@
 """Engine and sessions for the program database (SQLite by default, PostgreSQL in production)."""
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from sqlmodel import Session, SQLModel, create_engine
 
 import models.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 
+log = logging.getLogger(__name__)
 DEFAULT_DATABASE_URL = "sqlite:///./var/prakerja.db"
 SessionFactory = Callable[[], Session]
 # Per SQLite connection (KiB-sized pages are only allocated as they are used).
@@ -72,6 +74,7 @@ def init_db(engine: Engine) -> None:
         try:
             SQLModel.metadata.create_all(engine)
             _add_missing_columns(engine)
+            _add_missing_indexes(engine)
             return
         except SQLAlchemyError:
             # Another process created a table between our check and our CREATE: look again.
@@ -95,6 +98,46 @@ def _add_missing_columns(engine: Engine) -> None:
             with engine.begin() as conn:
                 conn.exec_driver_sql(
                     f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'
+                )
+
+
+def _add_missing_indexes(engine: Engine) -> None:
+    """Creates the indexes that later versions put on existing tables (create_all makes
+    the indexes of the tables it creates only), such as the ledger's one live credit per
+    (NIK, benefit). IF NOT EXISTS, and a lost race is looked at again: several processes
+    may open the database at once."""
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import IntegrityError
+    from sqlalchemy.schema import CreateIndex
+
+    def existing() -> dict[str, set[str]]:
+        inspector = inspect(engine)
+        tables = set(inspector.get_table_names())
+        return {
+            t.name: {i["name"] for i in inspector.get_indexes(t.name)}
+            for t in SQLModel.metadata.sorted_tables
+            if t.name in tables
+        }
+
+    have = existing()
+    for table in SQLModel.metadata.sorted_tables:
+        for index in sorted(table.indexes, key=lambda i: str(i.name)):
+            if index.name in have.get(table.name, set()):
+                continue
+            try:
+                with engine.begin() as conn:
+                    conn.execute(CreateIndex(index, if_not_exists=True))
+            except IntegrityError:
+                # Another process made it meanwhile (PostgreSQL), or the rows already break
+                # a unique index: then say so (the error's text holds the rows' values, so it
+                # is not repeated) and carry on; reconciliation reports what broke it.
+                if index.name in existing().get(table.name, set()):
+                    continue
+                log.error(
+                    "index %s cannot be created: existing %s rows break it; see "
+                    "`prakerja wave reconcile`",
+                    index.name,
+                    table.name,
                 )
 
 

@@ -119,11 +119,28 @@ class Registrant(SQLModel, table=True):
     pending_at: datetime | None = Field(default=None, sa_type=DateTime)
 
 
+# A credit that is paid or may be: the issuer applied it, or it may yet (wave-rules.md,
+# "Paid once in the program"). Written the same way in the index and in the queries that
+# must use it (SQLite only uses a partial index whose WHERE appears in the query's).
+LIVE_CREDIT = "status IN ('PENDING', 'APPLIED')"
+
+
 class LedgerEntry(SQLModel, table=True):
-    """One credit per (wave, NIK, benefit), written before the issuer is called."""
+    """One credit per (wave, NIK, benefit), written before the issuer is called; at most
+    one live (pending or applied) credit per (NIK, benefit) in the whole program."""
 
     __tablename__ = "ledger"
-    __table_args__ = (UniqueConstraint("wave_id", "nik", "benefit", name="uq_ledger_credit"),)
+    __table_args__ = (
+        UniqueConstraint("wave_id", "nik", "benefit", name="uq_ledger_credit"),
+        Index(
+            "uq_ledger_live_credit",
+            "nik",
+            "benefit",
+            unique=True,
+            sqlite_where=text(LIVE_CREDIT),
+            postgresql_where=text(LIVE_CREDIT),
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     wave_id: int = Field(index=True)

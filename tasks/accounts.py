@@ -11,6 +11,7 @@ from partners.payment import PaymentClient
 from rules.eligibility import account_reason
 from rules.money import card_number_for
 from tasks.common import CLEAR_PENDING, R, bulk_update, pending_change, rows_in_range, utcnow
+from tasks.eligibility import participants_elsewhere
 from tasks.report_types import BatchReport
 
 # A provider the partners file does not name cannot hold the account: the registrant
@@ -33,13 +34,28 @@ def verify_accounts_batch(
             id_range,
             [R.c.id, R.c.nik, R.c.phone, R.c.payout_provider, R.c.payout_account],
         )
+        # Paid once in the program: another wave's participant is not confirmed here (nor
+        # is their account looked up); their seat goes to the next in line.
+        elsewhere = participants_elsewhere(session, wave_id, [r.nik for r in rows])
     if not rows:
         return report.as_dict()
-    by_provider: dict[str, list] = {}
-    for r in rows:
-        by_provider.setdefault(r.payout_provider, []).append(r)
     now = utcnow()
     changes = []
+    by_provider: dict[str, list] = {}
+    for r in rows:
+        if r.nik in elsewhere:
+            changes.append(
+                {
+                    "_id": r.id,
+                    "state": State.REJECTED.value,
+                    "reason": ReasonCode.PRIOR_RECIPIENT.value,
+                    "decided_at": now,
+                    **CLEAR_PENDING,
+                }
+            )
+            report.counts[ReasonCode.PRIOR_RECIPIENT.value] += 1
+            continue
+        by_provider.setdefault(r.payout_provider, []).append(r)
     for provider, group in by_provider.items():
         client = payments.get(provider)
         if client is None:

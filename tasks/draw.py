@@ -20,6 +20,7 @@ from rules.draw import (
     raised_seats,
 )
 from tasks.common import R, bulk_update, load_wave, utcnow
+from tasks.eligibility import reject_prior_recipients
 
 ACCOUNT_REASONS = (
     ReasonCode.ACCOUNT_NOT_FOUND.value,
@@ -102,8 +103,16 @@ def draw_participants(
     """Runs the wave's draw once; later calls only waitlist late arrivals.
 
     Held (no change) while anyone may still become eligible, unless the operator draws
-    without them (recorded on the wave).
+    without them (recorded on the wave). Eligible registrants who are participants of
+    another wave are rejected (PRIOR_RECIPIENT) first: they are not in the pool.
     """
+    with sessions() as session:
+        wave = load_wave(session, wave_id)
+        held = (
+            wave.drawn_at is None and not without_pending and waiting_before_draw(session, wave_id)
+        )
+    if not held:
+        reject_prior_recipients(sessions, wave_id, State.ELIGIBLE.value)
     with sessions() as session, session.begin():
         wave = load_wave(session, wave_id)
         now = utcnow()
@@ -199,11 +208,14 @@ def draw_participants(
 
 
 def free_seats(session: Session, wave_id: int) -> int | dict[str, int]:
-    """Seats not held: failed payout accounts free theirs (with backfill); nothing else does."""
+    """Seats not held: failed payout accounts free theirs (with backfill), and a drawn
+    registrant found to be another wave's participant frees theirs (always: the seat goes
+    to the next in line); nothing else does."""
     wave = load_wave(session, wave_id)
-    counted = R.c.draw_round.is_not(None)
+    freeing = [ReasonCode.PRIOR_RECIPIENT.value]
     if wave.backfill:
-        counted = counted & ~(R.c.reason.in_(ACCOUNT_REASONS) & R.c.reason.is_not(None))
+        freeing += ACCOUNT_REASONS
+    counted = R.c.draw_round.is_not(None) & ~(R.c.reason.in_(freeing) & R.c.reason.is_not(None))
     held = dict(
         session.execute(
             select(R.c.province, func.count())
@@ -217,27 +229,63 @@ def free_seats(session: Session, wave_id: int) -> int | dict[str, int]:
     return {p: max(0, n - held.get(p, 0)) for p, n in seats.items()}
 
 
+def seats_to_refill(session: Session, wave_id: int) -> bool:
+    """Whether a free seat has a waitlisted registrant (of its province) to offer it to:
+    the wave is not done (e.g. a credit refused as PRIOR_RECIPIENT freed a seat)."""
+    wave = load_wave(session, wave_id)
+    if wave.drawn_at is None or wave.status == WaveStatus.CLOSED:
+        return False
+    seats = free_seats(session, wave_id)
+    waiting = select(R.c.id).where(R.c.wave_id == wave_id, R.c.state == State.WAITLISTED.value)
+    if isinstance(seats, int):
+        if seats <= 0:
+            return False
+    else:
+        provinces = [p for p, n in seats.items() if n > 0]
+        if not provinces:
+            return False
+        waiting = waiting.where(R.c.province.in_(provinces))
+    return session.execute(waiting.limit(1)).first() is not None
+
+
 def accounts_unanswered(session: Session, wave_id: int) -> int:
     return session.execute(
         select(func.count()).where(R.c.wave_id == wave_id, R.c.state == State.SELECTED.value)
     ).scalar_one()
 
 
+def _round_held(session: Session, wave_id: int) -> str | None:
+    """Why no backfill round can run now, or None."""
+    wave = load_wave(session, wave_id)
+    if wave.drawn_at is None:
+        return "not drawn"
+    if wave.status == WaveStatus.CLOSED:
+        return "closed"
+    if accounts_unanswered(session, wave_id):
+        return "held: payout accounts pending"
+    seats = free_seats(session, wave_id)
+    if (seats if isinstance(seats, int) else sum(seats.values())) <= 0:
+        return "no free seats"
+    return None
+
+
 def fill_free_seats(sessions: SessionFactory, wave_id: int) -> dict:
     """One backfill round: free seats go to the waitlist in draw order.
 
-    Held while any selected registrant's payout account has no answer yet.
+    Held while any selected registrant's payout account has no answer yet. Waitlisted
+    registrants who are participants of another wave are rejected (PRIOR_RECIPIENT)
+    before the round: the seats go to the next in line.
     """
+    with sessions() as session:
+        if _round_held(session, wave_id) is None:
+            reject_prior_recipients(sessions, wave_id, State.WAITLISTED.value)
     with sessions() as session, session.begin():
         wave = load_wave(session, wave_id)
-        if wave.drawn_at is None or wave.status == WaveStatus.CLOSED:
-            return {"selected": 0, "reason": "not drawn" if wave.drawn_at is None else "closed"}
-        if accounts_unanswered(session, wave_id):
-            return {"selected": 0, "reason": "held: payout accounts pending"}
+        held = _round_held(session, wave_id)
+        if held is not None:
+            return {"selected": 0, "reason": held}
         seats = free_seats(session, wave_id)
         total_free = seats if isinstance(seats, int) else sum(seats.values())
-        if total_free <= 0:
-            return {"selected": 0, "reason": "no free seats"}
         round_no = (
             session.execute(
                 select(func.max(R.c.draw_round)).where(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from sqlalchemy import and_, case, exists, or_, update
+from sqlalchemy import and_, case, exists, or_, select, update
 from sqlalchemy.orm import aliased
 
 from models.db import SessionFactory
@@ -17,8 +17,70 @@ from models.tables import BlacklistEntry, Registrant
 from rules.eligibility import LOCAL_CHECK_ORDER, latest_birth_date_of_age
 from tasks.common import R, load_wave, utcnow
 
-# "Earlier wave" means a lower wave number: waves are numbered in the order they run.
+# A participant of a wave: confirmed or credited there. Paid once in the program
+# (wave-rules.md): a NIK that is a participant of any other wave, whatever its number
+# (an open wave can outlive the next one), is PRIOR_RECIPIENT here.
 PAST_PARTICIPANT_STATES = (State.CONFIRMED.value, State.CREDITED.value)
+
+
+def participant_elsewhere(nik, wave_id: int, *, earlier_only: bool = False):
+    """SQL: the NIK `nik` (a column) is confirmed or credited in a wave other than `wave_id`
+    (with `earlier_only`, in a lower-numbered wave: the local check of wave-rules.md).
+
+    Every participant was drawn, so the lookup goes through the small partial index of
+    drawn registrants by NIK (ix_registrant_drawn_nik), however big the waves.
+    """
+    past = aliased(Registrant)
+    return exists().where(
+        and_(
+            past.nik == nik,
+            past.draw_round.is_not(None),
+            past.wave_id < wave_id if earlier_only else past.wave_id != wave_id,
+            past.state.in_(PAST_PARTICIPANT_STATES),
+        )
+    )
+
+
+def participants_elsewhere(session, wave_id: int, niks: list[str]) -> set[str]:
+    """Those of `niks` confirmed or credited in a wave other than `wave_id`."""
+    if not niks:
+        return set()
+    return set(
+        session.execute(
+            select(R.c.nik).where(
+                R.c.nik.in_(niks),
+                R.c.draw_round.is_not(None),
+                R.c.wave_id != wave_id,
+                R.c.state.in_(PAST_PARTICIPANT_STATES),
+            )
+        ).scalars()
+    )
+
+
+def reject_prior_recipients(sessions: SessionFactory, wave_id: int, state: str) -> int:
+    """Rejects, with PRIOR_RECIPIENT, the wave's registrants in `state` (eligible before the
+    draw, waitlisted before a backfill round or a quota raise) who are participants of
+    another wave: none of them is offered a seat. One UPDATE, committed at once, so that
+    the draw's or the round's own reading of the pool sees it."""
+    with sessions() as session, session.begin():
+        return (
+            session.connection()
+            .execute(
+                update(R)
+                .where(
+                    R.c.wave_id == wave_id,
+                    R.c.state == state,
+                    participant_elsewhere(R.c.nik, wave_id),
+                )
+                .values(
+                    state=State.REJECTED.value,
+                    reason=ReasonCode.PRIOR_RECIPIENT.value,
+                    decided_at=utcnow(),
+                )
+            )
+            .rowcount
+            or 0
+        )
 
 
 def _failing(reason: ReasonCode, wave):
@@ -28,15 +90,10 @@ def _failing(reason: ReasonCode, wave):
     if reason == ReasonCode.TEST_FAILED:
         return R.c.test_score < wave.min_test_score
     if reason == ReasonCode.PRIOR_RECIPIENT:
-        past = aliased(Registrant)
-        return exists().where(
-            and_(
-                past.nik == R.c.nik,
-                past.draw_round.is_not(None),  # every participant was drawn: the small index
-                past.wave_id < wave.wave_id,
-                past.state.in_(PAST_PARTICIPANT_STATES),
-            )
-        )
+        # Local eligibility looks at earlier waves (wave-rules.md); a participant
+        # of a later wave is caught where a seat is given (draw, backfill, accounts,
+        # credit), with the same reason.
+        return participant_elsewhere(R.c.nik, wave.wave_id, earlier_only=True)
     if reason == ReasonCode.BLACKLISTED:
         listed = BlacklistEntry.__table__  # type: ignore[attr-defined]
         return exists().where(listed.c.nik == R.c.nik)

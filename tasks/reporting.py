@@ -336,6 +336,7 @@ def reconcile(sessions: SessionFactory, issuer: IssuerClient, wave_id: int) -> d
         credited = session.execute(
             select(func.count()).where(R.c.wave_id == wave_id, R.c.state == State.CREDITED.value)
         ).scalar_one()
+        paid_twice = paid_more_than_once(session)
     seen: Counter = Counter()
     statement_amount = statement_count = 0
     unknown = mismatched = duplicated = 0
@@ -368,6 +369,7 @@ def reconcile(sessions: SessionFactory, issuer: IssuerClient, wave_id: int) -> d
             "expected_amount": credited * wave.training_balance,
             "refused": {k: int(v) for k, v in refused.items()},
             "statement_error": f"{failure.partner_id}: {failure.error_class}: {failure.detail}",
+            "paid_more_than_once_in_program": paid_twice,
             "ok": False,
         }
     missing = sum(1 for key in applied if key not in seen)
@@ -380,6 +382,7 @@ def reconcile(sessions: SessionFactory, issuer: IssuerClient, wave_id: int) -> d
         and duplicated == 0
         and ledger_amount == statement_amount == expected_total
         and len(applied) == credited
+        and paid_twice == 0
     )
     return {
         "wave_id": wave_id,
@@ -394,8 +397,26 @@ def reconcile(sessions: SessionFactory, issuer: IssuerClient, wave_id: int) -> d
         "credited_count": credited,
         "expected_amount": expected_total,
         "refused": {k: int(v) for k, v in refused.items()},
+        "paid_more_than_once_in_program": paid_twice,
         "ok": ok,
     }
+
+
+def paid_more_than_once(session: Session) -> int:
+    """NIKs with more than one applied credit of a benefit, over every wave of the program.
+
+    Paid once in the program (wave-rules.md): the database refuses a second live credit,
+    so this is 0 unless a database from before that rule already paid someone twice; any
+    wave's reconciliation then says so (and is not ok) until a person has dealt with it.
+    """
+    twice = (
+        select(L.c.nik)
+        .where(L.c.status == LedgerStatus.APPLIED.value)
+        .group_by(L.c.nik, L.c.benefit)
+        .having(func.count() > 1)
+        .subquery()
+    )
+    return session.execute(select(func.count()).select_from(twice)).scalar_one()
 
 
 def work_left(session: Session, wave_id: int) -> dict[str, int]:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select, text, update
 
 from models.db import SessionFactory
 from models.enums import LedgerStatus, MessageStatus, PendingReason, ReasonCode, Stage, State
-from models.tables import LedgerEntry, Message
+from models.tables import LIVE_CREDIT, LedgerEntry, Message
 from partners.client import PartnerFailure
 from partners.issuer import CreditResult, IssuerClient
 from rules.money import (
@@ -57,14 +57,12 @@ def credit_training_balance_batch(
         if not rows:
             return report.as_dict()
         people = {r.nik: r for r in rows}
-        ledger = {
-            e.nik: e
-            for e in session.execute(
-                select(L).where(
-                    L.c.wave_id == wave_id, L.c.benefit == BENEFIT, L.c.nik.in_(list(people))
-                )
-            )
-        }
+        conn = session.connection()
+        ledger = _own_credits(conn, wave_id, list(people))
+        # Paid once in the program: the ledger decides. A NIK with a live credit of
+        # another wave is that wave's to pay (two waves can both confirm a NIK); the unique
+        # index on live credits settles a race between two waves' batches.
+        elsewhere = _live_credits_elsewhere(conn, wave_id, [n for n in people if n not in ledger])
         missing = [
             {
                 "wave_id": wave_id,
@@ -79,18 +77,31 @@ def credit_training_balance_batch(
                 "updated_at": now,
             }
             for nik, r in people.items()
-            if nik not in ledger
+            if nik not in ledger and nik not in elsewhere
         ]
         if missing:
-            session.connection().execute(insert(L), missing)
-        entries = {
-            e.nik: e
-            for e in session.execute(
-                select(L).where(
-                    L.c.wave_id == wave_id, L.c.benefit == BENEFIT, L.c.nik.in_(list(people))
-                )
+            conn.execute(_insert_unless_held(conn), missing)
+        entries = _own_credits(conn, wave_id, list(people))
+        # Whoever has no credit of this wave now lost it to another wave: never sent.
+        prior = [r for nik, r in people.items() if nik not in entries]
+        if prior:
+            bulk_update(
+                session,
+                [
+                    {
+                        "_id": r.id,
+                        "state": State.REJECTED.value,
+                        "reason": ReasonCode.PRIOR_RECIPIENT.value,
+                        "decided_at": now,
+                        **CLEAR_PENDING,
+                    }
+                    for r in prior
+                ],
+                expect_state=[State.CONFIRMED.value],
             )
-        }
+            report.counts[ReasonCode.PRIOR_RECIPIENT.value] += len(prior)
+            for r in prior:
+                del people[r.nik]
     # Settled before (a crash between the issuer's answer and ours is impossible: both are
     # written together), except CONFLICT, which waits for a person.
     results: dict[str, CreditResult | PartnerFailure] = {}
@@ -134,6 +145,41 @@ def credit_training_balance_batch(
         results.update(answered)
     _apply_credit_results(sessions, wave_id, entries, people, results, report)
     return report.as_dict()
+
+
+def _own_credits(conn, wave_id: int, niks: list[str]) -> dict:
+    return {
+        e.nik: e
+        for e in conn.execute(
+            select(L).where(L.c.wave_id == wave_id, L.c.benefit == BENEFIT, L.c.nik.in_(niks))
+        )
+    }
+
+
+def _live_credits_elsewhere(conn, wave_id: int, niks: list[str]) -> set[str]:
+    """Those of `niks` with a pending or applied credit of another wave (the partial unique
+    index answers it: its WHERE is written the same way here)."""
+    if not niks:
+        return set()
+    return set(
+        conn.execute(
+            select(L.c.nik).where(
+                L.c.nik.in_(niks),
+                L.c.benefit == BENEFIT,
+                text(LIVE_CREDIT),
+                L.c.wave_id != wave_id,
+            )
+        ).scalars()
+    )
+
+
+def _insert_unless_held(conn):
+    """INSERT that skips a row another live credit of the NIK (any wave) already holds."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    return dialect_insert(L).on_conflict_do_nothing()
 
 
 def _apply_credit_results(sessions, wave_id, entries, people, results, report) -> None:

@@ -1,0 +1,326 @@
+"""Paid once in the program (wave-rules.md), in the database and at each point where a seat
+is given or money moves: the draw, a backfill round or quota raise, the account check and
+the credit. A NIK confirmed or credited in another wave (whatever its number) is rejected
+with PRIOR_RECIPIENT and the seat goes to the next in line; the ledger holds at most one
+pending or applied credit per (NIK, benefit), whatever the wave."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+
+import pytest
+from sqlalchemy import insert, inspect, select, text, update
+from sqlalchemy.exc import IntegrityError
+
+from models.db import init_db
+from models.tables import LedgerEntry, Registrant
+from partners.issuer import CreditResult, StatementEntry
+from rules.draw import draw_key
+from tasks.accounts import verify_accounts_batch
+from tasks.draw import draw_participants, fill_free_seats, free_seats, raise_quota
+from tasks.reporting import reconcile
+from tasks.rollout import credit_training_balance_batch
+from tests.tasks.factories import make_wave
+
+SEED = "seed"
+R = Registrant.__table__
+L = LedgerEntry.__table__
+NOW = datetime(2026, 11, 28, 12, 0)
+INDEX = "uq_ledger_live_credit"
+
+
+def nik(i: int) -> str:
+    return f"31710101900{i:05d}"
+
+
+def add(sessions, wave_id: int, niks: list[str], state: str = "ELIGIBLE", **values) -> None:
+    with sessions() as session, session.begin():
+        first = session.execute(
+            text("SELECT coalesce(max(line), 1) FROM registrant WHERE wave_id = :w"),
+            {"w": wave_id},
+        ).scalar_one()
+        session.connection().execute(
+            insert(R),
+            [
+                {
+                    "wave_id": wave_id,
+                    "line": first + 1 + i,
+                    "nik": n,
+                    "kk_number": f"kk-{n}",
+                    "province": "31",
+                    "priority": False,
+                    "state": state,
+                    "draw_key": draw_key(SEED, n),
+                    "phone": "+6281200000000",
+                    "payout_provider": "wallet-a",
+                    "payout_account": "1",
+                    **values,
+                }
+                for i, n in enumerate(niks)
+            ],
+        )
+
+
+def in_order(niks: list[str]) -> list[str]:
+    return sorted(niks, key=lambda n: draw_key(SEED, n))
+
+
+def states(sessions, wave_id: int) -> dict[str, tuple[str, str | None]]:
+    with sessions() as session:
+        return {
+            n: (s, r)
+            for n, s, r in session.execute(
+                select(R.c.nik, R.c.state, R.c.reason).where(R.c.wave_id == wave_id)
+            )
+        }
+
+
+def set_state(sessions, wave_id: int, niks: list[str], state: str, **values) -> None:
+    with sessions() as session, session.begin():
+        session.execute(
+            update(R).where(R.c.wave_id == wave_id, R.c.nik.in_(niks)).values(state=state, **values)
+        )
+
+
+def ids(sessions, wave_id: int) -> tuple[int, int]:
+    with sessions() as session:
+        got = session.execute(select(R.c.id).where(R.c.wave_id == wave_id)).scalars().all()
+    return min(got), max(got)
+
+
+def ledger_row(wave_id: int, n: str, status: str = "PENDING", benefit: str = "training") -> dict:
+    return {
+        "wave_id": wave_id,
+        "nik": n,
+        "benefit": benefit,
+        "idempotency_key": f"w{wave_id}:{n}:{benefit}",
+        "card_number": f"50490000000{wave_id:04d}{n[-1]}",
+        "amount": 1_000_000,
+        "status": status,
+        "attempts": 0,
+        "created_at": NOW,
+        "updated_at": NOW,
+    }
+
+
+def add_ledger(sessions, *rows: dict) -> None:
+    with sessions() as session, session.begin():
+        session.connection().execute(insert(L), list(rows))
+
+
+def drop_live_credit_index(sessions) -> None:
+    """A database of a version before the rule (the index is what init_db must add)."""
+    with sessions() as session, session.begin():
+        session.execute(text(f"DROP INDEX IF EXISTS {INDEX}"))
+
+
+def has_index(engine) -> bool:
+    return INDEX in {i["name"] for i in inspect(engine).get_indexes("ledger")}
+
+
+# ---------------------------------------------------------------- the database
+def test_the_database_refuses_a_second_live_credit_for_a_nik_whatever_the_wave(sessions):
+    for wave_id in (1, 2, 3):
+        make_wave(sessions, wave_id=wave_id)
+    add_ledger(sessions, ledger_row(1, nik(1), "PENDING"))
+    for status in ("PENDING", "APPLIED"):
+        with pytest.raises(IntegrityError):
+            add_ledger(sessions, ledger_row(2, nik(1), status))
+    add_ledger(sessions, ledger_row(1, nik(2), "APPLIED"))
+    with pytest.raises(IntegrityError):
+        add_ledger(sessions, ledger_row(3, nik(2), "PENDING"))
+    # A credit the issuer refused is no credit: another wave may credit the NIK.
+    add_ledger(sessions, ledger_row(1, nik(3), "REJECTED"), ledger_row(2, nik(3), "PENDING"))
+    # ... but a refused credit cannot come back to life beside a live one.
+    with pytest.raises(IntegrityError), sessions() as session, session.begin():
+        session.execute(
+            update(L).where(L.c.wave_id == 1, L.c.nik == nik(3)).values(status="PENDING")
+        )
+    # Another benefit is another credit.
+    add_ledger(sessions, ledger_row(2, nik(1), "PENDING", benefit="incentive"))
+
+
+def test_init_db_adds_the_index_to_an_existing_database_once_even_from_many_at_once(sessions):
+    from tasks.runtime import get_runtime
+
+    engine = get_runtime().engine
+    make_wave(sessions, wave_id=1)
+    make_wave(sessions, wave_id=2)
+    drop_live_credit_index(sessions)
+    assert not has_index(engine)
+    errors: list[BaseException] = []
+
+    def open_database() -> None:
+        try:
+            init_db(engine)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_database) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    assert has_index(engine)
+    init_db(engine)  # idempotent
+    add_ledger(sessions, ledger_row(1, nik(1)))
+    with pytest.raises(IntegrityError):
+        add_ledger(sessions, ledger_row(2, nik(1)))
+
+
+def test_a_database_that_already_paid_someone_twice_still_opens_and_reconciliation_says_so(
+    sessions, caplog
+):
+    from tasks.runtime import get_runtime
+
+    engine = get_runtime().engine
+    make_wave(sessions, wave_id=1)
+    make_wave(sessions, wave_id=2)
+    drop_live_credit_index(sessions)
+    add_ledger(sessions, ledger_row(1, nik(1), "APPLIED"), ledger_row(2, nik(1), "APPLIED"))
+    add(sessions, 1, [nik(1)], "CREDITED", draw_round=0)
+    init_db(engine)  # does not fail: the program keeps working, and says why
+    assert not has_index(engine)
+    assert INDEX in caplog.text and nik(1) not in caplog.text
+
+    class Issuer:
+        def statement(self, reference):
+            yield StatementEntry("t-1", f"w1:{nik(1)}:training", "5049", 1_000_000)
+
+    result = reconcile(sessions, Issuer(), 1)
+    assert result["paid_more_than_once_in_program"] == 1
+    assert not result["ok"]
+
+
+# ---------------------------------------------------------------- seats
+def test_the_draw_passes_over_another_waves_participants_whatever_its_number(sessions):
+    people = in_order([nik(i) for i in range(10)])
+    make_wave(sessions, wave_id=1, quota=3, lottery_seed=SEED)
+    make_wave(sessions, wave_id=2, quota=3, lottery_seed=SEED)
+    add(sessions, 1, people)
+    # Wave 2 (a higher number) already confirmed the first in line, credited the third.
+    add(sessions, 2, [people[0]], "CONFIRMED", draw_round=0)
+    add(sessions, 2, [people[2]], "CREDITED", draw_round=0)
+    result = draw_participants(sessions, 1)
+    got = states(sessions, 1)
+    assert got[people[0]] == got[people[2]] == ("REJECTED", "PRIOR_RECIPIENT")
+    assert [got[n] for n in (people[1], people[3], people[4])] == [("SELECTED", None)] * 3
+    assert got[people[5]] == ("WAITLISTED", None)
+    assert result["pool_size"] == 8
+
+
+def test_a_backfill_round_and_a_quota_raise_pass_over_another_waves_participants(sessions):
+    people = in_order([nik(i) for i in range(12)])
+    make_wave(sessions, wave_id=1, quota=2, lottery_seed=SEED)
+    make_wave(sessions, wave_id=2, quota=5, lottery_seed=SEED)
+    add(sessions, 1, people)
+    draw_participants(sessions, 1)
+    set_state(sessions, 1, people[:2], "CONFIRMED")
+    # Meanwhile wave 2 takes the head of wave 1's waitlist.
+    add(sessions, 2, people[2:5], "CREDITED", draw_round=0)
+    raise_quota(sessions, 1, 4)
+    assert fill_free_seats(sessions, 1)["selected"] == 2
+    got = states(sessions, 1)
+    assert [got[n] for n in people[2:5]] == [("REJECTED", "PRIOR_RECIPIENT")] * 3
+    assert [got[n][0] for n in people[5:8]] == ["SELECTED", "SELECTED", "WAITLISTED"]
+
+
+def test_the_account_check_rejects_another_waves_participant_and_frees_the_seat(sessions):
+    people = in_order([nik(i) for i in range(6)])
+    make_wave(sessions, wave_id=1, quota=2, lottery_seed=SEED)
+    make_wave(sessions, wave_id=2, quota=2, lottery_seed=SEED)
+    add(sessions, 1, people)
+    draw_participants(sessions, 1)
+    # Wave 2 confirmed the first of wave 1's selected after wave 1's draw.
+    add(sessions, 2, [people[0]], "CONFIRMED", draw_round=0)
+    asked: list[str] = []
+
+    class Payments:
+        def verify(self, records):
+            asked.extend(r["nik"] for r in records)
+            return {r["ref"]: "VERIFIED" for r in records}
+
+    report = verify_accounts_batch(sessions, {"wallet-a": Payments()}, 1, ids(sessions, 1))
+    assert asked == [people[1]]  # the partner is not asked about the other wave's participant
+    assert report["counts"] == {"PRIOR_RECIPIENT": 1, "confirmed": 1}
+    got = states(sessions, 1)
+    assert got[people[0]] == ("REJECTED", "PRIOR_RECIPIENT")
+    with sessions() as session:
+        assert free_seats(session, 1) == 1
+    assert fill_free_seats(sessions, 1)["selected"] == 1
+    assert states(sessions, 1)[people[2]] == ("SELECTED", None)
+
+
+def test_the_ledger_decides_between_two_waves_that_both_confirmed_a_nik(sessions):
+    people = in_order([nik(i) for i in range(4)])
+    make_wave(sessions, wave_id=1, quota=2, lottery_seed=SEED)
+    make_wave(sessions, wave_id=2, quota=1, lottery_seed=SEED)
+    add(sessions, 1, people)
+    draw_participants(sessions, 1)
+    set_state(sessions, 1, people[:2], "CONFIRMED")
+    with sessions() as session, session.begin():
+        for i, n in enumerate(people[:2]):
+            session.execute(
+                update(R)
+                .where(R.c.wave_id == 1, R.c.nik == n)
+                .values(card_number=f"504900000000{i:03d}1")
+            )
+    # Wave 2 confirmed people[0] too (both account checks passed at once) and has
+    # written its credit first.
+    add(sessions, 2, [people[0]], "CONFIRMED", draw_round=0, card_number="5049000000099991")
+    add_ledger(sessions, ledger_row(2, people[0], "PENDING"))
+    sent: list[str] = []
+
+    class Issuer:
+        def credit(self, credits):
+            sent.extend(c["nik"] for c in credits)
+            return {
+                c["idempotency_key"]: CreditResult("APPLIED", "t-1", None, False) for c in credits
+            }
+
+        def lookup(self, key):
+            return None
+
+    report = credit_training_balance_batch(sessions, Issuer(), 1, ids(sessions, 1))
+    assert sent == [people[1]]
+    assert report["counts"] == {"PRIOR_RECIPIENT": 1, "credited": 1}
+    got = states(sessions, 1)
+    assert got[people[0]] == ("REJECTED", "PRIOR_RECIPIENT")
+    assert got[people[1]] == ("CREDITED", None)
+    with sessions() as session:
+        mine = session.execute(select(L.c.nik).where(L.c.wave_id == 1)).scalars().all()
+        assert mine == [people[1]]
+        # The seat is free again: the next round gives it to the next in line.
+        assert free_seats(session, 1) == 1
+    assert fill_free_seats(sessions, 1)["selected"] == 1
+    assert states(sessions, 1)[people[2]] == ("SELECTED", None)
+
+
+def test_a_credit_racing_another_waves_credit_loses_to_the_unique_index(sessions, monkeypatch):
+    """The other wave's credit lands between this batch's look at the ledger and its
+    insert: the insert skips the row (no failure of the batch) and the NIK is rejected."""
+    import tasks.rollout as rollout
+
+    people = in_order([nik(i) for i in range(3)])
+    make_wave(sessions, wave_id=1, quota=1, lottery_seed=SEED)
+    make_wave(sessions, wave_id=2, quota=1, lottery_seed=SEED)
+    add(sessions, 1, [people[0]], "CONFIRMED", draw_round=0, card_number="5049000000000011")
+    add(sessions, 2, [people[0]], "CONFIRMED", draw_round=0, card_number="5049000000000029")
+    # The look finds nothing; the other wave's row is in the ledger by the insert.
+    monkeypatch.setattr(
+        rollout, "_live_credits_elsewhere", lambda conn, w, niks: set(), raising=False
+    )
+    add_ledger(sessions, ledger_row(2, people[0], "PENDING"))
+
+    class Issuer:
+        def credit(self, credits):
+            raise AssertionError(f"sent {credits}")
+
+        def lookup(self, key):
+            return None
+
+    report = credit_training_balance_batch(sessions, Issuer(), 1, ids(sessions, 1))
+    assert report["counts"] == {"PRIOR_RECIPIENT": 1}
+    assert states(sessions, 1)[people[0]] == ("REJECTED", "PRIOR_RECIPIENT")
