@@ -39,6 +39,10 @@ M = Message.__table__  # type: ignore[attr-defined]
 SMS_TEMPLATE = "balance_credited"
 
 
+class LedgerWriteError(RuntimeError):
+    """A credit the ledger refused for another reason than another wave's live credit."""
+
+
 def credit_training_balance_batch(
     sessions: SessionFactory, issuer: IssuerClient, wave_id: int, id_range: tuple[int, int]
 ) -> dict:
@@ -83,6 +87,15 @@ def credit_training_balance_batch(
             conn.execute(_insert_unless_held(conn), missing)
         entries = _own_credits(conn, wave_id, list(people))
         # Whoever has no credit of this wave now lost it to another wave: never sent.
+        unwritten = [n for n in people if n not in entries]
+        held = elsewhere | _live_credits_elsewhere(conn, wave_id, unwritten)
+        if any(n not in held for n in unwritten):
+            # Not another wave's credit: a unique key (the idempotency key) held by some
+            # other row. A program fault: nothing of the batch is written or sent.
+            raise LedgerWriteError(
+                f"wave {wave_id}: {sum(n not in held for n in unwritten)} credits could not "
+                "be written to the ledger: their idempotency key is held by another row"
+            )
         prior = [r for nik, r in people.items() if nik not in entries]
         if prior:
             bulk_update(
@@ -174,12 +187,15 @@ def _live_credits_elsewhere(conn, wave_id: int, niks: list[str]) -> set[str]:
 
 
 def _insert_unless_held(conn):
-    """INSERT that skips a row another live credit of the NIK (any wave) already holds."""
+    """INSERT that skips a row another live credit of the NIK (any wave) already holds;
+    any other unique key (the idempotency key, this wave's own credit) still raises."""
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
     else:
         from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    return dialect_insert(L).on_conflict_do_nothing()
+    return dialect_insert(L).on_conflict_do_nothing(
+        index_elements=[L.c.nik, L.c.benefit], index_where=text(LIVE_CREDIT)
+    )
 
 
 def _apply_credit_results(sessions, wave_id, entries, people, results, report) -> None:

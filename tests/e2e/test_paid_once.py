@@ -74,6 +74,7 @@ def env(prefect_server, database_url, simulator, tmp_path) -> dict[str, str]:
     env["PREFECT_API_URL"] = str(PREFECT_API_URL.value())
     env["PRAKERJA_PARTNERS"] = str(partners_file(tmp_path / "partners.toml", simulator.base_url))
     env["PRAKERJA_WORKERS"] = "1"
+    env["PRAKERJA_SIMULATOR_API_KEY"] = "simulator"  # named by partners_file's sections
     return env
 
 

@@ -308,10 +308,15 @@ def test_a_credit_racing_another_waves_credit_loses_to_the_unique_index(sessions
     make_wave(sessions, wave_id=2, quota=1, lottery_seed=SEED)
     add(sessions, 1, [people[0]], "CONFIRMED", draw_round=0, card_number="5049000000000011")
     add(sessions, 2, [people[0]], "CONFIRMED", draw_round=0, card_number="5049000000000029")
-    # The look finds nothing; the other wave's row is in the ledger by the insert.
-    monkeypatch.setattr(
-        rollout, "_live_credits_elsewhere", lambda conn, w, niks: set(), raising=False
-    )
+    # The first look finds nothing; the other wave's row is in the ledger by the insert
+    # (the look after the insert, which tells a lost race from a program fault, sees it).
+    real_look, looks = rollout._live_credits_elsewhere, []
+
+    def look(conn, w, niks):
+        looks.append(niks)
+        return set() if len(looks) == 1 else real_look(conn, w, niks)
+
+    monkeypatch.setattr(rollout, "_live_credits_elsewhere", look)
     add_ledger(sessions, ledger_row(2, people[0], "PENDING"))
 
     class Issuer:
@@ -324,3 +329,30 @@ def test_a_credit_racing_another_waves_credit_loses_to_the_unique_index(sessions
     report = credit_training_balance_batch(sessions, Issuer(), 1, ids(sessions, 1))
     assert report["counts"] == {"PRIOR_RECIPIENT": 1}
     assert states(sessions, 1)[people[0]] == ("REJECTED", "PRIOR_RECIPIENT")
+
+
+def test_a_credit_whose_idempotency_key_is_held_by_another_row_fails_the_batch(sessions):
+    """Only another wave's live credit of the NIK is skipped at the insert: any other key
+    the ledger refuses is a program fault, and nothing of the batch is written or sent."""
+    from rules.money import credit_idempotency_key
+    from tasks.rollout import LedgerWriteError
+
+    people = in_order([nik(i) for i in range(2)])
+    make_wave(sessions, wave_id=1, quota=1, lottery_seed=SEED)
+    add(sessions, 1, [people[0]], "CONFIRMED", draw_round=0, card_number="5049000000000011")
+    # Another NIK's row already holds this person's idempotency key (refused credit, so
+    # the live-credit index is not involved).
+    clash = ledger_row(9, people[1], "REJECTED")
+    clash["idempotency_key"] = credit_idempotency_key(1, people[0])
+    add_ledger(sessions, clash)
+
+    class Issuer:
+        def credit(self, credits):
+            raise AssertionError(f"sent {credits}")
+
+        def lookup(self, key):
+            return None
+
+    with pytest.raises((IntegrityError, LedgerWriteError)):
+        credit_training_balance_batch(sessions, Issuer(), 1, ids(sessions, 1))
+    assert states(sessions, 1)[people[0]] == ("CONFIRMED", None)
