@@ -7,6 +7,7 @@ published as `prakerja.partner.failed` events for the alert automations.
 from __future__ import annotations
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from tasks import (
@@ -22,7 +23,13 @@ from tasks import (
 from tasks.common import plan_batches
 from tasks.runtime import get_runtime
 
-DB_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10]}
+# Every task here answers from the database (who is in which state now), not from its
+# arguments alone, and some are called again with the same arguments in one flow run (the
+# accounts stage's backfill rounds). With result persistence on
+# (PREFECT_RESULTS_PERSIST_BY_DEFAULT), Prefect's default cache policy would answer such a
+# call with the first call's result: never cache them.
+FROM_DB = {"cache_policy": NO_CACHE}
+DB_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10], **FROM_DB}
 
 
 def publish_failures(wave_id: int, report: dict) -> dict:
@@ -55,7 +62,7 @@ def plan_batches_task(wave_id: int, states: list[str], batch_size: int) -> list[
         return plan_batches(session, wave_id, states, batch_size)
 
 
-@task(name="import-export")
+@task(name="import-export", **FROM_DB)
 def import_export_task(wave_id: int, path: str | None) -> dict:
     result = intake.import_export(get_runtime().sessions, wave_id, path)
     return {
@@ -78,7 +85,7 @@ def local_eligibility_task(wave_id: int, id_range: tuple[int, int]) -> dict:
     return eligibility.check_local_eligibility_batch(get_runtime().sessions, wave_id, id_range)
 
 
-@task(name="verify-identity-batch")
+@task(name="verify-identity-batch", **FROM_DB)
 def verify_identity_task(wave_id: int, id_range: tuple[int, int], in_worker: bool = False) -> dict:
     # With more than one batch, in a worker process, side by side with the others.
     job = workers.run if in_worker else workers.run_here
@@ -86,7 +93,7 @@ def verify_identity_task(wave_id: int, id_range: tuple[int, int], in_worker: boo
     return publish_failures(wave_id, report)
 
 
-@task(name="screen-batch")
+@task(name="screen-batch", **FROM_DB)
 def screen_task(wave_id: int, id_range: tuple[int, int], in_worker: bool = False) -> dict:
     job = workers.run if in_worker else workers.run_here
     report = job(workers.screening_job, wave_id, id_range)
@@ -103,14 +110,14 @@ def fill_free_seats_task(wave_id: int) -> dict:
     return draw.fill_free_seats(get_runtime().sessions, wave_id)
 
 
-@task(name="verify-accounts-batch")
+@task(name="verify-accounts-batch", **FROM_DB)
 def verify_accounts_task(wave_id: int, id_range: tuple[int, int]) -> dict:
     rt = get_runtime()
     report = accounts.verify_accounts_batch(rt.sessions, rt.partners.payments, wave_id, id_range)
     return publish_failures(wave_id, report)
 
 
-@task(name="credit-training-balance-batch")
+@task(name="credit-training-balance-batch", **FROM_DB)
 def credit_task(wave_id: int, id_range: tuple[int, int]) -> dict:
     rt = get_runtime()
     report = rollout.credit_training_balance_batch(
@@ -124,14 +131,14 @@ def plan_message_batches_task(wave_id: int, batch_size: int) -> list[tuple[int, 
     return announce.plan_message_batches(get_runtime().sessions, wave_id, batch_size)
 
 
-@task(name="send-messages-batch")
+@task(name="send-messages-batch", **FROM_DB)
 def send_messages_task(wave_id: int, id_range: tuple[int, int]) -> dict:
     rt = get_runtime()
     report = announce.send_messages_batch(rt.sessions, rt.partners.notifier, wave_id, id_range)
     return publish_failures(wave_id, report)
 
 
-@task(name="reconcile")
+@task(name="reconcile", **FROM_DB)
 def reconcile_task(wave_id: int) -> dict:
     rt = get_runtime()
     return reporting.reconcile(rt.sessions, rt.partners.issuer, wave_id)
