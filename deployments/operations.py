@@ -29,8 +29,8 @@ from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger, tags, task
-from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from prefect.exceptions import MissingContextError
 from prefect.runtime import flow_run as current_run

@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
@@ -48,7 +49,8 @@ TABLE = "prakerja_partner_rate"
 
 def enabled() -> bool:
     """Whether Prefect global rate limits hold the partners' limits (see the module doc)."""
-    return os.environ.get(ENV, "").lower() in ("1", "true", "yes") or mode() == "prefect"
+    chosen = (os.environ.get(MODE_ENV) or "").strip().lower()
+    return os.environ.get(ENV, "").lower() in ("1", "true", "yes") or chosen == "prefect"
 
 
 def mode() -> str:
@@ -135,7 +137,7 @@ class DatabaseRateLimits:
 
     def __init__(self, take: Callable[[dict], float], config: PartnersConfig) -> None:
         self._take = take
-        self._buckets = {
+        self._buckets: dict[str, dict[str, Any]] = {
             p.id: {
                 "partner": f"{p.id} {p.base_url}",
                 "rate": float(p.max_rps),
@@ -187,7 +189,12 @@ class _PostgresTaker:
         from sqlalchemy import create_engine
 
         self._engine = create_engine(
-            engine.url, isolation_level="AUTOCOMMIT", pool_size=2, max_overflow=16
+            # A token holds a connection for one round trip: a few serve a process's
+            # threads (at most 8 connections, beside the program's own pool).
+            engine.url,
+            isolation_level="AUTOCOMMIT",
+            pool_size=1,
+            max_overflow=7,
         )
         for attempt in range(5):
             try:

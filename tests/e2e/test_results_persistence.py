@@ -117,7 +117,9 @@ def test_a_wave_with_result_persistence_ends_as_without_it(prefect_server, tmp_p
 
     with open(out, newline="", encoding="utf-8") as fh:
         got = {int(r["line"]): (r["outcome"], r["reason"]) for r in csv.DictReader(fh)}
-    wrong = {line: (got.get(line), want) for line, want in expected.items() if got.get(line) != want}
+    wrong = {
+        line: (got.get(line), want) for line, want in expected.items() if got.get(line) != want
+    }
     assert not wrong, f"{len(wrong)} outcomes differ from the oracle: {list(wrong.items())[:5]}"
     outcomes = Counter(got.values())
     # Every seat freed by a failed account was given again: none lost.

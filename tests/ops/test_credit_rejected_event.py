@@ -28,7 +28,7 @@ PERSONAL = ("nik", "kk_number", "full_name", "email", "phone", "payout_account",
 
 def partners_file(path: Path, base_url: str) -> Path:
     """The built-in partners file moved to the simulator, every section naming its key."""
-    builtin = (Path(__file__).resolve().parents[2] / "partners" / "default_partners.toml")
+    builtin = Path(__file__).resolve().parents[2] / "partners" / "default_partners.toml"
     lines = []
     for line in builtin.read_text().splitlines():
         lines.append(line.replace("http://127.0.0.1:8700", base_url))
@@ -55,9 +55,10 @@ def export_with_refused_credits(directory: Path, head: int = 150) -> tuple[Path,
             and r["credit_rejected"].lower() == "true"
         }
     out = directory / f"wave-{WAVE}.csv"
-    with open(big, newline="", encoding="utf-8") as src, open(
-        out, "w", newline="", encoding="utf-8"
-    ) as dst:
+    with (
+        open(big, newline="", encoding="utf-8") as src,
+        open(out, "w", newline="", encoding="utf-8") as dst,
+    ):
         reader, writer = csv.reader(src), csv.writer(dst)
         header = next(reader)
         writer.writerow(header)

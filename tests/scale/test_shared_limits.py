@@ -44,11 +44,11 @@ from partners.client import PartnerFailure
 from partners.config import simulator_config
 from tasks import runtime
 
-base, database, go, calls = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+base, database, go, calls, rps = sys.argv[1:4] + [int(sys.argv[4]), float(sys.argv[5])]
 config = simulator_config(base)
 config = replace(
     config,
-    registry=replace(config.registry, max_rps=%(rps)s, max_concurrency=2, batch_size=1),
+    registry=replace(config.registry, max_rps=rps, max_concurrency=2, batch_size=1),
 )
 registry = runtime.configure(database=database, partners_config=config).partners.registry
 open(f"{go}.ready-{os.getpid()}", "w").close()
@@ -61,7 +61,7 @@ records = [
 ]
 answers = registry.verify(records)
 print(sum(isinstance(a, PartnerFailure) for a in answers.values()))
-""" % {"rps": RPS}
+"""
 
 
 class _CallTimes:
@@ -95,10 +95,21 @@ def test_two_processes_share_a_partners_max_rps_by_default(database_url, tmp_pat
     with sim:
         procs = [
             subprocess.Popen(
-                [sys.executable, "-c", _CLIENT, sim.base_url, database_url, str(go),
-                 str(CALLS_EACH)],
-                cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-c",
+                    _CLIENT,
+                    sim.base_url,
+                    database_url,
+                    str(go),
+                    str(CALLS_EACH),
+                    str(RPS),
+                ],
+                cwd=root,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             for _ in range(2)
         ]
         try:
@@ -160,5 +171,8 @@ def test_the_database_bucket_costs_little_and_paces_alone(database_url, monkeypa
 
         monkeypatch.setenv("PRAKERJA_PARTNER_LIMITS", "process")
         assert partner_pacer(engine, config) is None
+        monkeypatch.setenv("PRAKERJA_PARTNER_LIMITS", "everywhere")
+        with pytest.raises(ValueError, match="PRAKERJA_PARTNER_LIMITS"):
+            partner_pacer(engine, config)
     finally:
         engine.dispose()
