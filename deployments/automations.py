@@ -122,6 +122,20 @@ ALERTS: tuple[Alert, ...] = (
         {"prefect.resource.id": "prakerja.wave.*"},
     ),
     Alert(
+        "credit rejected",
+        "The card issuer refused credits: those participants are REJECTED (CREDIT_REJECTED) "
+        "and need a person.",
+        ("prakerja.credit.rejected",),
+        "[prakerja] wave " + _WAVE + ": the card issuer refused "
+        "{{ event.payload.rejected }} credits",
+        "The card issuer refused {{ event.payload.rejected }} credits in the "
+        "{{ event.payload.stage }} stage of wave " + _WAVE + " ({{ event.payload.credited }} "
+        "applied in the same run). Those participants are REJECTED with reason "
+        "CREDIT_REJECTED and get no money: a person must look at them with the issuer. "
+        "`prakerja wave export --wave " + _WAVE + "` lists them (reason CREDIT_REJECTED).",
+        {"prefect.resource.id": "prakerja.wave.*"},
+    ),
+    Alert(
         "rollout late",
         "The overnight rollout projects to finish after the wave's rollout deadline.",
         ("prakerja.rollout.late",),

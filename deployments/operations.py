@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo
 
 from prefect import get_run_logger, tags
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from prefect.exceptions import MissingContextError
 from prefect.runtime import flow_run as current_run
@@ -167,7 +168,7 @@ def _brief(summary: dict) -> dict:
 
 
 # ---------------------------------------------------------------- weekly-wave
-@task(name="find-due-wave")
+@task(name="find-due-wave", cache_policy=NO_CACHE)  # answers from the database
 def find_due_wave_task(folder: str) -> dict:
     with get_runtime().sessions() as session:
         existing = wave_ids(session)
@@ -181,7 +182,7 @@ def find_due_wave_task(folder: str) -> dict:
     }
 
 
-@task(name="create-wave")
+@task(name="create-wave", cache_policy=NO_CACHE)  # answers from the database
 def create_wave_task(wave_id: int, export: str, settings_file: str) -> dict:
     """Creates the wave from the drop folder's settings with a fresh lottery seed."""
     from rules.intake import HeaderError, MissingColumnsError
@@ -364,7 +365,7 @@ def paced_rollout(
     return summary
 
 
-@task(name="waves-to-credit")
+@task(name="waves-to-credit", cache_policy=NO_CACHE)  # answers from the database
 def waves_to_credit_task() -> list[dict]:
     with get_runtime().sessions() as session:
         return waves_to_credit(session)
@@ -443,7 +444,7 @@ def rerun_wave(
     return _brief(summary)
 
 
-@task(name="raise-quota")
+@task(name="raise-quota", cache_policy=NO_CACHE)  # answers from the database
 def raise_quota_task(wave_id: int, quota: int, lease_owner: str) -> dict:
     """Changes the wave only while it is open and this run's lease holds it."""
     from tasks.draw import raise_quota

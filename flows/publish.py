@@ -6,7 +6,7 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
 
-from models.enums import Stage
+from models.enums import ReasonCode, Stage
 from rules.funnel import funnel_rows
 from tasks.report_types import merge_reports
 
@@ -37,7 +37,29 @@ def publish_stage(wave_id: int, stage: Stage, reports: list[dict]) -> dict:
         markdown=md,
         description=f"wave {wave_id} {stage.value} stage",
     )
+    publish_credit_rejections(wave_id, stage, merged["counts"])
     return merged
+
+
+def publish_credit_rejections(wave_id: int, stage: Stage, counts: dict) -> None:
+    """`prakerja.credit.rejected` (operations.md): the issuer refused credits in this run of
+    the stage; a person must look at them. Counts only: who they are is in `wave export`."""
+    rejected = counts.get(ReasonCode.CREDIT_REJECTED.value, 0)
+    if not rejected:
+        return
+    get_run_logger().warning(
+        "wave %s %s: the card issuer refused %d credits", wave_id, stage.value, rejected
+    )
+    emit_event(
+        event="prakerja.credit.rejected",
+        resource={"prefect.resource.id": f"prakerja.wave.{wave_id}"},
+        payload={
+            "wave_id": wave_id,
+            "stage": stage.value,
+            "rejected": rejected,
+            "credited": counts.get("credited", 0),
+        },
+    )
 
 
 def publish_wave(wave_id: int, report: dict) -> dict:

@@ -6,6 +6,7 @@ published as `prakerja.partner.failed` events for the alert automations.
 
 from __future__ import annotations
 
+from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from tasks import (
@@ -22,7 +23,13 @@ from tasks.boundary import task
 from tasks.common import plan_batches
 from tasks.runtime import get_runtime
 
-DB_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10]}
+# Every task here answers from the database (who is in which state now), not from its
+# arguments alone, and some are called again with the same arguments in one flow run (the
+# accounts stage's backfill rounds). With result persistence on
+# (PREFECT_RESULTS_PERSIST_BY_DEFAULT), Prefect's default cache policy would answer such a
+# call with the first call's result: never cache them.
+# (Written out on each task: a splatted dict would hide the arguments from type checks.)
+DB_RETRY_DELAYS_S: list[float] = [2, 10]
 
 
 def publish_failures(wave_id: int, report: dict) -> dict:
@@ -48,14 +55,14 @@ def publish_failures(wave_id: int, report: dict) -> dict:
     return report
 
 
-@task(name="plan-batches", **DB_RETRIES)
+@task(name="plan-batches", retries=2, retry_delay_seconds=DB_RETRY_DELAYS_S, cache_policy=NO_CACHE)
 def plan_batches_task(wave_id: int, states: list[str], batch_size: int) -> list[tuple[int, int]]:
     rt = get_runtime()
     with rt.sessions() as session:
         return plan_batches(session, wave_id, states, batch_size)
 
 
-@task(name="import-export")
+@task(name="import-export", cache_policy=NO_CACHE)
 def import_export_task(wave_id: int, path: str | None) -> dict:
     result = intake.import_export(get_runtime().sessions, wave_id, path)
     return {
@@ -65,7 +72,7 @@ def import_export_task(wave_id: int, path: str | None) -> dict:
     }
 
 
-@task(name="portal-index", **DB_RETRIES)
+@task(name="portal-index", retries=2, retry_delay_seconds=DB_RETRY_DELAYS_S, cache_policy=NO_CACHE)
 def portal_index_task(wave_id: int) -> dict:
     """The dashboard's NIK index of the wave, once intake is done (tasks/portal_index.py)."""
     from tasks.portal_index import build_portal_index
@@ -73,12 +80,17 @@ def portal_index_task(wave_id: int) -> dict:
     return build_portal_index(get_runtime().sessions, wave_id)
 
 
-@task(name="local-eligibility-batch", **DB_RETRIES)
+@task(
+    name="local-eligibility-batch",
+    retries=2,
+    retry_delay_seconds=DB_RETRY_DELAYS_S,
+    cache_policy=NO_CACHE,
+)
 def local_eligibility_task(wave_id: int, id_range: tuple[int, int]) -> dict:
     return eligibility.check_local_eligibility_batch(get_runtime().sessions, wave_id, id_range)
 
 
-@task(name="verify-identity-batch")
+@task(name="verify-identity-batch", cache_policy=NO_CACHE)
 def verify_identity_task(wave_id: int, id_range: tuple[int, int], in_worker: bool = False) -> dict:
     # With more than one batch, in a worker process, side by side with the others.
     job = workers.run if in_worker else workers.run_here
@@ -86,31 +98,38 @@ def verify_identity_task(wave_id: int, id_range: tuple[int, int], in_worker: boo
     return publish_failures(wave_id, report)
 
 
-@task(name="screen-batch")
+@task(name="screen-batch", cache_policy=NO_CACHE)
 def screen_task(wave_id: int, id_range: tuple[int, int], in_worker: bool = False) -> dict:
     job = workers.run if in_worker else workers.run_here
     report = job(workers.screening_job, wave_id, id_range)
     return publish_failures(wave_id, report)
 
 
-@task(name="draw-participants", **DB_RETRIES)
+@task(
+    name="draw-participants",
+    retries=2,
+    retry_delay_seconds=DB_RETRY_DELAYS_S,
+    cache_policy=NO_CACHE,
+)
 def draw_task(wave_id: int, without_pending: bool) -> dict:
     return draw.draw_participants(get_runtime().sessions, wave_id, without_pending=without_pending)
 
 
-@task(name="fill-free-seats", **DB_RETRIES)
+@task(
+    name="fill-free-seats", retries=2, retry_delay_seconds=DB_RETRY_DELAYS_S, cache_policy=NO_CACHE
+)
 def fill_free_seats_task(wave_id: int) -> dict:
     return draw.fill_free_seats(get_runtime().sessions, wave_id)
 
 
-@task(name="verify-accounts-batch")
+@task(name="verify-accounts-batch", cache_policy=NO_CACHE)
 def verify_accounts_task(wave_id: int, id_range: tuple[int, int]) -> dict:
     rt = get_runtime()
     report = accounts.verify_accounts_batch(rt.sessions, rt.partners.payments, wave_id, id_range)
     return publish_failures(wave_id, report)
 
 
-@task(name="credit-training-balance-batch")
+@task(name="credit-training-balance-batch", cache_policy=NO_CACHE)
 def credit_task(wave_id: int, id_range: tuple[int, int]) -> dict:
     rt = get_runtime()
     report = rollout.credit_training_balance_batch(
@@ -119,36 +138,46 @@ def credit_task(wave_id: int, id_range: tuple[int, int]) -> dict:
     return publish_failures(wave_id, report)
 
 
-@task(name="plan-message-batches", **DB_RETRIES)
+@task(
+    name="plan-message-batches",
+    retries=2,
+    retry_delay_seconds=DB_RETRY_DELAYS_S,
+    cache_policy=NO_CACHE,
+)
 def plan_message_batches_task(wave_id: int, batch_size: int) -> list[tuple[int, int]]:
     return announce.plan_message_batches(get_runtime().sessions, wave_id, batch_size)
 
 
-@task(name="send-messages-batch")
+@task(name="send-messages-batch", cache_policy=NO_CACHE)
 def send_messages_task(wave_id: int, id_range: tuple[int, int]) -> dict:
     rt = get_runtime()
     report = announce.send_messages_batch(rt.sessions, rt.partners.notifier, wave_id, id_range)
     return publish_failures(wave_id, report)
 
 
-@task(name="reconcile")
+@task(name="reconcile", cache_policy=NO_CACHE)
 def reconcile_task(wave_id: int) -> dict:
     rt = get_runtime()
     return reporting.reconcile(rt.sessions, rt.partners.issuer, wave_id)
 
 
-@task(name="wave-report", **DB_RETRIES)
+@task(name="wave-report", retries=2, retry_delay_seconds=DB_RETRY_DELAYS_S, cache_policy=NO_CACHE)
 def report_task(wave_id: int) -> dict:
     with get_runtime().sessions() as session:
         return reporting.wave_report(session, wave_id)
 
 
-@task(name="close-wave", **DB_RETRIES)
+@task(name="close-wave", retries=2, retry_delay_seconds=DB_RETRY_DELAYS_S, cache_policy=NO_CACHE)
 def close_wave_task(wave_id: int, keep_open: bool) -> dict:
     return reporting.close_wave_if_done(get_runtime().sessions, wave_id, keep_open=keep_open)
 
 
-@task(name="accounts-unanswered", **DB_RETRIES)
+@task(
+    name="accounts-unanswered",
+    retries=2,
+    retry_delay_seconds=DB_RETRY_DELAYS_S,
+    cache_policy=NO_CACHE,
+)
 def accounts_unanswered_task(wave_id: int) -> int:
     with get_runtime().sessions() as session:
         return draw.accounts_unanswered(session, wave_id)

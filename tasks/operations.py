@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
+from prefect.cache_policies import NO_CACHE
 from sqlalchemy import func, select
 from sqlmodel import Session
 
@@ -83,7 +84,7 @@ def rollout_deadline(session: Session, wave_id: int) -> datetime:
     return load_wave(session, wave_id).rollout_deadline
 
 
-@task(name="draw-facts", retries=2, retry_delay_seconds=[2, 10])
+@task(name="draw-facts", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
 def draw_facts_task(wave_id: int) -> dict:
     with get_runtime().sessions() as session:
         return draw_facts(session, wave_id)

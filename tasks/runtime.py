@@ -23,6 +23,7 @@ class Runtime:
     sessions: SessionFactory
     partners_config: PartnersConfig | None = None
     _partners: Partners | None = field(default=None, repr=False)
+    _pacer: object = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -32,9 +33,18 @@ class Runtime:
             if self._partners is None:
                 if self.partners_config is None:
                     self.partners_config = load_partners_config()
-                pacer = shared_limits.take_partner_slot if shared_limits.enabled() else None
-                self._partners = build_partners(self.partners_config, shared_pacer=pacer)
+                # Every request also takes a token shared with the program's other
+                # processes (other waves, deployments): by default in the database.
+                self._pacer = shared_limits.partner_pacer(self.engine, self.partners_config)
+                self._partners = build_partners(self.partners_config, shared_pacer=self._pacer)
             return self._partners
+
+    def dispose(self) -> None:
+        """Closes the database connections this runtime holds (the buckets' too)."""
+        close = getattr(self._pacer, "close", None)
+        if close is not None:
+            close()
+        self.engine.dispose()
 
 
 _current: Runtime | None = None
@@ -51,7 +61,7 @@ def configure(
     init_db(engine)
     with _current_lock:
         if _current is not None:
-            _current.engine.dispose()
+            _current.dispose()
         _current = Runtime(engine, session_factory(engine), partners_config)
     return _current
 
@@ -68,7 +78,7 @@ def reset() -> None:
     _stop_workers()
     with _current_lock:
         if _current is not None:
-            _current.engine.dispose()
+            _current.dispose()
         _current = None
 
 

@@ -10,7 +10,8 @@ Each worker opens its own database engine and partner clients; their calls to ea
 partner share one token bucket and one concurrency semaphore (partners.limits), so
 that together they keep within the partner's `max_rps` and `max_concurrency`, as one
 process would; and when one worker's calls open a partner's circuit breaker, all stop
-calling it.
+calling it. (Every request of every process also takes a token of the partner's bucket
+in the database, shared with the program's other processes: tasks/shared_limits.py.)
 
 `PRAKERJA_WORKER_PROCESSES` sets the number of workers (default: three per core, at
 most 6); 0 or 1 runs batches in the flow's own process. With a Dask task runner or

@@ -163,6 +163,7 @@ SAMPLES = {
         "amount_mismatches": 0,
         "ok": False,
     },
+    "prakerja.credit.rejected": {"wave_id": 7, "stage": "rollout", "rejected": 3, "credited": 35},
     "prakerja.export.missing": {
         "wave_id": 7,
         "expected_file": "wave-7.csv",
