@@ -109,7 +109,7 @@ class PartnerClient:
     ) -> None:
         self.settings = settings
         # Called with the partner id before every request: a limit shared by all the
-        # workers of a wave (tasks/runtime.py wires Prefect's global rate limits here).
+        # processes of the program (tasks/shared_limits.py, wired by tasks/runtime.py).
         self._shared_pacer = shared_pacer
         self._sleep = sleep
         self._clock = clock
