@@ -66,7 +66,7 @@ def test_two_runs_of_one_wave_at_once_never_interleave(crash_wave, sim, run_env,
         )
         third = WaveProcess(args, env, tmp_path, "run-c")
         runs.append(third)
-        assert third.wait(30) == 4, third.tail()
+        assert third.wait(60) == 4, third.tail()
         assert BUSY in third.stderr()
         assert winner.alive()  # the refused runs did not disturb it
 
