@@ -531,20 +531,9 @@ def _run_flow(
 
 
 def _print_funnel(report: dict) -> None:
-    from rules.funnel import funnel_rows
+    from tasks import render
 
-    click.echo(
-        f"\nWave {report['wave_id']} ({report['status']}, quota {report['quota']:,}): "
-        "funnel beside wave 1 of 2020"
-    )
-    click.echo(f"  {'step':34} {'count':>10} {'share':>7}   {'2020':>10} {'share':>7}")
-    for row in funnel_rows(report["funnel"]):
-        ref = f"{row['reference']:>10,}" if row["reference"] != "" else " " * 10
-        rs = f"{row['reference_share_pct']:>6}%" if row["reference_share_pct"] != "" else ""
-        click.echo(f"  {row['step']:34} {row['count']:>10,} {row['share_pct']:>6}%   {ref} {rs}")
-    click.echo(f"  credited amount: Rp {report['credited_amount']:,}")
-    if report["pending"]:
-        click.echo(f"  pending: {report['pending']}")
+    render.funnel(report)
 
 
 @wave.command("raise-quota")
@@ -643,22 +632,9 @@ def wave_report_cmd(wave_id: int, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report, default=str))
         return
-    _print_funnel(report)
-    click.echo("\nOutcomes: " + ", ".join(f"{k} {v:,}" for k, v in report["outcomes"].items()))
-    click.echo("Reasons:")
-    for k, v in report["reasons"].items():
-        click.echo(f"  {k:30} {v:>10,}")
-    if report["pending_by_partner"]:
-        click.echo("Pending (stage:partner):")
-        for k, v in report["pending_by_partner"].items():
-            click.echo(f"  {k:40} {v:>10,}")
-    click.echo(f"Lottery seed sha256: {report['lottery_seed_sha256']}")
-    click.echo(
-        f"Dashboard: results published at {report['announced_at']}"
-        if report.get("announced_at")
-        else "Dashboard: results not announced yet (prakerja wave announce)"
-    )
-    click.echo(f"Ledger: {report['ledger']}  SMS: {report['messages']}")
+    from tasks import render
+
+    render.wave_report(report)
 
 
 @wave.command("export")
@@ -691,8 +667,9 @@ def wave_reconcile(wave_id: int, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(result))
     else:
-        for k, v in result.items():
-            click.echo(f"{k:24} {v}")
+        from tasks import render
+
+        render.reconcile(result)
     sys.exit(EXIT_OK if result["ok"] else EXIT_ERROR)
 
 
@@ -716,10 +693,9 @@ def explain(wave_id: int, nik: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(result, default=str))
         return
-    click.echo(f"wave {wave_id}, line {result['line']}: {result['outcome']} {result['reason']}")
-    for check in result["checks"]:
-        stage = check.pop("stage")
-        click.echo(f"  {stage:18} {json.dumps(check, default=str)}")
+    from tasks import render
+
+    render.explain(result)
 
 
 # ---------------------------------------------------------------- blacklist
