@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
+from rules.money import rupiah  # noqa: F401  (the dashboard's amounts)
+
 WIB = timezone(timedelta(hours=7), "WIB")
 LANGS = ("id", "en")
 
@@ -26,12 +28,6 @@ _MONTHS = {
 
 def lang_of(value: str | None) -> str:
     return value if value in LANGS else "id"
-
-
-def rupiah(amount: int) -> str:
-    """`Rp1.000.000`: Indonesian thousands separators, no decimals (money is integer)."""
-    sign = "-" if amount < 0 else ""
-    return f"{sign}Rp{abs(int(amount)):,}".replace(",", ".")
 
 
 def to_wib(utc_naive: datetime) -> datetime:

@@ -66,3 +66,9 @@ def require_rupiah(amount: object) -> int:
     if amount <= 0:
         raise ValueError(f"an amount must be positive, got {amount}")
     return amount
+
+
+def rupiah(amount: int) -> str:
+    """`Rp1.000.000`: Indonesian thousands separators, no decimals (money is integer)."""
+    sign = "-" if amount < 0 else ""
+    return f"{sign}Rp{abs(int(amount)):,}".replace(",", ".")

@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from portal.words import rupiah
+from rules.money import rupiah
 
 
 def console(file=None) -> Console:
