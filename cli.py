@@ -412,6 +412,7 @@ def run_wave_command(
     under_lease=None,
 ) -> int:
     """`under_lease(held)`, if given, runs first once the lease is held (raise-quota)."""
+    from models.enums import WaveStatus
     from models.tables import Wave
     from rules.intake import HeaderError, MissingColumnsError
     from rules.settings import SettingsError, WaveSettings, jakarta_today
@@ -465,11 +466,11 @@ def run_wave_command(
         )
     except SettingsError as exc:
         _refuse(str(exc))
-    click.echo(
-        f"wave {wave_id}: {'created' if created else 'resumed'}; lottery seed sha256 "
-        f"{wave_row.lottery_seed_sha256}",
-        err=True,
-    )
+    if under_lease is None and wave_row.status == WaveStatus.CLOSED:
+        # A closed wave has no stage left to run: say so, run nothing (exit 0: the wave is
+        # done and nothing is pending). raise-quota refuses a closed wave itself (exit 2).
+        click.echo(_closed_line(wave_id), err=True)
+        return EXIT_OK
     from tasks.lease import exit_process, hold_wave_lease, update_wave_under_lease
 
     with contextlib.ExitStack() as stack:
@@ -479,6 +480,18 @@ def run_wave_command(
         except WaveBusyError as exc:
             click.echo(f"error: {exc}", err=True)
             return EXIT_BUSY
+        if under_lease is None:
+            with rt.sessions() as session:
+                now_closed = session.get(Wave, wave_id).status == WaveStatus.CLOSED
+            if now_closed:  # the run that held the lease closed it meanwhile
+                click.echo(_closed_line(wave_id), err=True)
+                return EXIT_OK
+        # Only now, with the lease held: a run refused as busy resumed nothing.
+        click.echo(
+            f"wave {wave_id}: {'created' if created else 'resumed'}; lottery seed sha256 "
+            f"{wave_row.lottery_seed_sha256}",
+            err=True,
+        )
         try:
             if under_lease is not None:
                 under_lease(held)
@@ -508,6 +521,13 @@ def run_wave_command(
         )
         return EXIT_PENDING
     return EXIT_OK
+
+
+def _closed_line(wave_id: int) -> str:
+    return (
+        f"wave {wave_id} is closed: nothing to do (its results: prakerja wave report "
+        f"--wave {wave_id})"
+    )
 
 
 def _run_flow(

@@ -1,0 +1,72 @@
+"""What the command line tells an operator is true (issue 12, section 2): run in-process
+with click's CliRunner, each against a fresh SQLite database."""
+
+from __future__ import annotations
+
+import os
+from datetime import date, datetime, timedelta
+
+import pytest
+from click.testing import CliRunner
+
+import cli
+from models.db import init_db, make_engine, session_factory
+from models.enums import WaveStatus
+from models.tables import Wave
+from rules.settings import WaveSettings
+from tasks.waves import create_or_resume_wave, lease_owner_for
+
+
+@pytest.fixture
+def db_url(tmp_path, monkeypatch) -> str:
+    url = f"sqlite:///{tmp_path}/truth.db"
+    monkeypatch.setenv("PRAKERJA_DATABASE_URL", url)
+    monkeypatch.delenv("PRAKERJA_PARTNERS", raising=False)
+    return url
+
+
+def invoke(args: list[str]):
+    return CliRunner().invoke(cli.main, args)
+
+
+def make_wave(url: str, wave_id: int = 1, **columns) -> None:
+    engine = make_engine(url)
+    init_db(engine)
+    sessions = session_factory(engine)
+    settings = WaveSettings(
+        wave_id=wave_id, quota=5, lottery_seed="s", reference_date=date(2026, 11, 28)
+    )
+    create_or_resume_wave(sessions, settings, source_path=None, source_sha256=None, given=set())
+    with sessions() as session, session.begin():
+        row = session.get(Wave, wave_id)
+        for name, value in columns.items():
+            setattr(row, name, value)
+    engine.dispose()
+
+
+def no_flow(*_args, **_kwargs):
+    raise AssertionError("the wave flow ran")
+
+
+def test_running_a_closed_wave_says_so_and_runs_nothing(db_url, monkeypatch):
+    make_wave(db_url, status=WaveStatus.CLOSED)
+    monkeypatch.setattr(cli, "_run_flow", no_flow)
+    result = invoke(["wave", "run", "--wave", "1"])
+    assert result.exit_code == 0, result.stderr
+    assert "wave 1 is closed: nothing to do" in result.stderr
+    assert "resumed" not in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_a_run_refused_as_busy_does_not_say_it_resumed_the_wave(db_url, monkeypatch):
+    # A live process on this host (this one) holds the lease.
+    make_wave(
+        db_url,
+        lease_owner=lease_owner_for(os.getpid()),
+        lease_expires_at=datetime.utcnow() + timedelta(seconds=60),
+    )
+    monkeypatch.setattr(cli, "_run_flow", no_flow)
+    result = invoke(["wave", "run", "--wave", "1"])
+    assert result.exit_code == cli.EXIT_BUSY, result.stderr
+    assert "being run by another live process" in result.stderr
+    assert "resumed" not in result.stderr
