@@ -753,8 +753,14 @@ def blacklist() -> None:
 @click.option("--reason", required=True)
 @click.option("--by", "added_by", default=lambda: os.environ.get("USER", "operator"))
 def blacklist_add(nik: str, reason: str, added_by: str) -> None:
-    from tasks.blacklist import add_to_blacklist
+    from tasks.blacklist import add_to_blacklist, entry_problem
 
+    # The arguments, checked before the database is opened: an import's errors name its
+    # lines, this command's its NIK argument and --reason.
+    problem = entry_problem(nik, reason)
+    if problem:
+        name, _, why = problem.partition(": ")
+        _refuse(f"{'NIK' if name == 'nik' else '--reason'}: {why}")
     rt = _runtime()
     try:
         added = add_to_blacklist(rt.sessions, [(nik, reason)], added_by=added_by)

@@ -70,3 +70,25 @@ def test_a_run_refused_as_busy_does_not_say_it_resumed_the_wave(db_url, monkeypa
     assert result.exit_code == cli.EXIT_BUSY, result.stderr
     assert "being run by another live process" in result.stderr
     assert "resumed" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["123", "--reason", "x"], "NIK: must be 16 digits (got 3 characters)"),
+        (["3201000000000001", "--reason", "  "], "--reason: required"),
+    ],
+)
+def test_blacklist_add_names_its_argument_not_a_line(db_url, args, named):
+    result = invoke(["blacklist", "add", *args])
+    assert result.exit_code == cli.EXIT_REFUSED
+    assert result.stderr == f"error: {named}\n"
+    assert "line" not in result.stderr
+
+
+def test_blacklist_import_still_names_the_line(db_url, tmp_path):
+    listed = tmp_path / "revoked.csv"
+    listed.write_text("nik,reason\n3201000000000001,fraud\n12,typo\n", encoding="utf-8")
+    result = invoke(["blacklist", "import", str(listed)])
+    assert result.exit_code == cli.EXIT_REFUSED
+    assert "line 3: nik: must be 16 digits" in result.stderr
