@@ -92,3 +92,20 @@ def test_blacklist_import_still_names_the_line(db_url, tmp_path):
     result = invoke(["blacklist", "import", str(listed)])
     assert result.exit_code == cli.EXIT_REFUSED
     assert "line 3: nik: must be 16 digits" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"\xef\xbb\xbf", b"\n\n", b"\xef\xbb\xbf  \r\n\t\n"],
+    ids=["0 bytes", "BOM", "newlines", "BOM and blanks"],
+)
+def test_an_empty_export_is_refused_as_empty_naming_the_file(db_url, tmp_path, data):
+    export = tmp_path / "empty.csv"
+    export.write_bytes(data)
+    result = invoke(["wave", "run", "--wave", "1", "--registrants", str(export), "--quota", "5"])
+    assert result.exit_code == cli.EXIT_REFUSED
+    assert (
+        result.stderr
+        == f"error: --registrants {export}: the file is empty: no header row, no data rows\n"
+    )
+    assert not (tmp_path / "truth.db").exists()
