@@ -143,16 +143,30 @@ def simulator(host: str, port: int, seed: str, faults: str | None) -> None:
 
     Its /_admin routes answer loopback clients, and others only with the token of
     $PRAKERJA_SIMULATOR_ADMIN_TOKEN (sent as "Authorization: Bearer <token>")."""
-    from partners.simulator.server import ADMIN_TOKEN_ENV, admin_token_from_env, serve
+    from partners.simulator.server import (
+        ADMIN_TOKEN_ENV,
+        CannotListen,
+        admin_token_from_env,
+        serve,
+    )
 
     try:
         token = admin_token_from_env()
     except ValueError as exc:
         _refuse(str(exc))
-    click.echo(f"partner simulator on http://{host}:{port} (seed {seed!r})", err=True)
-    if token is None and host not in ("127.0.0.1", "localhost", "::1"):
-        click.echo(f"  /_admin answers loopback only ({ADMIN_TOKEN_ENV} unset)", err=True)
-    serve(host, port, seed, faults, admin_token=token)
+
+    def listening(bound: int) -> None:  # the URL only once the port is ours
+        shown = f"[{host}]" if ":" in host else host
+        click.echo(f"partner simulator on http://{shown}:{bound} (seed {seed!r})", err=True)
+        if token is None and host not in ("127.0.0.1", "localhost", "::1"):
+            click.echo(f"  /_admin answers loopback only ({ADMIN_TOKEN_ENV} unset)", err=True)
+
+    try:
+        serve(host, port, seed, faults, admin_token=token, on_listening=listening)
+    except CannotListen as exc:  # a busy port: the environment, not the input (exit 1)
+        log.debug("bind failed", exc_info=True)
+        click.echo(f"error: the partner simulator {exc}", err=True)
+        sys.exit(EXIT_ERROR)
 
 
 # ---------------------------------------------------------------- portal

@@ -4,9 +4,14 @@ with click's CliRunner, each against a fresh SQLite database."""
 from __future__ import annotations
 
 import os
+import re
+import socket
+import subprocess
+import sys
 from datetime import date, datetime, timedelta
 
 import pytest
+import requests
 from click.testing import CliRunner
 
 import cli
@@ -15,6 +20,7 @@ from models.enums import WaveStatus
 from models.tables import Wave
 from rules.settings import WaveSettings
 from tasks.waves import create_or_resume_wave, lease_owner_for
+from tests.test_cli import ROOT
 
 
 @pytest.fixture
@@ -109,3 +115,33 @@ def test_an_empty_export_is_refused_as_empty_naming_the_file(db_url, tmp_path, d
         == f"error: --registrants {export}: the file is empty: no header row, no data rows\n"
     )
     assert not (tmp_path / "truth.db").exists()
+
+
+def test_the_simulator_on_a_busy_port_says_so_in_one_line_without_its_url():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = invoke(["simulator", "--port", str(port)])
+    assert result.exit_code == cli.EXIT_ERROR
+    assert result.stderr == (
+        f"error: the partner simulator cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    )
+
+
+def test_the_simulator_prints_its_url_once_bound_with_the_port_it_got():
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", "simulator", "--port", "0"],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stderr.readline()
+        match = re.match(r"partner simulator on http://127\.0\.0\.1:(\d+) ", line)
+        assert match, line
+        url = f"http://127.0.0.1:{match.group(1)}/_admin/stats"
+        assert requests.get(url, timeout=10).ok
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
