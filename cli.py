@@ -45,7 +45,45 @@ def _refuse(message: str) -> None:
 def _runtime(partners_config=None):
     from tasks.runtime import configure
 
-    return configure(partners_config=partners_config)
+    try:
+        return configure(partners_config=partners_config)
+    except Exception as exc:  # noqa: BLE001 - the database cannot be opened: one line
+        log.debug("the program database cannot be opened", exc_info=True)
+        click.echo(f"error: {_database_failure(exc)}", err=True)
+        sys.exit(EXIT_ERROR)
+
+
+def _shown_database_url() -> str:
+    """PRAKERJA_DATABASE_URL as it can be printed: its password masked."""
+    from sqlalchemy.engine import make_url
+
+    from models.db import database_url
+
+    url = database_url()
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy reads: show its scheme only
+        return url.split("://", 1)[0] + "://..."
+
+
+def _database_failure(exc: BaseException) -> str:
+    """One line: which database (PRAKERJA_DATABASE_URL, password masked) failed, and why.
+
+    "Why" is the driver's own reason, without the statement, its parameters, or the host
+    repeated ("connection to server at ..., port 1 failed: Connection refused" ->
+    "Connection refused"); a SQLite folder that cannot be made names that folder."""
+    import re
+
+    from rules.masking import mask_text
+
+    where = f"the program database (PRAKERJA_DATABASE_URL={_shown_database_url()})"
+    if isinstance(exc, OSError) and getattr(exc, "filename", None):
+        return f"{where} cannot be opened: {exc.filename}: {exc.strerror or exc}"
+    orig = getattr(exc, "orig", None) or exc
+    first = str(orig).strip().split("\n", 1)[0].strip()
+    why = re.split(r"\bfailed: ", first)[-1].strip() or type(orig).__name__
+    why = re.sub(r"^FATAL:\s+", "", why)
+    return f"{where} cannot be opened: {mask_text(why)}"
 
 
 def _load_partners():
@@ -68,10 +106,15 @@ class _Main(click.Group):
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as exc:  # noqa: BLE001 - any other failure: exit 1, one line
+            from sqlalchemy.exc import OperationalError
+
             from rules.masking import error_text
 
             log.debug("failure", exc_info=True)  # masked by flows.logging.MaskingFilter
-            click.echo(f"error: {error_text(exc)}", err=True)
+            if isinstance(exc, OperationalError):  # the database went away mid-command
+                click.echo(f"error: {_database_failure(exc)}", err=True)
+            else:
+                click.echo(f"error: {error_text(exc)}", err=True)
             sys.exit(EXIT_ERROR)
 
 
@@ -702,11 +745,17 @@ def wave_export(wave_id: int, out: str) -> None:
     """Every data row's outcome: line,registration_id,nik,outcome,reason."""
     from tasks.reporting import export_outcomes
 
+    folder = Path(out).resolve().parent
+    if not folder.is_dir():  # before the database is opened: nothing is read or written
+        _refuse(f"--out {out}: no such folder: {folder}")
     rt = _runtime()
     try:
         n = export_outcomes(rt.sessions, wave_id, out)
     except LookupError as exc:
         _refuse(str(exc))
+    except OSError as exc:  # a folder it may not write to, a full disk
+        log.debug("export failed", exc_info=True)
+        _refuse(f"--out {out}: cannot be written: {exc.strerror or type(exc).__name__}")
     click.echo(f"wrote {n:,} rows to {out}", err=True)
 
 

@@ -145,3 +145,62 @@ def test_the_simulator_prints_its_url_once_bound_with_the_port_it_got():
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+UNREACHABLE = "postgresql+psycopg://postgres:s3cret@127.0.0.1:1/x"
+
+
+@pytest.mark.parametrize(
+    "command", [["wave", "run", "--wave", "1"], ["wave", "report", "--wave", "1"]]
+)
+def test_a_database_that_cannot_be_reached_is_one_line_naming_it_without_its_password(
+    monkeypatch, command
+):
+    monkeypatch.setenv("PRAKERJA_DATABASE_URL", UNREACHABLE)
+    monkeypatch.delenv("PRAKERJA_PARTNERS", raising=False)
+    result = invoke(command)
+    assert result.exit_code == cli.EXIT_ERROR
+    assert result.stderr == (
+        "error: the program database (PRAKERJA_DATABASE_URL="
+        "postgresql+psycopg://postgres:***@127.0.0.1:1/x) cannot be opened: Connection refused\n"
+    )
+
+
+def test_a_sqlite_database_in_a_folder_that_cannot_be_made_names_the_folder(monkeypatch):
+    monkeypatch.setenv("PRAKERJA_DATABASE_URL", "sqlite:////proc/no-such-folder/x.db")
+    result = invoke(["wave", "report", "--wave", "1"])
+    assert result.exit_code == cli.EXIT_ERROR
+    assert result.stderr.count("\n") == 1
+    assert "sqlite:////proc/no-such-folder/x.db" in result.stderr
+    assert "cannot be opened: /proc/no-such-folder: " in result.stderr
+
+
+def test_the_traceback_of_a_database_failure_comes_with_v_only_and_no_password():
+    env = dict(os.environ, PRAKERJA_DATABASE_URL=UNREACHABLE)
+    quiet = subprocess.run(
+        [sys.executable, "-m", "cli", "wave", "report", "--wave", "1"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    loud = subprocess.run(
+        [sys.executable, "-m", "cli", "-v", "wave", "report", "--wave", "1"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert quiet.returncode == loud.returncode == cli.EXIT_ERROR
+    assert "Traceback" not in quiet.stderr and "Traceback" in loud.stderr
+    assert "s3cret" not in quiet.stderr + loud.stderr
+
+
+def test_export_to_a_missing_folder_is_refused_naming_the_folder(db_url, tmp_path):
+    make_wave(db_url)
+    out = tmp_path / "no" / "such" / "outcomes.csv"
+    result = invoke(["wave", "export", "--wave", "1", "--out", str(out)])
+    assert result.exit_code == cli.EXIT_REFUSED
+    assert result.stderr == f"error: --out {out}: no such folder: {tmp_path / 'no' / 'such'}\n"
