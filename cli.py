@@ -45,7 +45,45 @@ def _refuse(message: str) -> None:
 def _runtime(partners_config=None):
     from tasks.runtime import configure
 
-    return configure(partners_config=partners_config)
+    try:
+        return configure(partners_config=partners_config)
+    except Exception as exc:  # noqa: BLE001 - the database cannot be opened: one line
+        log.debug("the program database cannot be opened", exc_info=True)
+        click.echo(f"error: {_database_failure(exc)}", err=True)
+        sys.exit(EXIT_ERROR)
+
+
+def _shown_database_url() -> str:
+    """PRAKERJA_DATABASE_URL as it can be printed: its password masked."""
+    from sqlalchemy.engine import make_url
+
+    from models.db import database_url
+
+    url = database_url()
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy reads: show its scheme only
+        return url.split("://", 1)[0] + "://..."
+
+
+def _database_failure(exc: BaseException) -> str:
+    """One line: which database (PRAKERJA_DATABASE_URL, password masked) failed, and why.
+
+    "Why" is the driver's own reason, without the statement, its parameters, or the host
+    repeated ("connection to server at ..., port 1 failed: Connection refused" ->
+    "Connection refused"); a SQLite folder that cannot be made names that folder."""
+    import re
+
+    from rules.masking import mask_text
+
+    where = f"the program database (PRAKERJA_DATABASE_URL={_shown_database_url()})"
+    if isinstance(exc, OSError) and getattr(exc, "filename", None):
+        return f"{where} cannot be opened: {exc.filename}: {exc.strerror or exc}"
+    orig = getattr(exc, "orig", None) or exc
+    first = str(orig).strip().split("\n", 1)[0].strip()
+    why = re.split(r"\bfailed: ", first)[-1].strip() or type(orig).__name__
+    why = re.sub(r"^FATAL:\s+", "", why)
+    return f"{where} cannot be opened: {mask_text(why)}"
 
 
 def _load_partners():
@@ -68,10 +106,15 @@ class _Main(click.Group):
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as exc:  # noqa: BLE001 - any other failure: exit 1, one line
+            from sqlalchemy.exc import OperationalError
+
             from rules.masking import error_text
 
             log.debug("failure", exc_info=True)  # masked by flows.logging.MaskingFilter
-            click.echo(f"error: {error_text(exc)}", err=True)
+            if isinstance(exc, OperationalError):  # the database went away mid-command
+                click.echo(f"error: {_database_failure(exc)}", err=True)
+            else:
+                click.echo(f"error: {error_text(exc)}", err=True)
             sys.exit(EXIT_ERROR)
 
 
@@ -143,16 +186,30 @@ def simulator(host: str, port: int, seed: str, faults: str | None) -> None:
 
     Its /_admin routes answer loopback clients, and others only with the token of
     $PRAKERJA_SIMULATOR_ADMIN_TOKEN (sent as "Authorization: Bearer <token>")."""
-    from partners.simulator.server import ADMIN_TOKEN_ENV, admin_token_from_env, serve
+    from partners.simulator.server import (
+        ADMIN_TOKEN_ENV,
+        CannotListen,
+        admin_token_from_env,
+        serve,
+    )
 
     try:
         token = admin_token_from_env()
     except ValueError as exc:
         _refuse(str(exc))
-    click.echo(f"partner simulator on http://{host}:{port} (seed {seed!r})", err=True)
-    if token is None and host not in ("127.0.0.1", "localhost", "::1"):
-        click.echo(f"  /_admin answers loopback only ({ADMIN_TOKEN_ENV} unset)", err=True)
-    serve(host, port, seed, faults, admin_token=token)
+
+    def listening(bound: int) -> None:  # the URL only once the port is ours
+        shown = f"[{host}]" if ":" in host else host
+        click.echo(f"partner simulator on http://{shown}:{bound} (seed {seed!r})", err=True)
+        if token is None and host not in ("127.0.0.1", "localhost", "::1"):
+            click.echo(f"  /_admin answers loopback only ({ADMIN_TOKEN_ENV} unset)", err=True)
+
+    try:
+        serve(host, port, seed, faults, admin_token=token, on_listening=listening)
+    except CannotListen as exc:  # a busy port: the environment, not the input (exit 1)
+        log.debug("bind failed", exc_info=True)
+        click.echo(f"error: the partner simulator {exc}", err=True)
+        sys.exit(EXIT_ERROR)
 
 
 # ---------------------------------------------------------------- portal
@@ -412,6 +469,7 @@ def run_wave_command(
     under_lease=None,
 ) -> int:
     """`under_lease(held)`, if given, runs first once the lease is held (raise-quota)."""
+    from models.enums import WaveStatus
     from models.tables import Wave
     from rules.intake import HeaderError, MissingColumnsError
     from rules.settings import SettingsError, WaveSettings, jakarta_today
@@ -465,11 +523,11 @@ def run_wave_command(
         )
     except SettingsError as exc:
         _refuse(str(exc))
-    click.echo(
-        f"wave {wave_id}: {'created' if created else 'resumed'}; lottery seed sha256 "
-        f"{wave_row.lottery_seed_sha256}",
-        err=True,
-    )
+    if under_lease is None and wave_row.status == WaveStatus.CLOSED:
+        # A closed wave has no stage left to run: say so, run nothing (exit 0: the wave is
+        # done and nothing is pending). raise-quota refuses a closed wave itself (exit 2).
+        click.echo(_closed_line(wave_id), err=True)
+        return EXIT_OK
     from tasks.lease import exit_process, hold_wave_lease, update_wave_under_lease
 
     with contextlib.ExitStack() as stack:
@@ -479,6 +537,18 @@ def run_wave_command(
         except WaveBusyError as exc:
             click.echo(f"error: {exc}", err=True)
             return EXIT_BUSY
+        if under_lease is None:
+            with rt.sessions() as session:
+                now_closed = session.get(Wave, wave_id).status == WaveStatus.CLOSED
+            if now_closed:  # the run that held the lease closed it meanwhile
+                click.echo(_closed_line(wave_id), err=True)
+                return EXIT_OK
+        # Only now, with the lease held: a run refused as busy resumed nothing.
+        click.echo(
+            f"wave {wave_id}: {'created' if created else 'resumed'}; lottery seed sha256 "
+            f"{wave_row.lottery_seed_sha256}",
+            err=True,
+        )
         try:
             if under_lease is not None:
                 under_lease(held)
@@ -508,6 +578,13 @@ def run_wave_command(
         )
         return EXIT_PENDING
     return EXIT_OK
+
+
+def _closed_line(wave_id: int) -> str:
+    return (
+        f"wave {wave_id} is closed: nothing to do (its results: prakerja wave report "
+        f"--wave {wave_id})"
+    )
 
 
 def _run_flow(
@@ -644,11 +721,17 @@ def wave_export(wave_id: int, out: str) -> None:
     """Every data row's outcome: line,registration_id,nik,outcome,reason."""
     from tasks.reporting import export_outcomes
 
+    folder = Path(out).resolve().parent
+    if not folder.is_dir():  # before the database is opened: nothing is read or written
+        _refuse(f"--out {out}: no such folder: {folder}")
     rt = _runtime()
     try:
         n = export_outcomes(rt.sessions, wave_id, out)
     except LookupError as exc:
         _refuse(str(exc))
+    except OSError as exc:  # a folder it may not write to, a full disk
+        log.debug("export failed", exc_info=True)
+        _refuse(f"--out {out}: cannot be written: {exc.strerror or type(exc).__name__}")
     click.echo(f"wrote {n:,} rows to {out}", err=True)
 
 
@@ -709,8 +792,14 @@ def blacklist() -> None:
 @click.option("--reason", required=True)
 @click.option("--by", "added_by", default=lambda: os.environ.get("USER", "operator"))
 def blacklist_add(nik: str, reason: str, added_by: str) -> None:
-    from tasks.blacklist import add_to_blacklist
+    from tasks.blacklist import add_to_blacklist, entry_problem
 
+    # The arguments, checked before the database is opened: an import's errors name its
+    # lines, this command's its NIK argument and --reason.
+    problem = entry_problem(nik, reason)
+    if problem:
+        name, _, why = problem.partition(": ")
+        _refuse(f"{'NIK' if name == 'nik' else '--reason'}: {why}")
     rt = _runtime()
     try:
         added = add_to_blacklist(rt.sessions, [(nik, reason)], added_by=added_by)

@@ -62,6 +62,15 @@ class MissingColumnsError(HeaderError):
         super().__init__("missing required column(s): " + ", ".join(self.columns))
 
 
+class EmptyExportError(MissingColumnsError):
+    """The file has nothing but whitespace (an optional BOM, blanks, empty lines): no header
+    and no rows. Still a MissingColumnsError (every column), but said as what it is."""
+
+    def __init__(self) -> None:
+        super().__init__(list(REQUIRED_COLUMNS))
+        self.args = ("the file is empty: no header row, no data rows",)
+
+
 @dataclass(slots=True)
 class RegistrantRow:
     """A row that passed intake checks 1-4, with typed values."""
@@ -397,6 +406,13 @@ def _read_header(readline: _ReadLine) -> tuple[list[str], int]:
     data = _read_line(readline)
     if data.startswith(_BOM):
         data = data[len(_BOM) :]
+    if not data.strip():
+        # A blank first line: an empty file, or a header further down (refused too).
+        more = data
+        while more and not more.strip():
+            more = _read_line(readline)
+        if not more:
+            raise EmptyExportError()
     if data in _EMPTY_LINES or not data:
         raise MissingColumnsError(list(REQUIRED_COLUMNS))
     if len(data) > MAX_RECORD_BYTES:
@@ -432,8 +448,10 @@ def read_export(stream: BinaryIO) -> tuple[list[str], Iterator[IntakeRecord]]:
     per data row, in file order, carrying checks 1-4 (DUPLICATE_NIK and EMAIL_UNVERIFIED
     need the whole wave: see `find_duplicates` and `final_intake_reason`).
 
-    Raises MissingColumnsError (an empty file lacks every column) or HeaderError (bad
-    quoting, a duplicated column name) before any row is read. Extra columns are ignored.
+    Raises EmptyExportError (nothing but whitespace: a MissingColumnsError of every
+    column), MissingColumnsError (a blank first line lacks every column) or HeaderError
+    (bad quoting, a duplicated column name) before any row is read. Extra columns are
+    ignored.
 
     Rows: UTF-8 with an optional BOM, `\\n` or `\\r\\n`, RFC 4180 quoting with embedded line
     breaks. A physical line that is completely empty is not a data row and is skipped

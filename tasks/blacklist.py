@@ -18,15 +18,23 @@ def read_blacklist_file(path: str) -> list[tuple[str, str]]:
         return [(row["nik"] or "", row["reason"] or "") for row in reader]
 
 
+def entry_problem(nik: str, reason: str) -> str | None:
+    """What is wrong with one entry (`nik: ...` or `reason: ...`), or None. Never the value."""
+    if len(nik) != 16 or not nik.isascii() or not nik.isdigit():
+        return f"nik: must be 16 digits (got {len(nik)} character{'s' * (len(nik) != 1)})"
+    if not reason.strip():
+        return "reason: required"
+    return None
+
+
 def add_to_blacklist(
     sessions: SessionFactory, entries: list[tuple[str, str]], *, added_by: str
 ) -> int:
     """Adds NIKs; one already listed keeps its first entry. Refuses a bad NIK by line."""
     for i, (nik, reason) in enumerate(entries, start=2):
-        if len(nik) != 16 or not nik.isascii() or not nik.isdigit():
-            raise ValueError(f"line {i}: nik: must be 16 digits")
-        if not reason.strip():
-            raise ValueError(f"line {i}: reason: required")
+        problem = entry_problem(nik, reason)
+        if problem:
+            raise ValueError(f"line {i}: {problem}")
     added = 0
     now = utcnow()
     with sessions() as session, session.begin():

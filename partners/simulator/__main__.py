@@ -1,8 +1,9 @@
 """Command line: `python -m partners.simulator --port 8900 --seed demo [--faults faults.toml]`."""
 
 import argparse
+import sys
 
-from partners.simulator.server import admin_token_from_env, serve
+from partners.simulator.server import CannotListen, admin_token_from_env, serve
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -17,7 +18,13 @@ def main(argv: list[str] | None = None) -> None:
         token = admin_token_from_env()
     except ValueError as exc:
         parser.error(str(exc))
-    serve(args.host, args.port, args.seed, args.faults, state_path=args.state, admin_token=token)
+    try:
+        serve(
+            args.host, args.port, args.seed, args.faults, state_path=args.state, admin_token=token
+        )
+    except CannotListen as exc:
+        print(f"error: the partner simulator {exc}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -593,6 +593,32 @@ def create_app(
     return app
 
 
+class CannotListen(OSError):
+    """The simulator's address cannot be bound (a busy port, an address not of this host);
+    the message names host:port and the reason, in one line."""
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket listening on host:port (connections wait in its backlog until the
+    server runs), or CannotListen."""
+    shown = f"[{host}]" if ":" in host else host
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, _, _, _, address = infos[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise CannotListen(f"cannot listen on {shown}:{port}: {exc.strerror or exc}") from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise CannotListen(f"cannot listen on {shown}:{port}: {exc.strerror or exc}") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(
     host: str,
     port: int,
@@ -601,10 +627,15 @@ def serve(
     *,
     state_path: str | None = None,
     admin_token: str | None = None,
+    on_listening: Callable[[int], None] | None = None,
 ) -> None:
-    """Run the simulator until interrupted (uvicorn, warnings only, no access log)."""
+    """Run the simulator until interrupted (uvicorn, warnings only, no access log).
+
+    The port is bound first (CannotListen if it cannot be); `on_listening(port)` then runs
+    with the listening port (the one the OS chose for port 0), before any request is served."""
     faults = load_faults(faults_path) if faults_path else None
-    uvicorn.run(
+    sock = listen_socket(host, port)
+    config = uvicorn.Config(
         create_app(seed, faults, state_path, admin_token=admin_token),
         host=host,
         port=port,
@@ -613,6 +644,12 @@ def serve(
         # Calls held by a timeout fault must not hold a shutdown for their whole sleep.
         timeout_graceful_shutdown=2,
     )
+    if on_listening is not None:
+        on_listening(int(sock.getsockname()[1]))
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
 
 
 def free_port(host: str = "127.0.0.1") -> int:

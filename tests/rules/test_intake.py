@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from models.enums import ReasonCode
 from rules.intake import (
     REQUIRED_COLUMNS,
+    EmptyExportError,
     HeaderError,
     IntakeRecord,
     MissingColumnsError,
@@ -447,3 +448,16 @@ def test_simple_rows_give_one_record_per_non_empty_line(rows, newline):
     records = _read(HEADER + newline + newline.join(rows) + newline)
     expected = [number for number, row in enumerate(rows, start=2) if row]
     assert [record.line for record in records] == expected
+
+
+@pytest.mark.parametrize("data", [b"", b"\xef\xbb\xbf", b" \n\r\n", b"\xef\xbb\xbf\t\n"])
+def test_a_file_of_nothing_but_whitespace_is_refused_as_empty(data):
+    with pytest.raises(EmptyExportError, match="the file is empty") as error:
+        read_export(io.BytesIO(data))
+    assert error.value.columns == list(REQUIRED_COLUMNS)
+
+
+def test_a_blank_first_line_before_a_header_is_not_called_empty():
+    with pytest.raises(MissingColumnsError) as error:
+        read_export(io.BytesIO(b"  \n" + HEADER.encode() + b"\n"))
+    assert not isinstance(error.value, EmptyExportError)
