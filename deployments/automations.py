@@ -116,7 +116,7 @@ ALERTS: tuple[Alert, ...] = (
         "selected {{ event.payload.funnel.selected }}, confirmed "
         "{{ event.payload.funnel.confirmed }}, credited {{ event.payload.funnel.credited }} "
         "(Rp {{ event.payload.credited_amount }})."
-        "{% set waiting = event.payload.funnel.confirmed - event.payload.funnel.credited %}"
+        "{% set waiting = event.payload.waiting_for_credit or 0 %}"
         "{% if waiting > 0 %} {{ waiting }} confirmed participants wait for their credit "
         "(the overnight-rollout deployment).{% endif %}",
         {"prefect.resource.id": "prakerja.wave.*"},

@@ -89,6 +89,8 @@ def publish_wave(wave_id: int, report: dict) -> dict:
             "pending": report["pending"],
             "funnel": report["funnel"],
             "credited_amount": report["credited_amount"],
+            # from the ledger: refused credits are not waiting (tasks/reporting.py)
+            "waiting_for_credit": report["waiting_for_credit"],
         },
     )
     return report

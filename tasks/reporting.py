@@ -104,6 +104,20 @@ def wave_report(session: Session, wave_id: int) -> dict[str, Any]:
             select(L.c.status, func.count()).where(L.c.wave_id == wave_id).group_by(L.c.status)
         ).all()
     )
+    # Waiting for their credit: a credit written but not answered yet (ledger PENDING), or
+    # a confirmed participant with no credit row yet. A credit the issuer refused
+    # (ledger REJECTED, registrant CREDIT_REJECTED) is not waiting: it needs a person.
+    has_credit_row = (
+        select(L.c.id)
+        .where(L.c.wave_id == R.c.wave_id, L.c.nik == R.c.nik)
+        .exists()
+    )
+    unwritten = session.execute(
+        select(func.count()).where(
+            R.c.wave_id == wave_id, R.c.card_number.is_not(None), ~has_credit_row
+        )
+    ).scalar_one()
+    waiting_for_credit = int(ledger_counts.get(LedgerStatus.PENDING.value, 0)) + int(unwritten)
     messages = dict(
         session.execute(
             select(M.c.status, func.count()).where(M.c.wave_id == wave_id).group_by(M.c.status)
@@ -137,6 +151,7 @@ def wave_report(session: Session, wave_id: int) -> dict[str, Any]:
             "without_pending": wave.draw_without_pending,
         },
         "credited_amount": int(ledger.get(LedgerStatus.APPLIED.value, 0)),
+        "waiting_for_credit": waiting_for_credit,
         "ledger": {k: int(v) for k, v in sorted(ledger_counts.items())},
         "messages": dict(sorted(messages.items())),
         "training_balance": wave.training_balance,

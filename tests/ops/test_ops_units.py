@@ -141,6 +141,7 @@ SAMPLES = {
         "pending": {},
         "funnel": FUNNEL,
         "credited_amount": 30_000_000,
+        "waiting_for_credit": 8,
     },
     "prakerja.rollout.late": {
         "wave_id": 7,
@@ -246,10 +247,67 @@ def test_the_completed_alert_says_how_many_still_wait_for_their_credit():
         alert.body, _event("prakerja.wave.completed", SAMPLES["prakerja.wave.completed"])
     )
     assert "8 confirmed participants wait for their credit" in body
-    done = {**SAMPLES["prakerja.wave.completed"], "funnel": {**FUNNEL, "credited": 38}}
+    done = {
+        **SAMPLES["prakerja.wave.completed"],
+        "funnel": {**FUNNEL, "credited": 38},
+        "waiting_for_credit": 0,
+    }
     assert "wait for their credit" not in _render(
         alert.body, _event("prakerja.wave.completed", done)
     )
+
+
+def test_credits_the_issuer_refused_are_not_counted_as_waiting():
+    # 38 confirmed, 30 credited, 8 refused by the issuer: nobody waits for a credit.
+    alert = next(a for a in ALERTS if a.expect == ("prakerja.wave.completed",))
+    refused = {**SAMPLES["prakerja.wave.completed"], "waiting_for_credit": 0}
+    body = _render(alert.body, _event("prakerja.wave.completed", refused))
+    assert "wait for their credit" not in body, body
+
+
+def test_the_report_counts_waiting_credits_from_the_ledger(sessions):
+    """Confirmed 4: one credited, one refused by the issuer, one written and unanswered
+    (ledger PENDING), one with no ledger row yet: 2 wait for their credit, not 3."""
+    from models.enums import LedgerStatus
+    from models.tables import LedgerEntry, Registrant
+    from tasks.common import utcnow
+    from tasks.reporting import wave_report
+    from tests.tasks.factories import make_wave
+
+    make_wave(sessions, 5)
+    now = utcnow()
+    rows = [
+        ("CREDITED", None, LedgerStatus.APPLIED),
+        ("REJECTED", "CREDIT_REJECTED", LedgerStatus.REJECTED),
+        ("CONFIRMED", None, LedgerStatus.PENDING),
+        ("CONFIRMED", None, None),
+    ]
+    with sessions() as session:
+        for i, (state, reason, ledger) in enumerate(rows):
+            nik, card = f"31710101019000{i:02d}", f"CARD{i}"
+            session.add(
+                Registrant(
+                    wave_id=5, line=i + 2, nik=nik, state=state, reason=reason, card_number=card
+                )
+            )
+            if ledger is not None:
+                session.add(
+                    LedgerEntry(
+                        wave_id=5,
+                        nik=nik,
+                        benefit="TRAINING",
+                        idempotency_key=f"k{i}",
+                        card_number=card,
+                        amount=1_000_000,
+                        status=ledger,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+        session.commit()
+        report = wave_report(session, 5)
+    assert report["funnel"]["confirmed"] == 4 and report["funnel"]["credited"] == 1
+    assert report["waiting_for_credit"] == 2
 
 
 # ---------------------------------------------------------------- the lease, from a deployment
