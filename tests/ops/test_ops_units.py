@@ -310,6 +310,26 @@ def test_the_report_counts_waiting_credits_from_the_ledger(sessions):
     assert report["waiting_for_credit"] == 2
 
 
+# ---------------------------------------------------------------- run names
+def test_two_reruns_in_the_same_second_get_different_readable_names(monkeypatch):
+    from datetime import datetime as real_datetime
+    from types import SimpleNamespace
+
+    from deployments import operations
+
+    class Frozen(real_datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return real_datetime(2026, 11, 29, 18, 22, 5, tzinfo=tz)
+
+    monkeypatch.setattr(operations, "datetime", Frozen)
+    monkeypatch.setattr(operations, "current_run", SimpleNamespace(parameters={"wave_id": 7}))
+    first, second = operations._rerun_run_name(), operations._rerun_run_name()
+    assert first != second
+    for name in (first, second):
+        assert re.fullmatch(r"wave-7-rerun-20261129-182205-[0-9a-f]{4}", name), name
+
+
 # ---------------------------------------------------------------- the lease, from a deployment
 def test_a_deployment_run_takes_the_wave_lease_and_gives_up_on_a_live_holder(sessions):
     from deployments.operations import wave_lease
