@@ -310,6 +310,51 @@ def test_the_report_counts_waiting_credits_from_the_ledger(sessions):
     assert report["waiting_for_credit"] == 2
 
 
+def _failed_run(run_name: str, flow_name: str, deployment: str | None):
+    related = [
+        {
+            "prefect.resource.id": "prefect.flow.1",
+            "prefect.resource.role": "flow",
+            "prefect.resource.name": flow_name,
+        },
+        {"prefect.resource.id": "prefect.tag.wave-7", "prefect.resource.role": "tag"},
+    ]
+    if deployment:
+        related.insert(
+            1,
+            {
+                "prefect.resource.id": "prefect.deployment.2",
+                "prefect.resource.role": "deployment",
+                "prefect.resource.name": deployment,
+            },
+        )
+    return _event(
+        "prefect.flow-run.Failed",
+        {},
+        {
+            "prefect.resource.id": "prefect.flow-run.5c3e0000-0000-0000-0000-000000000002",
+            "prefect.resource.name": run_name,
+            "prefect.state-name": "Failed",
+        },
+        related,
+    )
+
+
+def test_a_failed_run_alert_names_its_own_deployment_and_advice():
+    alert = next(a for a in ALERTS if "prefect.flow-run.Failed" in a.expect)
+    quota = _render(alert.body, _failed_run("wave-7-raise-quota-50", "raise-quota", "raise-quota"))
+    assert "(flow raise-quota, deployment raise-quota)" in quota, quota
+    assert "run the deployment raise-quota again" in quota
+    assert "stage artifacts" not in quota
+    rerun = _render(
+        alert.body, _failed_run("wave-7-rerun-20261129-182205-ab12", "rerun-wave", "rerun-wave")
+    )
+    assert "(flow rerun-wave, deployment rerun-wave)" in rerun, rerun
+    assert "raise-quota" not in rerun and "run the deployment rerun-wave" in rerun
+    weekly = _render(alert.body, _failed_run("wave-7-weekly", "weekly-wave", "weekly-wave"))
+    assert "deployment weekly-wave" in weekly and "raise-quota" not in weekly
+
+
 # ---------------------------------------------------------------- run names
 def test_two_reruns_in_the_same_second_get_different_readable_names(monkeypatch):
     from datetime import datetime as real_datetime
