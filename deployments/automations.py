@@ -116,7 +116,7 @@ ALERTS: tuple[Alert, ...] = (
         "selected {{ event.payload.funnel.selected }}, confirmed "
         "{{ event.payload.funnel.confirmed }}, credited {{ event.payload.funnel.credited }} "
         "(Rp {{ event.payload.credited_amount }})."
-        "{% set waiting = event.payload.funnel.confirmed - event.payload.funnel.credited %}"
+        "{% set waiting = event.payload.waiting_for_credit or 0 %}"
         "{% if waiting > 0 %} {{ waiting }} confirmed participants wait for their credit "
         "(the overnight-rollout deployment).{% endif %}",
         {"prefect.resource.id": "prakerja.wave.*"},
@@ -178,13 +178,26 @@ ALERTS: tuple[Alert, ...] = (
         ("prefect.flow-run.Failed", "prefect.flow-run.Crashed"),
         "[prakerja] {{ event.resource['prefect.resource.name'] }} "
         "{{ event.resource['prefect.state-name'] | lower }}",
-        "The flow run {{ event.resource['prefect.resource.name'] }} (flow "
-        "{% for r in event.related %}{% if r.role == 'flow' %}{{ r.name }}{% endif %}"
-        "{% endfor %}) ended {{ event.resource['prefect.state-name'] }}. Its logs, stage "
-        "artifacts and pending counts are in the Prefect UI (flow run id "
-        "{{ event.resource.id | replace('prefect.flow-run.', '') }}). Once the cause is "
-        "fixed, run the deployment rerun-wave for this wave: every stage resumes only the "
-        "work still to do.",
+        # The run's own flow and deployment (related resources of the state event): a
+        # refused quota raise is named as the raise-quota run it is, with its own advice.
+        "{% set flows = event.related | selectattr('role', 'equalto', 'flow') "
+        "| map(attribute='name') | list %}"
+        "{% set deployments = event.related | selectattr('role', 'equalto', 'deployment') "
+        "| map(attribute='name') | list %}"
+        "{% set flow = flows | first if flows else 'unknown' %}"
+        "The flow run {{ event.resource['prefect.resource.name'] }} (flow {{ flow }}"
+        "{% if deployments %}, deployment {{ deployments | first }}{% endif %}) ended "
+        "{{ event.resource['prefect.state-name'] }}. Its logs"
+        "{% if flow != 'raise-quota' %}, stage artifacts and pending counts{% endif %} are in "
+        "the Prefect UI (flow run id "
+        "{{ event.resource.id | replace('prefect.flow-run.', '') }}). "
+        "{% if flow == 'raise-quota' %}If the quota raise was refused (a closed wave, a "
+        "quota below the current one, or a wave changed meanwhile), the quota did not change: "
+        "run the deployment raise-quota again with the quota wanted once that is sorted out. "
+        "If the run failed after raising it, run the deployment rerun-wave for this wave to "
+        "process the new seats."
+        "{% else %}Once the cause is fixed, run the deployment rerun-wave for this wave: "
+        "every stage resumes only the work still to do.{% endif %}",
         {"prefect.resource.id": "prefect.flow-run.*"},
         {"prefect.resource.role": "flow", "prefect.resource.name": OPERATION_FLOWS},
     ),

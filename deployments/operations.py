@@ -1,11 +1,11 @@
 """The flows behind the deployments of operations.md.
 
-| flow (= deployment)  | run name                         | does                                   |
-| -------------------- | -------------------------------- | -------------------------------------- |
-| `weekly-wave`        | `wave-<N>-weekly`                | runs the due wave from the drop folder |
-| `overnight-rollout`  | `wave-<N>-overnight-rollout`     | credits the confirmed, paced           |
-| `rerun-wave`         | `wave-<N>-rerun-<YYYYmmdd-HHMM>` | resumes a wave (all or chosen stages)  |
-| `raise-quota`        | `wave-<N>-raise-quota-<Q>`       | raises the quota, processes new seats  |
+| flow (= deployment)  | run name                                   | does                                   |
+| -------------------- | ------------------------------------------ | -------------------------------------- |
+| `weekly-wave`        | `wave-<N>-weekly`                          | runs the due wave from the drop folder |
+| `overnight-rollout`  | `wave-<N>-overnight-rollout`               | credits the confirmed, paced           |
+| `rerun-wave`         | `wave-<N>-rerun-<YYYYmmdd-HHMMSS>-<4 hex>` | resumes a wave (all or chosen stages)  |
+| `raise-quota`        | `wave-<N>-raise-quota-<Q>`                 | raises the quota, processes new seats  |
 
 Every run is tagged `prakerja` and `wave-<N>`, holds the wave's lease (tasks/lease.py) while
 it works on the wave, and runs the `wave` flow (named `wave-<N>`) for the stages.
@@ -71,11 +71,13 @@ install_masking()
 
 # ---------------------------------------------------------------- naming, labels, lease
 def _stamp() -> str:
-    return datetime.now(JAKARTA).strftime("%Y%m%d-%H%M")
+    return datetime.now(JAKARTA).strftime("%Y%m%d-%H%M%S")
 
 
 def _rerun_run_name() -> str:
-    return f"wave-{current_run.parameters['wave_id']}-rerun-{_stamp()}"
+    # Jakarta time to the second plus 4 random hex digits: two reruns started in the same
+    # second (a double click, two operators) still get different names in the UI and alerts.
+    return f"wave-{current_run.parameters['wave_id']}-rerun-{_stamp()}-{secrets.token_hex(2)}"
 
 
 def _raise_quota_run_name() -> str:

@@ -8,11 +8,52 @@ from prefect.events import emit_event
 
 from models.enums import ReasonCode, Stage
 from rules.funnel import funnel_rows
+from tasks.batches import report_task  # the wave's state, from the database
 from tasks.report_types import merge_reports
 
 
+def stage_artifact_key(wave_id: int, stage: Stage) -> str:
+    """`wave-<N>-stage-<stage>`: apart from the draw facts (`wave-<N>-draw`) and the
+    progress artifacts (`wave-<N>-<stage>-progress`): one key per meaning."""
+    return f"wave-{wave_id}-stage-{stage.value}"
+
+
+def _as_counts(report: dict) -> dict:
+    """A stage task's report as merge_reports reads it: intake, local eligibility and the
+    draw return their counts at the top level, not under `counts`."""
+    if "counts" in report:
+        return report
+    counts = {k: v for k, v in report.items() if isinstance(v, int) and not isinstance(v, bool)}
+    return {"counts": counts, "failures": []}
+
+
+def stage_markdown(wave_id: int, stage: Stage, merged: dict, wave_state: dict) -> str:
+    """The stage artifact: the wave's state at this stage (from the database, so a rerun
+    with nothing to do shows the last state, never an empty table), then what this run
+    did and the partner failures it left pending."""
+    from tasks.reporting import stage_view
+
+    md = f"## Wave {wave_id}: {stage.value}\n\n### The wave at this stage\n\n"
+    md += "| | count |\n|---|---|\n"
+    md += "\n".join(f"| {r['wave state']} | {r['count']} |" for r in stage_view(wave_state, stage))
+    done = {k: v for k, v in sorted(merged["counts"].items()) if v}
+    md += "\n\n### This run\n\n"
+    if done:
+        md += "| result | count |\n|---|---|\n"
+        md += "\n".join(f"| {k} | {v} |" for k, v in done.items())
+    else:
+        md += "Nothing to do for this stage in this run."
+    fails = [f"| {f['partner']} | {f['error_class']} | {f['items']} |" for f in merged["failures"]]
+    if fails:
+        md += (
+            "\n\n### Pending after partner failures\n\n| partner | error | items |\n|---|---|---|\n"
+        )
+        md += "\n".join(fails)
+    return md
+
+
 def publish_stage(wave_id: int, stage: Stage, reports: list[dict]) -> dict:
-    merged = merge_reports(stage.value, reports)
+    merged = merge_reports(stage.value, [_as_counts(r) for r in reports])
     logger = get_run_logger()
     logger.info("wave %s %s: %s", wave_id, stage.value, merged["counts"])
     for f in merged["failures"]:
@@ -24,18 +65,10 @@ def publish_stage(wave_id: int, stage: Stage, reports: list[dict]) -> dict:
             f["partner"],
             f["error_class"],
         )
-    lines = [f"| {k} | {v} |" for k, v in sorted(merged["counts"].items())]
-    fails = [f"| {f['partner']} | {f['error_class']} | {f['items']} |" for f in merged["failures"]]
-    md = f"## Wave {wave_id}: {stage.value}\n\n| result | count |\n|---|---|\n" + "\n".join(lines)
-    if fails:
-        md += (
-            "\n\n### Pending after partner failures\n\n| partner | error | items |\n|---|---|---|\n"
-        )
-        md += "\n".join(fails)
     create_markdown_artifact(
-        key=f"wave-{wave_id}-{stage.value}",
-        markdown=md,
-        description=f"wave {wave_id} {stage.value} stage",
+        key=stage_artifact_key(wave_id, stage),
+        markdown=stage_markdown(wave_id, stage, merged, report_task(wave_id)),
+        description=f"wave {wave_id} {stage.value} stage: the wave's state there, this run",
     )
     publish_credit_rejections(wave_id, stage, merged["counts"])
     return merged
@@ -89,6 +122,8 @@ def publish_wave(wave_id: int, report: dict) -> dict:
             "pending": report["pending"],
             "funnel": report["funnel"],
             "credited_amount": report["credited_amount"],
+            # from the ledger: refused credits are not waiting (tasks/reporting.py)
+            "waiting_for_credit": report["waiting_for_credit"],
         },
     )
     return report

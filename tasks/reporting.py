@@ -104,6 +104,16 @@ def wave_report(session: Session, wave_id: int) -> dict[str, Any]:
             select(L.c.status, func.count()).where(L.c.wave_id == wave_id).group_by(L.c.status)
         ).all()
     )
+    # Waiting for their credit: a credit written but not answered yet (ledger PENDING), or
+    # a confirmed participant with no credit row yet. A credit the issuer refused
+    # (ledger REJECTED, registrant CREDIT_REJECTED) is not waiting: it needs a person.
+    has_credit_row = select(L.c.id).where(L.c.wave_id == R.c.wave_id, L.c.nik == R.c.nik).exists()
+    unwritten = session.execute(
+        select(func.count()).where(
+            R.c.wave_id == wave_id, R.c.card_number.is_not(None), ~has_credit_row
+        )
+    ).scalar_one()
+    waiting_for_credit = int(ledger_counts.get(LedgerStatus.PENDING.value, 0)) + int(unwritten)
     messages = dict(
         session.execute(
             select(M.c.status, func.count()).where(M.c.wave_id == wave_id).group_by(M.c.status)
@@ -137,11 +147,100 @@ def wave_report(session: Session, wave_id: int) -> dict[str, Any]:
             "without_pending": wave.draw_without_pending,
         },
         "credited_amount": int(ledger.get(LedgerStatus.APPLIED.value, 0)),
+        "waiting_for_credit": waiting_for_credit,
         "ledger": {k: int(v) for k, v in sorted(ledger_counts.items())},
         "messages": dict(sorted(messages.items())),
+        "states": {str(k): int(v) for k, v in sorted(by_state.items())},
         "training_balance": wave.training_balance,
         "announced_at": _iso(wave.announced_at),
     }
+
+
+ACCOUNT_REASONS = {
+    "ACCOUNT_NOT_FOUND",
+    "ACCOUNT_NIK_MISMATCH",
+    "ACCOUNT_NOT_KYC",
+    "ACCOUNT_BLOCKED",
+}
+_STAGE_REJECTS: dict[str, Any] = {
+    "intake": INTAKE_REASONS.__contains__,
+    "local-eligibility": LOCAL_REASONS.__contains__,
+    "identity": IDENTITY_REASONS.__contains__,
+    "screening": lambda r: r.startswith("EXCLUDED_"),
+    "draw": {"HOUSEHOLD_CAP", "QUOTA_FULL"}.__contains__,
+    "accounts": ACCOUNT_REASONS.__contains__,
+    "rollout": {"CREDIT_REJECTED"}.__contains__,
+}
+_STAGE_WAITING = {
+    "local-eligibility": State.AWAIT_LOCAL,
+    "identity": State.AWAIT_IDENTITY,
+    "screening": State.AWAIT_SCREENING,
+    "accounts": State.SELECTED,
+}
+_STAGE_PENDING = {
+    "local-eligibility": "PENDING_ELIGIBILITY",
+    "identity": "PENDING_IDENTITY",
+    "screening": "PENDING_SCREENING",
+    "accounts": "PENDING_ACCOUNT",
+    "rollout": "PENDING_ROLLOUT",
+}
+
+
+def stage_view(report: dict[str, Any], stage: str) -> list[dict[str, Any]]:
+    """The wave's state at one stage, from a `wave_report`: what reached it, what it
+    rejected (by reason), what waits there (by partner) and what passed. Never empty:
+    it is what the stage artifact shows, whether or not this run had work for it."""
+    f, states = report["funnel"], report.get("states", {})
+    rows: list[dict[str, Any]] = []
+
+    def row(what: str, n: int) -> None:
+        rows.append({"wave state": what, "count": int(n)})
+
+    reached = {
+        "intake": f["registered"],
+        "local-eligibility": f["intake_accepted"],
+        "identity": f["locally_eligible"],
+        "screening": f["identity_verified"],
+        "draw": f["eligible"],
+        "accounts": f["selected"],
+        "rollout": f["confirmed"],
+    }
+    if stage == "announce":
+        row("participants credited", f["credited"])
+        for status, n in sorted(report.get("messages", {}).items()):
+            row(f"messages {status}", n)
+        return rows
+    row("registered" if stage == "intake" else "reached this stage", reached[stage])
+    rejects = _STAGE_REJECTS[stage]
+    for reason, n in sorted(report["reasons"].items()):
+        if rejects(reason):
+            row(f"rejected {reason}" if stage != "draw" else f"not selected {reason}", n)
+    waiting_state = _STAGE_WAITING.get(stage)
+    if waiting_state is not None:
+        row("waiting at this stage", states.get(waiting_state.value, 0))
+    pending_reason = _STAGE_PENDING.get(stage)
+    for key, n in sorted(report.get("pending_by_partner", {}).items()):
+        reason, _, partner = key.partition(":")
+        if reason == pending_reason:
+            row(f"pending on {partner}", n)
+    if stage == "draw":
+        row("selected", f["selected"])
+        row("waitlisted", states.get(State.WAITLISTED.value, 0))
+        row("eligible, not drawn yet", states.get(State.ELIGIBLE.value, 0))
+    elif stage == "rollout":
+        row("credited", f["credited"])
+        row("waiting for their credit", report.get("waiting_for_credit", 0))
+        row("credited amount (Rp)", report["credited_amount"])
+    else:
+        passed = {
+            "intake": f["intake_accepted"],
+            "local-eligibility": f["locally_eligible"],
+            "identity": f["identity_verified"],
+            "screening": f["eligible"],
+            "accounts": f["confirmed"],
+        }
+        row("passed", passed[stage])
+    return rows
 
 
 # interfaces.md: a written cell that would begin with one of these is prefixed with "'",

@@ -433,7 +433,9 @@ def test_prakerja_serve_serves_the_same_deployments_without_a_pool(stack, outage
         assert rerun.state.is_completed(), rerun.state.message
         refused_quota = _run_deployment(stack, "raise-quota", {"wave_id": 98, "quota": 5})
         assert refused_quota.state.is_failed()
-        stack.receiver.wait_for("[prakerja] wave-98-raise-quota-5 failed", timeout=30)
+        failed = stack.receiver.wait_for("[prakerja] wave-98-raise-quota-5 failed", timeout=30)
+        assert "(flow raise-quota, deployment raise-quota)" in failed.body, failed.body
+        assert "run the deployment raise-quota again" in failed.body
     finally:
         stop(proc, signal.SIGINT, wait_s=20)
 

@@ -141,6 +141,7 @@ SAMPLES = {
         "pending": {},
         "funnel": FUNNEL,
         "credited_amount": 30_000_000,
+        "waiting_for_credit": 8,
     },
     "prakerja.rollout.late": {
         "wave_id": 7,
@@ -246,10 +247,132 @@ def test_the_completed_alert_says_how_many_still_wait_for_their_credit():
         alert.body, _event("prakerja.wave.completed", SAMPLES["prakerja.wave.completed"])
     )
     assert "8 confirmed participants wait for their credit" in body
-    done = {**SAMPLES["prakerja.wave.completed"], "funnel": {**FUNNEL, "credited": 38}}
+    done = {
+        **SAMPLES["prakerja.wave.completed"],
+        "funnel": {**FUNNEL, "credited": 38},
+        "waiting_for_credit": 0,
+    }
     assert "wait for their credit" not in _render(
         alert.body, _event("prakerja.wave.completed", done)
     )
+
+
+def test_credits_the_issuer_refused_are_not_counted_as_waiting():
+    # 38 confirmed, 30 credited, 8 refused by the issuer: nobody waits for a credit.
+    alert = next(a for a in ALERTS if a.expect == ("prakerja.wave.completed",))
+    refused = {**SAMPLES["prakerja.wave.completed"], "waiting_for_credit": 0}
+    body = _render(alert.body, _event("prakerja.wave.completed", refused))
+    assert "wait for their credit" not in body, body
+
+
+def test_the_report_counts_waiting_credits_from_the_ledger(sessions):
+    """Confirmed 4: one credited, one refused by the issuer, one written and unanswered
+    (ledger PENDING), one with no ledger row yet: 2 wait for their credit, not 3."""
+    from models.enums import LedgerStatus
+    from models.tables import LedgerEntry, Registrant
+    from tasks.common import utcnow
+    from tasks.reporting import wave_report
+    from tests.tasks.factories import make_wave
+
+    make_wave(sessions, 5)
+    now = utcnow()
+    rows = [
+        ("CREDITED", None, LedgerStatus.APPLIED),
+        ("REJECTED", "CREDIT_REJECTED", LedgerStatus.REJECTED),
+        ("CONFIRMED", None, LedgerStatus.PENDING),
+        ("CONFIRMED", None, None),
+    ]
+    with sessions() as session:
+        for i, (state, reason, ledger) in enumerate(rows):
+            nik, card = f"31710101019000{i:02d}", f"CARD{i}"
+            session.add(
+                Registrant(
+                    wave_id=5, line=i + 2, nik=nik, state=state, reason=reason, card_number=card
+                )
+            )
+            if ledger is not None:
+                session.add(
+                    LedgerEntry(
+                        wave_id=5,
+                        nik=nik,
+                        benefit="TRAINING",
+                        idempotency_key=f"k{i}",
+                        card_number=card,
+                        amount=1_000_000,
+                        status=ledger,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+        session.commit()
+        report = wave_report(session, 5)
+    assert report["funnel"]["confirmed"] == 4 and report["funnel"]["credited"] == 1
+    assert report["waiting_for_credit"] == 2
+
+
+def _failed_run(run_name: str, flow_name: str, deployment: str | None):
+    related = [
+        {
+            "prefect.resource.id": "prefect.flow.1",
+            "prefect.resource.role": "flow",
+            "prefect.resource.name": flow_name,
+        },
+        {"prefect.resource.id": "prefect.tag.wave-7", "prefect.resource.role": "tag"},
+    ]
+    if deployment:
+        related.insert(
+            1,
+            {
+                "prefect.resource.id": "prefect.deployment.2",
+                "prefect.resource.role": "deployment",
+                "prefect.resource.name": deployment,
+            },
+        )
+    return _event(
+        "prefect.flow-run.Failed",
+        {},
+        {
+            "prefect.resource.id": "prefect.flow-run.5c3e0000-0000-0000-0000-000000000002",
+            "prefect.resource.name": run_name,
+            "prefect.state-name": "Failed",
+        },
+        related,
+    )
+
+
+def test_a_failed_run_alert_names_its_own_deployment_and_advice():
+    alert = next(a for a in ALERTS if "prefect.flow-run.Failed" in a.expect)
+    quota = _render(alert.body, _failed_run("wave-7-raise-quota-50", "raise-quota", "raise-quota"))
+    assert "(flow raise-quota, deployment raise-quota)" in quota, quota
+    assert "run the deployment raise-quota again" in quota
+    assert "stage artifacts" not in quota
+    rerun = _render(
+        alert.body, _failed_run("wave-7-rerun-20261129-182205-ab12", "rerun-wave", "rerun-wave")
+    )
+    assert "(flow rerun-wave, deployment rerun-wave)" in rerun, rerun
+    assert "raise-quota" not in rerun and "run the deployment rerun-wave" in rerun
+    weekly = _render(alert.body, _failed_run("wave-7-weekly", "weekly-wave", "weekly-wave"))
+    assert "deployment weekly-wave" in weekly and "raise-quota" not in weekly
+
+
+# ---------------------------------------------------------------- run names
+def test_two_reruns_in_the_same_second_get_different_readable_names(monkeypatch):
+    from datetime import datetime as real_datetime
+    from types import SimpleNamespace
+
+    from deployments import operations
+
+    class Frozen(real_datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return real_datetime(2026, 11, 29, 18, 22, 5, tzinfo=tz)
+
+    monkeypatch.setattr(operations, "datetime", Frozen)
+    monkeypatch.setattr(operations, "current_run", SimpleNamespace(parameters={"wave_id": 7}))
+    first, second = operations._rerun_run_name(), operations._rerun_run_name()
+    assert first != second
+    for name in (first, second):
+        assert re.fullmatch(r"wave-7-rerun-20261129-182205-[0-9a-f]{4}", name), name
 
 
 # ---------------------------------------------------------------- the lease, from a deployment
