@@ -1,11 +1,13 @@
 """The flows behind the deployments of operations.md.
 
-| flow (= deployment)  | run name                                   | does                                   |
-| -------------------- | ------------------------------------------ | -------------------------------------- |
-| `weekly-wave`        | `wave-<N>-weekly`                          | runs the due wave from the drop folder |
-| `overnight-rollout`  | `wave-<N>-overnight-rollout`               | credits the confirmed, paced           |
-| `rerun-wave`         | `wave-<N>-rerun-<YYYYmmdd-HHMMSS>-<4 hex>` | resumes a wave (all or chosen stages)  |
-| `raise-quota`        | `wave-<N>-raise-quota-<Q>`                 | raises the quota, processes new seats  |
+| flow (= deployment)  | run name                          | does                              |
+| -------------------- | --------------------------------- | --------------------------------- |
+| `weekly-wave`        | `wave-<N>-weekly`                 | runs the due wave (drop folder)   |
+| `overnight-rollout`  | `wave-<N>-overnight-rollout`      | credits the confirmed, paced      |
+| `rerun-wave`         | `wave-<N>-rerun-<stamp>-<4 hex>`  | resumes a wave (all/chosen stages)|
+| `raise-quota`        | `wave-<N>-raise-quota-<Q>`        | raises the quota, new seats       |
+
+(`<stamp>`: `YYYYmmdd-HHMMSS`, Jakarta time.)
 
 Every run is tagged `prakerja` and `wave-<N>`, holds the wave's lease (tasks/lease.py) while
 it works on the wave, and runs the `wave` flow (named `wave-<N>`) for the stages.
