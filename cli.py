@@ -19,7 +19,7 @@ log = logging.getLogger("prakerja")
 
 
 def _setup_logging(verbose: bool = False) -> None:
-    from flows.logging import install_masking
+    from tasks.log_masking import install_masking
 
     # This program's machines talk only to their partners: no telemetry calls.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -110,7 +110,7 @@ class _Main(click.Group):
 
             from rules.masking import error_text
 
-            log.debug("failure", exc_info=True)  # masked by flows.logging.MaskingFilter
+            log.debug("failure", exc_info=True)  # masked by tasks.log_masking.MaskingFilter
             if isinstance(exc, OperationalError):  # the database went away mid-command
                 click.echo(f"error: {_database_failure(exc)}", err=True)
             else:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from prefect.cache_policies import NO_CACHE
 
+from flows.pacing import credit_paced
 from flows.publish import (
     publish_draw,
     publish_reconcile,
@@ -22,6 +23,7 @@ from flows.publish import (
 )
 from flows.runners import batch_task_runner, partner_threads, worker_stage_threads
 from models.enums import ReasonCode, Stage, State
+from rules.pacing import Pacing
 from tasks import batches as t
 from tasks import draw, intake, workers
 from tasks.boundary import flow, task
@@ -132,22 +134,31 @@ def accounts_stage(wave_id: int, execution: Execution) -> dict:
 
 
 @flow(name="rollout", flow_run_name="wave-{wave_id}-rollout")
-def rollout_stage(wave_id: int, execution: Execution) -> dict:
-    ranges = t.plan_batches_task(wave_id, [State.CONFIRMED.value], batch_size())
-    summary = publish_stage(
-        wave_id, Stage.ROLLOUT, _run_batches(t.credit_task, wave_id, ranges, execution=execution)
-    )
+def rollout_stage(wave_id: int, execution: Execution, pacing: Pacing | None = None) -> dict:
+    """Credits the confirmed: at once, or (the overnight rollout) paced to the deadline."""
+    size = pacing.batch_size if pacing else batch_size()
+    ranges = t.plan_batches_task(wave_id, [State.CONFIRMED.value], size)
+    paced = None
+    if pacing is None:
+        reports = _run_batches(t.credit_task, wave_id, ranges, execution=execution)
+    else:
+        reports, paced = credit_paced(wave_id, ranges, execution, pacing)
+    summary = publish_stage(wave_id, Stage.ROLLOUT, reports)
+    if paced is not None:
+        summary["pacing"] = paced
     if ranges:  # a finished wave's rerun asks the issuer nothing, not even its statement
         summary["reconcile"] = publish_reconcile(wave_id, t.reconcile_task(wave_id, execution))
     return summary
 
 
-def rollout_refilling(wave_id: int, refill: bool, execution: Execution) -> dict:
+def rollout_refilling(
+    wave_id: int, refill: bool, execution: Execution, pacing: Pacing | None = None
+) -> dict:
     """The rollout; a credit refused there as PRIOR_RECIPIENT (another wave holds that NIK's
     credit) frees a seat, which (with `refill`) the next in line gets in this same run:
     accounts and backfill again, then their credits."""
     rollout = on(rollout_stage, execution, partner_threads)
-    summary = rollout(wave_id, execution)
+    summary = rollout(wave_id, execution, pacing)
     freed = summary["counts"].get(ReasonCode.PRIOR_RECIPIENT.value, 0)
     while refill and freed:
         on(accounts_stage, execution, partner_threads)(wave_id, execution)
@@ -181,11 +192,13 @@ def wave(
     draw_without_pending: bool = False,
     keep_open: bool = False,
     execution: Execution | None = None,
+    pacing: Pacing | None = None,
 ) -> dict:
     """Runs every stage of a wave still to do, then closes it if nothing is pending.
 
     `execution` (tasks/execution.py) says where its batches run; without it, from this
-    process's environment, read once here."""
+    process's environment, read once here. `pacing` spreads the rollout's credits to the
+    wave's deadline (the overnight rollout); without it they go as fast as allowed."""
     run = execution or Execution.from_env()
     todo = set(stages or list(Stage))
     runbook = [
@@ -195,7 +208,7 @@ def wave(
         (Stage.SCREENING, lambda: on(screening_stage, run, worker_stage_threads)(wave_id, run)),
         (Stage.DRAW, lambda: draw_stage(wave_id, draw_without_pending)),
         (Stage.ACCOUNTS, lambda: on(accounts_stage, run, partner_threads)(wave_id, run)),
-        (Stage.ROLLOUT, lambda: rollout_refilling(wave_id, Stage.ACCOUNTS in todo, run)),
+        (Stage.ROLLOUT, lambda: rollout_refilling(wave_id, Stage.ACCOUNTS in todo, run, pacing)),
         (Stage.ANNOUNCE, lambda: on(announce_stage, run, partner_threads)(wave_id, run)),
     ]
     summary: dict = {"wave_id": wave_id, "stages": {}}

@@ -9,6 +9,7 @@ from __future__ import annotations
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
+from models import names
 from tasks import (
     accounts,
     announce,
@@ -42,13 +43,16 @@ def runtime_for(execution: Execution | None) -> Runtime:
 def publish_failures(wave_id: int, report: dict) -> dict:
     for f in report.get("failures", []):
         emit_event(
-            event="prakerja.partner.failed",
+            event=names.PARTNER_FAILED,
             resource={
-                "prefect.resource.id": f"prakerja.partner.{f['partner']}",
+                "prefect.resource.id": names.partner_resource(f["partner"]),
                 "prefect.resource.name": f["partner"],
             },
             related=[
-                {"prefect.resource.id": f"prakerja.wave.{wave_id}", "prefect.resource.role": "wave"}
+                {
+                    "prefect.resource.id": names.wave_resource(wave_id),
+                    "prefect.resource.role": "wave",
+                }
             ],
             payload={
                 "wave_id": wave_id,

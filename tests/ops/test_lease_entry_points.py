@@ -94,7 +94,7 @@ def test_a_deployment_run_that_lost_its_lease_stops_before_its_next_write(
     before re-sending), send no further credit, and fail saying why."""
 
     import flows.wave
-    from deployments.operations import rerun_wave
+    from flows.operations import rerun_wave
     from models.db import make_engine
     from models.enums import Stage
     from partners.simulator.generate import generate_export
@@ -165,11 +165,11 @@ def test_a_deployment_lease_found_lost_by_its_heartbeat_stops_every_write(sessio
     """The heartbeat's renewal finds another owner: from then on this process's writes
     to the program database fail (LeaseLost), until the run ends; the lease is left to
     its new holder."""
-    from deployments.operations import wave_lease
+    from flows.operations import wave_lease
     from models.tables import Wave
 
     make_wave(sessions, 1)
-    monkeypatch.setattr("deployments.operations.LEASE_RENEW_S", 0.05, raising=False)
+    monkeypatch.setattr("flows.operations.LEASE_RENEW_S", 0.05, raising=False)
     if HAS_LEASE_MODULE:
         monkeypatch.setattr("tasks.lease.LEASE_RENEW_S", 0.05)
     from tasks.runtime import get_runtime
