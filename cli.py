@@ -19,7 +19,7 @@ log = logging.getLogger("prakerja")
 
 
 def _setup_logging(verbose: bool = False) -> None:
-    from flows.logging import install_masking
+    from tasks.log_masking import install_masking
 
     # This program's machines talk only to their partners: no telemetry calls.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -110,7 +110,7 @@ class _Main(click.Group):
 
             from rules.masking import error_text
 
-            log.debug("failure", exc_info=True)  # masked by flows.logging.MaskingFilter
+            log.debug("failure", exc_info=True)  # masked by tasks.log_masking.MaskingFilter
             if isinstance(exc, OperationalError):  # the database went away mid-command
                 click.echo(f"error: {_database_failure(exc)}", err=True)
             else:
@@ -430,18 +430,17 @@ def wave_run(
     **flags,
 ) -> None:
     """Creates the wave (or resumes it), runs every stage still to do, and closes it."""
-    from flows.runners import DASK_ADDRESS_ENV, RUNNER_ENV
-    from tasks.shared_limits import ENV as SHARED_LIMITS_ENV
-
     if task_runner == "dask" and not dask_address:
         _refuse("--dask-address: required with --task-runner dask")
-    # Read when the flows are imported, by this process and by every Dask worker.
-    os.environ[RUNNER_ENV] = task_runner
-    if dask_address:
-        os.environ[DASK_ADDRESS_ENV] = dask_address
     if shared_rate_limits is None:
         shared_rate_limits = task_runner == "dask"
-    os.environ[SHARED_LIMITS_ENV] = "1" if shared_rate_limits else "0"
+    # Travels with the run: the wave flow's parameter, carried by every batch task (a Dask
+    # worker started elsewhere does what this run asked, whatever its own environment).
+    execution = _execution(
+        task_runner=task_runner,
+        dask_address=dask_address,
+        partner_limits="prefect" if shared_rate_limits else None,
+    )
     sys.exit(
         run_wave_command(
             wave_id=wave_id,
@@ -451,8 +450,22 @@ def wave_run(
             keep_open=keep_open,
             draw_without_pending=draw_without_pending,
             flags=flags,
+            execution=execution,
         )
     )
+
+
+def _execution(**overrides):
+    """The run's Execution: these flags over this process's PRAKERJA_* environment."""
+    from pydantic import ValidationError
+
+    from tasks.execution import Execution
+
+    try:
+        return Execution.from_env(**overrides)
+    except (ValueError, ValidationError) as exc:
+        errors = exc.errors() if isinstance(exc, ValidationError) else None
+        _refuse(errors[0]["msg"] if errors else str(exc))
 
 
 def run_wave_command(
@@ -467,8 +480,10 @@ def run_wave_command(
     partners_config=None,
     quiet: bool = False,
     under_lease=None,
+    execution=None,
 ) -> int:
     """`under_lease(held)`, if given, runs first once the lease is held (raise-quota)."""
+    execution = execution or _execution()
     from models.enums import WaveStatus
     from models.tables import Wave
     from rules.intake import HeaderError, MissingColumnsError
@@ -486,6 +501,7 @@ def run_wave_command(
     if partners_config is None:
         partners_config = _load_partners()
     rt = _runtime(partners_config)
+    rt.use_partner_limits(execution.partner_limits)
     with rt.sessions() as session:
         existing = session.get(Wave, wave_id)
     if existing is None:
@@ -556,9 +572,9 @@ def run_wave_command(
                 update_wave_under_lease(held, keep_open=keep_open)
             from tasks import shared_limits
 
-            if shared_limits.enabled():
+            if execution.partner_limits == "prefect":
                 shared_limits.ensure_partner_limits(rt.partners_config)
-            summary = _run_flow(wave_id, registrants, keep_open, draw_without_pending)
+            summary = _run_flow(wave_id, registrants, keep_open, draw_without_pending, execution)
         except Exception as exc:  # noqa: BLE001 - report any failure as exit 1
             from rules.masking import error_text
 
@@ -588,7 +604,11 @@ def _closed_line(wave_id: int) -> str:
 
 
 def _run_flow(
-    wave_id: int, registrants: str | None, keep_open: bool, draw_without_pending: bool
+    wave_id: int,
+    registrants: str | None,
+    keep_open: bool,
+    draw_without_pending: bool,
+    execution,
 ) -> dict:
     from prefect import tags
 
@@ -600,6 +620,7 @@ def _run_flow(
             registrants_path=str(Path(registrants).resolve()) if registrants else None,
             draw_without_pending=draw_without_pending,
             keep_open=keep_open,
+            execution=execution,
             return_state=True,
         )
     summary = state.result()

@@ -6,6 +6,7 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
 
+from models import names
 from models.enums import ReasonCode, Stage
 from rules.funnel import funnel_rows
 from tasks.batches import report_task  # the wave's state, from the database
@@ -84,8 +85,8 @@ def publish_credit_rejections(wave_id: int, stage: Stage, counts: dict) -> None:
         "wave %s %s: the card issuer refused %d credits", wave_id, stage.value, rejected
     )
     emit_event(
-        event="prakerja.credit.rejected",
-        resource={"prefect.resource.id": f"prakerja.wave.{wave_id}"},
+        event=names.CREDIT_REJECTED,
+        resource={"prefect.resource.id": names.wave_resource(wave_id)},
         payload={
             "wave_id": wave_id,
             "stage": stage.value,
@@ -115,8 +116,8 @@ def publish_wave(wave_id: int, report: dict) -> dict:
     )
     pending = report["outcomes"].get("PENDING", 0)
     emit_event(
-        event="prakerja.wave.pending" if pending else "prakerja.wave.completed",
-        resource={"prefect.resource.id": f"prakerja.wave.{wave_id}"},
+        event=names.WAVE_PENDING if pending else names.WAVE_COMPLETED,
+        resource={"prefect.resource.id": names.wave_resource(wave_id)},
         payload={
             "wave_id": wave_id,
             "pending": report["pending"],
@@ -137,8 +138,8 @@ def publish_reconcile(wave_id: int, result: dict) -> dict:
     )
     if not result["ok"]:
         emit_event(
-            event="prakerja.reconcile.mismatch",
-            resource={"prefect.resource.id": f"prakerja.wave.{wave_id}"},
+            event=names.RECONCILE_MISMATCH,
+            resource={"prefect.resource.id": names.wave_resource(wave_id)},
             payload={k: v for k, v in result.items() if k != "refused"},
         )
     return result

@@ -19,6 +19,7 @@ from fastapi.responses import RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
+from models import names
 from portal import words
 from portal.sender import CodeSender
 from portal.settings import PortalSettings
@@ -460,9 +461,9 @@ def _partner_failed(failure, items: int) -> None:
         from prefect.events import emit_event
 
         emit_event(
-            event="prakerja.partner.failed",
+            event=names.PARTNER_FAILED,
             resource={
-                "prefect.resource.id": f"prakerja.partner.{failure.partner_id}",
+                "prefect.resource.id": names.partner_resource(failure.partner_id),
                 "prefect.resource.name": failure.partner_id,
             },
             payload={
