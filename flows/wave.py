@@ -13,6 +13,7 @@ import time
 from prefect.cache_policies import NO_CACHE
 
 from flows.publish import (
+    publish_awaiting_sign_off,
     publish_draw,
     publish_reconcile,
     publish_stage,
@@ -137,6 +138,10 @@ def accounts_stage(wave_id: int) -> dict:
     task_runner=batch_task_runner(PARTNER_THREADS),
 )
 def rollout_stage(wave_id: int) -> dict:
+    sign_off = t.sign_off_status_task(wave_id)
+    if not sign_off["approved"]:  # no credit before enough approvals of the list as it stands
+        publish_awaiting_sign_off(wave_id, sign_off)
+        return {"stage": Stage.ROLLOUT.value, "counts": {}, "failures": [], "sign_off": sign_off}
     ranges = t.plan_batches_task(wave_id, [State.CONFIRMED.value], BATCH)
     summary = publish_stage(wave_id, Stage.ROLLOUT, _run_batches(t.credit_task, wave_id, ranges))
     if ranges:  # a finished wave's rerun asks the issuer nothing, not even its statement
@@ -204,6 +209,8 @@ def wave(
             started = time.monotonic()
             summary["stages"][stage.value] = run_stage()
             summary["stages"][stage.value]["seconds"] = round(time.monotonic() - started, 3)
+    if "sign_off" in summary["stages"].get(Stage.ROLLOUT.value, {}):
+        summary["sign_off"] = summary["stages"][Stage.ROLLOUT.value]["sign_off"]
     # A seat still owed (freed at the rollout of a run without the accounts stage, such as
     # the overnight rollout) keeps the wave open for the run that fills it.
     summary["close"] = t.close_wave_task(wave_id, keep_open or seats_to_refill_task(wave_id))

@@ -273,3 +273,27 @@ def explain(result: dict, out: Console | None = None) -> None:
         out.print(table)
     else:
         out.print("Other rows with this NIK: none")
+
+
+# ------------------------------------------------------------------ audit
+def audit(rows: list[dict], out: Console | None = None) -> None:
+    """`prakerja audit`: one line per operator action, oldest first."""
+    out = out or console()
+    if not rows:
+        out.print("audit trail: no actions recorded")
+        return
+    table = _table(f"Audit trail ({len(rows):,} actions, oldest first)")
+    for column in ("#", "at (UTC)", "who", "host", "action", "wave", "before", "after"):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        table.add_row(
+            str(r["id"]),
+            r["at"],
+            r["who"],
+            r["host"],
+            r["action"],
+            _n(r["wave"]),
+            " ".join(_flat(r["before"])) if r["before"] is not None else "-",
+            " ".join(_flat(r["after"])) if r["after"] is not None else "-",
+        )
+    out.print(table)
