@@ -18,6 +18,7 @@ from models.tables import Wave
 from tasks.boundary import task
 from tasks.common import R, load_wave
 from tasks.runtime import get_runtime
+from tasks.signoff import credits_allowed
 
 
 def draw_facts(session: Session, wave_id: int) -> dict:
@@ -50,7 +51,8 @@ def wave_ids(session: Session) -> list[int]:
 
 
 def waves_to_credit(session: Session) -> list[dict]:
-    """Open waves with confirmed participants not yet credited, lowest first."""
+    """Open waves with confirmed participants not yet credited and nothing (sign-off)
+    holding their money back, lowest first."""
     counts = dict(
         session.execute(
             select(R.c.wave_id, func.count())
@@ -63,6 +65,8 @@ def waves_to_credit(session: Session) -> list[dict]:
         wave = session.get(Wave, wave_id)
         if wave is None or wave.status == WaveStatus.CLOSED:
             continue
+        if not credits_allowed(session, wave):
+            continue  # waits for sign-off (wave-rules.md): credited once approved
         out.append(
             {
                 "wave_id": wave_id,

@@ -277,23 +277,19 @@ def explain(result: dict, out: Console | None = None) -> None:
 
 # ------------------------------------------------------------------ audit
 def audit(rows: list[dict], out: Console | None = None) -> None:
-    """`prakerja audit`: one line per operator action, oldest first."""
+    """`prakerja audit`: one entry per operator action, oldest first: who (on which host),
+    when, what, then the values before and after (a table would fold them unreadably)."""
     out = out or console()
     if not rows:
         out.print("audit trail: no actions recorded")
         return
-    table = _table(f"Audit trail ({len(rows):,} actions, oldest first)")
-    for column in ("#", "at (UTC)", "who", "host", "action", "wave", "before", "after"):
-        table.add_column(column, overflow="fold")
+    out.print(f"Audit trail: {len(rows):,} actions, oldest first (times UTC)")
     for r in rows:
-        table.add_row(
-            str(r["id"]),
-            r["at"],
-            r["who"],
-            r["host"],
-            r["action"],
-            _n(r["wave"]),
-            " ".join(_flat(r["before"])) if r["before"] is not None else "-",
-            " ".join(_flat(r["after"])) if r["after"] is not None else "-",
+        wave = f"  wave {r['wave']}" if r["wave"] is not None else ""
+        out.print(
+            f"#{r['id']}  {r['at']}  {r['action']}{wave}  by {r['who']} on {r['host']}",
+            soft_wrap=True,
         )
-    out.print(table)
+        for label in ("before", "after"):
+            if r[label] is not None:
+                out.print(f"    {label}: {' '.join(_flat(r[label]))}", soft_wrap=True)
