@@ -94,6 +94,18 @@ def append(
     new_id = (last.id + 1) if last else 1
     prev = last.hash if last else GENESIS
     at = utcnow()
+    before_json, after_json = _json(before), _json(after)
+    digest = row_hash(
+        id=new_id,
+        at=at,
+        who=actor.who,
+        host=actor.host,
+        action=action,
+        wave_id=wave_id,
+        before=before_json,
+        after=after_json,
+        prev_hash=prev,
+    )
     row = {
         "id": new_id,
         "at": at,
@@ -101,21 +113,11 @@ def append(
         "host": actor.host,
         "action": action,
         "wave_id": wave_id,
-        "before_json": _json(before),
-        "after_json": _json(after),
+        "before_json": before_json,
+        "after_json": after_json,
         "prev_hash": prev,
+        "hash": digest,
     }
-    row["hash"] = row_hash(
-        id=new_id,
-        at=at,
-        who=actor.who,
-        host=actor.host,
-        action=action,
-        wave_id=wave_id,
-        before=row["before_json"],
-        after=row["after_json"],
-        prev_hash=prev,
-    )
     conn.execute(insert(A), [row])
     return new_id
 
