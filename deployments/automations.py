@@ -128,6 +128,22 @@ ALERTS: tuple[Alert, ...] = (
         {"prefect.resource.id": "prakerja.wave.*"},
     ),
     Alert(
+        "awaiting sign-off",
+        "A wave waits for sign-off before any credit (wave-rules.md, 'Sign-off before "
+        "money'): nothing is credited until enough different people approved it.",
+        ("prakerja.wave.awaiting-sign-off",),
+        "[prakerja] wave " + _WAVE + " waits for sign-off",
+        "Wave " + _WAVE + " waits for sign-off before any money moves: seats "
+        "{{ event.payload.seats }}, {{ event.payload.confirmed }} confirmed participants, "
+        "Rp {{ event.payload.amount }} in total, draw digest {{ event.payload.digest }}. "
+        "{{ event.payload.approvals }} of {{ event.payload.required }} approvals so far.\n"
+        "Approve in the form of the paused run in the Prefect UI, or with "
+        "`prakerja wave sign-off --wave " + _WAVE + " --by NAME`; each approver must be a "
+        "different person. A change to the confirmed list (a quota raise, a backfill) "
+        "voids the approvals given so far.",
+        {"prefect.resource.id": "prakerja.wave.*"},
+    ),
+    Alert(
         "rollout late",
         "The overnight rollout projects to finish after the wave's rollout deadline.",
         (names.ROLLOUT_LATE,),

@@ -29,17 +29,21 @@ from typing import Annotated
 
 from prefect import get_run_logger, tags
 from prefect.events import emit_event
-from prefect.exceptions import MissingContextError
+from prefect.exceptions import FlowPauseTimeout, MissingContextError
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
 from prefect.runtime import flow_run as current_run
 from pydantic import Field
 
-from flows.publish import publish_draw
+from flows.publish import publish_awaiting_sign_off, publish_draw
 from flows.wave import wave as wave_flow
 from models import names
 from models.enums import Stage
 from models.tables import Wave
+from rules.money import rupiah
 from rules.pacing import Pacing
 from rules.settings import JAKARTA
+from tasks import batches as t
 from tasks import drop
 from tasks.boundary import flow
 from tasks.common import utcnow
@@ -47,10 +51,13 @@ from tasks.execution import Execution
 from tasks.lease import HeldLease, hold_wave_lease
 from tasks.log_masking import install_masking
 from tasks.operations import (
+    actor_here,
+    audit_task,
     create_wave_task,
     draw_facts_task,
     find_due_wave_task,
     raise_quota_task,
+    record_sign_off_task,
     waves_to_credit_task,
 )
 from tasks.runtime import get_runtime
@@ -60,6 +67,9 @@ WaveNumber = Annotated[int, Field(ge=1, le=1_000_000)]
 LEASE_WAIT_S = float(os.environ.get("PRAKERJA_LEASE_WAIT_S") or 600)
 # Stages the weekly wave leaves to the overnight rollout when credit_overnight is on.
 OVERNIGHT_STAGES = (Stage.ROLLOUT, Stage.ANNOUNCE)
+# How long a run paused for sign-off waits for the form before it ends (the approvals
+# can still be given with `prakerja wave sign-off`; the overnight rollout then credits).
+SIGN_OFF_WAIT_S = int(float(os.environ.get("PRAKERJA_SIGN_OFF_WAIT_S") or 24 * 3600))
 
 install_masking()
 
@@ -167,6 +177,91 @@ def _brief(summary: dict) -> dict:
     }
 
 
+# ---------------------------------------------------------------- sign-off (pause, form)
+class SignOffForm(RunInput):
+    """The form of a run paused for sign-off (operations.md): the wave as it stands,
+    then the approver's name and an explicit approval. The facts are filled in; an
+    approval whose facts are not the wave's as it stands now is refused."""
+
+    approver: str = Field(description="Your name, as the audit trail will show it.")
+    approve: bool = Field(
+        default=False, description="I approve crediting this wave exactly as shown."
+    )
+    wave: int = Field(description="The wave.")
+    seats: str = Field(description="Its seats (the quota, or seats by province).")
+    confirmed_participants: int = Field(description="Participants to credit.")
+    total_rupiah: int = Field(description="The total amount, in rupiah.")
+    draw_digest: str = Field(description="SHA-256 of the seed, seats and confirmed list.")
+
+
+def _form(status: dict) -> type[SignOffForm]:
+    seats = status["seats"]
+    shown = (
+        ", ".join(f"{p}: {n}" for p, n in sorted(seats.items()))
+        if isinstance(seats, dict)
+        else str(seats)
+    )
+    given = ", ".join(a["by"] for a in status["approvals"]) or "none yet"
+    description = (
+        f"## Wave {status['wave_id']} waits for sign-off\n\n"
+        f"- seats: **{shown}**\n- confirmed participants: **{status['confirmed']}**\n"
+        f"- total amount: **{rupiah(status['total_amount'])}**\n"
+        f"- draw digest: `{status['digest']}`\n\n"
+        f"Approvals: {len(status['approvals'])} of {status['required']} ({given}). "
+        "Type your name and tick *approve* to approve crediting this wave as shown; "
+        "each approver must be a different person."
+    )
+    return SignOffForm.with_initial_data(
+        description=description,
+        approver="",
+        approve=False,
+        wave=status["wave_id"],
+        seats=shown,
+        confirmed_participants=status["confirmed"],
+        total_rupiah=status["total_amount"],
+        draw_digest=status["digest"],
+    )
+
+
+def await_sign_off(wave_id: int, announce: bool = False) -> dict:
+    """While the wave waits for sign-off: pause this run with the form, record each
+    approval submitted, until enough different people approved (or the form is not
+    answered within SIGN_OFF_WAIT_S). Called outside the wave's lease: a paused run holds
+    nothing that keeps the overnight rollout from crediting the wave once approved."""
+    logger = get_run_logger()
+    status = t.sign_off_status_task(wave_id)
+    if announce:
+        publish_awaiting_sign_off(wave_id, status)
+    while status["waiting"]:
+        try:
+            answer = pause_flow_run(wait_for_input=_form(status), timeout=SIGN_OFF_WAIT_S)
+        except FlowPauseTimeout:
+            logger.warning("wave %s: no sign-off through the form in time", wave_id)
+            break
+        if not answer.approve:
+            logger.warning("wave %s: the form was sent without 'approve': not approved", wave_id)
+        else:
+            got = record_sign_off_task(
+                wave_id, answer.approver, answer.draw_digest, current_run.name or ""
+            )
+            if "refused" in got:
+                logger.warning("wave %s: approval refused: %s", wave_id, got["refused"])
+            else:
+                logger.info(
+                    "wave %s: approved by %s (%d of %d)",
+                    wave_id,
+                    answer.approver.strip(),
+                    len(got["approvals"]),
+                    got["required"],
+                )
+        status = t.sign_off_status_task(wave_id)
+    return status
+
+
+def _waits_for_sign_off(summary: dict) -> bool:
+    return bool((summary.get("sign_off") or {}).get("waiting"))
+
+
 # ---------------------------------------------------------------- weekly-wave
 def emit_export_missing(wave_id: int, folder: Path, exports_seen: int) -> None:
     emit_event(
@@ -209,6 +304,13 @@ def weekly_wave(credit_overnight: bool = True, drop_dir: str | None = None) -> d
     stages = [s for s in Stage if not (credit_overnight and s in OVERNIGHT_STAGES)]
     with wave_lease(wave_id):
         summary = run_wave(wave_id, registrants_path=found["export"], stages=stages)
+    # Sign-off (wave-rules.md): the form, outside the lease; approved, the rollout credits
+    # now, or the overnight rollout does (credit_overnight).
+    if await_sign_off(wave_id, announce=credit_overnight)["approved"] and _waits_for_sign_off(
+        summary
+    ):
+        with wave_lease(wave_id):
+            summary = run_wave(wave_id, stages=stages)
     return {"ran": True, **_brief(summary)}
 
 
@@ -259,7 +361,9 @@ def overnight_rollout(
                 pacing=pacing,
             )
         rollout = summary["stages"][Stage.ROLLOUT.value]
-        results.append({**_brief(summary), "rollout": rollout["counts"], **rollout["pacing"]})
+        results.append(
+            {**_brief(summary), "rollout": rollout["counts"], **rollout.get("pacing", {})}
+        )
     return {"waves": results}
 
 
@@ -281,14 +385,21 @@ def rerun_wave(
     """
     install_masking()
     label_run([wave_id])
+    audit_task(
+        "wave.rerun",
+        wave_id,
+        {"stages": [s.value for s in stages or []] or "all", "flow_run": current_run.name},
+    )
+    options = {
+        "stages": list(stages) if stages else None,
+        "draw_without_pending": draw_without_pending,
+    }
     with wave_lease(wave_id):
         keep_open = _wave_row(wave_id).keep_open
-        summary = run_wave(
-            wave_id,
-            stages=list(stages) if stages else None,
-            draw_without_pending=draw_without_pending,
-            keep_open=keep_open,
-        )
+        summary = run_wave(wave_id, keep_open=keep_open, **options)
+    if _waits_for_sign_off(summary) and await_sign_off(wave_id)["approved"]:
+        with wave_lease(wave_id):
+            summary = run_wave(wave_id, keep_open=_wave_row(wave_id).keep_open, **options)
     return _brief(summary)
 
 
@@ -306,8 +417,12 @@ def raise_quota_flow(
     """
     install_masking()
     label_run([wave_id])
+    actor = actor_here()
     with wave_lease(wave_id) as held:
-        raised = raise_quota_task(wave_id, quota, held.lease.owner)
+        raised = raise_quota_task(wave_id, quota, held.lease.owner, actor.who, actor.host)
         keep_open = _wave_row(wave_id).keep_open
         summary = run_wave(wave_id, keep_open=keep_open)
+    if _waits_for_sign_off(summary) and await_sign_off(wave_id)["approved"]:
+        with wave_lease(wave_id):
+            summary = run_wave(wave_id, keep_open=_wave_row(wave_id).keep_open)
     return {"quota": raised, **_brief(summary)}

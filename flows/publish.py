@@ -9,6 +9,7 @@ from prefect.events import emit_event
 from models import names
 from models.enums import ReasonCode, Stage
 from rules.funnel import funnel_rows
+from rules.money import rupiah
 from tasks.batches import report_task  # the wave's state, from the database
 from tasks.report_types import merge_reports
 
@@ -128,6 +129,51 @@ def publish_wave(wave_id: int, report: dict) -> dict:
         },
     )
     return report
+
+
+def publish_awaiting_sign_off(wave_id: int, status: dict) -> dict:
+    """The wave waits for sign-off (wave-rules.md): an artifact `wave-<N>-sign-off` with
+    what approvers approve, and, when it really waits (its accounts are done), the event
+    `prakerja.wave.awaiting-sign-off` that the automation turns into a notification."""
+    if not status.get("waiting"):
+        return status
+    approvals = ", ".join(a["by"] for a in status["approvals"]) or "none yet"
+    rows = [
+        ("seats", status["seats"]),
+        ("confirmed participants", status["confirmed"]),
+        ("total amount", rupiah(status["total_amount"])),
+        ("draw digest", f"`{status['digest']}`"),
+        ("approvals", f"{len(status['approvals'])} of {status['required']} ({approvals})"),
+    ]
+    md = f"## Wave {wave_id}: waiting for sign-off\n\n| | |\n|---|---|\n"
+    md += "\n".join(f"| {k} | {v} |" for k, v in rows)
+    md += (
+        f"\n\nNo credit is sent until {status['required']} different people approved: "
+        f"`prakerja wave sign-off --wave {wave_id} --by NAME`, or the form of a paused run."
+    )
+    create_markdown_artifact(
+        key=f"wave-{wave_id}-sign-off", markdown=md, description=f"wave {wave_id} sign-off"
+    )
+    get_run_logger().warning(
+        "wave %s waits for sign-off: %d of %d approvals",
+        wave_id,
+        len(status["approvals"]),
+        status["required"],
+    )
+    emit_event(
+        event="prakerja.wave.awaiting-sign-off",
+        resource={"prefect.resource.id": f"prakerja.wave.{wave_id}"},
+        payload={
+            "wave_id": wave_id,
+            "seats": status["seats"],
+            "confirmed": status["confirmed"],
+            "amount": status["total_amount"],
+            "required": status["required"],
+            "approvals": len(status["approvals"]),
+            "digest": status["digest"],
+        },
+    )
+    return status
 
 
 def publish_reconcile(wave_id: int, result: dict) -> dict:

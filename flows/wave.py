@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.pacing import credit_paced
 from flows.publish import (
+    publish_awaiting_sign_off,
     publish_draw,
     publish_reconcile,
     publish_stage,
@@ -135,7 +136,12 @@ def accounts_stage(wave_id: int, execution: Execution) -> dict:
 
 @flow(name="rollout", flow_run_name="wave-{wave_id}-rollout")
 def rollout_stage(wave_id: int, execution: Execution, pacing: Pacing | None = None) -> dict:
-    """Credits the confirmed: at once, or (the overnight rollout) paced to the deadline."""
+    """Credits the confirmed: at once, or (the overnight rollout) paced to the deadline;
+    nothing before enough approvals of the list as it stands (sign-off before money)."""
+    sign_off = t.sign_off_status_task(wave_id)
+    if not sign_off["approved"]:
+        publish_awaiting_sign_off(wave_id, sign_off)
+        return {"stage": Stage.ROLLOUT.value, "counts": {}, "failures": [], "sign_off": sign_off}
     size = pacing.batch_size if pacing else batch_size()
     ranges = t.plan_batches_task(wave_id, [State.CONFIRMED.value], size)
     paced = None
@@ -219,6 +225,8 @@ def wave(
             started = time.monotonic()
             summary["stages"][stage.value] = run_stage()
             summary["stages"][stage.value]["seconds"] = round(time.monotonic() - started, 3)
+    if "sign_off" in summary["stages"].get(Stage.ROLLOUT.value, {}):
+        summary["sign_off"] = summary["stages"][Stage.ROLLOUT.value]["sign_off"]
     # A seat still owed (freed at the rollout of a run without the accounts stage, such as
     # the overnight rollout) keeps the wave open for the run that fills it.
     summary["close"] = t.close_wave_task(wave_id, keep_open or seats_to_refill_task(wave_id))

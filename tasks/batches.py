@@ -18,6 +18,7 @@ from tasks import (
     intake,
     reporting,
     rollout,
+    signoff,
     workers,
 )
 from tasks.boundary import task
@@ -214,3 +215,13 @@ def close_wave_task(wave_id: int, keep_open: bool) -> dict:
 def accounts_unanswered_task(wave_id: int) -> int:
     with get_runtime().sessions() as session:
         return draw.accounts_unanswered(session, wave_id)
+
+
+@task(
+    name="sign-off-status", retries=2, retry_delay_seconds=DB_RETRY_DELAYS_S, cache_policy=NO_CACHE
+)
+def sign_off_status_task(wave_id: int) -> dict:
+    """Whether the wave may be credited (wave-rules.md, "Sign-off before money"): counts,
+    seats and the digest of the confirmed list, never a person."""
+    with get_runtime().sessions() as session:
+        return signoff.sign_off_status(session, wave_id)

@@ -19,6 +19,8 @@ from rules.draw import (
     provincial_seats,
     raised_seats,
 )
+from tasks import audit
+from tasks.audit import Actor
 from tasks.common import R, bulk_update, load_wave, utcnow
 from tasks.eligibility import reject_prior_recipients
 
@@ -345,7 +347,12 @@ def fill_free_seats(sessions: SessionFactory, wave_id: int) -> dict:
 
 
 def raise_quota(
-    sessions: SessionFactory, wave_id: int, new_quota: int, *, lease_owner: str | None = None
+    sessions: SessionFactory,
+    wave_id: int,
+    new_quota: int,
+    *,
+    lease_owner: str | None = None,
+    actor: Actor | None = None,
 ) -> dict:
     """Raises an open wave's quota; the new seats are filled by the next round.
 
@@ -394,8 +401,18 @@ def raise_quota(
                 f"wave {wave_id} changed meanwhile (closed, raised or taken by another run): "
                 "its quota was not raised"
             )
+        added_seats = added if isinstance(added, int) else sum(added.values())
+        if actor is not None:  # in the raise's transaction: both or neither
+            audit.append(
+                session,
+                actor,
+                "wave.quota.raised",
+                wave_id=wave_id,
+                before={"quota": old},
+                after={"quota": new_quota, "added_seats": added_seats},
+            )
         return {
             "old_quota": old,
             "new_quota": new_quota,
-            "added_seats": added if isinstance(added, int) else sum(added.values()),
+            "added_seats": added_seats,
         }

@@ -21,6 +21,7 @@ from tasks import drop
 from tasks.boundary import task
 from tasks.common import R, load_wave
 from tasks.runtime import get_runtime
+from tasks.signoff import credits_allowed
 
 
 def draw_facts(session: Session, wave_id: int) -> dict:
@@ -53,7 +54,8 @@ def wave_ids(session: Session) -> list[int]:
 
 
 def waves_to_credit(session: Session) -> list[dict]:
-    """Open waves with confirmed participants not yet credited, lowest first."""
+    """Open waves with confirmed participants not yet credited and nothing (sign-off)
+    holding their money back, lowest first."""
     counts = dict(
         session.execute(
             select(R.c.wave_id, func.count())
@@ -66,6 +68,8 @@ def waves_to_credit(session: Session) -> list[dict]:
         wave = session.get(Wave, wave_id)
         if wave is None or wave.status == WaveStatus.CLOSED:
             continue
+        if not credits_allowed(session, wave):
+            continue  # waits for sign-off (wave-rules.md): credited once approved
         out.append(
             {
                 "wave_id": wave_id,
@@ -135,6 +139,16 @@ def create_wave_task(wave_id: int, export: str, settings_file: str) -> dict:
         source_sha256=file_sha256(export),
         given=set(values) | {"lottery_seed"},
     )
+    if created:
+        from tasks import audit
+
+        shown = {
+            k: v for k, v in settings.as_dict().items() if k not in ("wave_id", "lottery_seed")
+        }
+        shown.update(lottery_seed_sha256=wave.lottery_seed_sha256, export_sha256=wave.source_sha256)
+        audit.record(
+            get_runtime().sessions, actor_here(), "wave.created", wave_id=wave_id, after=shown
+        )
     return {"wave_id": wave_id, "created": created, "quota": wave.quota}
 
 
@@ -145,8 +159,45 @@ def waves_to_credit_task() -> list[dict]:
 
 
 @task(name="raise-quota", cache_policy=NO_CACHE)  # answers from the database
-def raise_quota_task(wave_id: int, quota: int, lease_owner: str) -> dict:
+def raise_quota_task(wave_id: int, quota: int, lease_owner: str, who: str, host: str) -> dict:
     """Changes the wave only while it is open and this run's lease holds it."""
+    from tasks.audit import Actor
     from tasks.draw import raise_quota
 
-    return raise_quota(get_runtime().sessions, wave_id, quota, lease_owner=lease_owner)
+    return raise_quota(
+        get_runtime().sessions, wave_id, quota, lease_owner=lease_owner, actor=Actor(who, host)
+    )
+
+
+@task(name="record-sign-off", cache_policy=NO_CACHE)  # answers from the database
+def record_sign_off_task(wave_id: int, approver: str, seen_digest: str, run_name: str) -> dict:
+    """One approval from the form, recorded exactly like `prakerja wave sign-off`;
+    `{"refused": why}` instead of an approval the rules refuse."""
+    from tasks.audit import Actor
+    from tasks.signoff import SignOffError, record_approval
+
+    try:
+        result = record_approval(
+            get_runtime().sessions,
+            wave_id,
+            Actor(approver.strip(), f"prefect-ui (run {run_name})"),
+            via="prefect",
+            seen_digest=seen_digest,
+        )
+    except SignOffError as exc:
+        return {"refused": str(exc)}
+    return {k: result[k] for k in ("required", "approvals", "approved")}
+
+
+@task(name="audit", cache_policy=NO_CACHE)
+def audit_task(action: str, wave_id: int, after: dict) -> int:
+    """An audit row for this deployment run (who: the deployment and run names)."""
+    from tasks import audit
+
+    return audit.record(get_runtime().sessions, actor_here(), action, wave_id=wave_id, after=after)
+
+
+def actor_here():
+    from tasks.audit import Actor
+
+    return Actor.deployment()

@@ -165,6 +165,15 @@ SAMPLES = {
         "ok": False,
     },
     "prakerja.credit.rejected": {"wave_id": 7, "stage": "rollout", "rejected": 3, "credited": 35},
+    "prakerja.wave.awaiting-sign-off": {
+        "wave_id": 7,
+        "seats": 40,
+        "confirmed": 38,
+        "amount": 38_000_000,
+        "required": 2,
+        "approvals": 1,
+        "digest": "ab" * 32,
+    },
     "prakerja.export.missing": {
         "wave_id": 7,
         "expected_file": "wave-7.csv",
