@@ -233,7 +233,3 @@ class LoginGuard(SQLModel, table=True):
     code_hash: str | None = None
     code_expires: float = 0
     updated_at: float = 0
-
-
-def registrant_table():
-    return Registrant.__table__  # type: ignore[attr-defined]

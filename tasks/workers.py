@@ -32,7 +32,12 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from partners.config import PartnersConfig, PartnerSettings, load_partners_config
-from partners.limits import SharedCircuitBreaker, SharedRateLimiter, install_shared_limits
+from partners.limits import (
+    SharedCircuitBreaker,
+    SharedLimits,
+    SharedRateLimiter,
+    install_shared_limits,
+)
 from tasks import runtime, shared_limits
 
 WORKERS_ENV = "PRAKERJA_WORKER_PROCESSES"
@@ -75,7 +80,7 @@ def all_partners(config: PartnersConfig) -> list[PartnerSettings]:
     ]
 
 
-def partner_limits(config: PartnersConfig, context) -> dict[str, tuple]:
+def partner_limits(config: PartnersConfig, context) -> dict[str, SharedLimits]:
     """One rate limiter, concurrency semaphore and circuit breaker per partner, for all
     workers."""
     return {
@@ -92,7 +97,7 @@ def partner_limits(config: PartnersConfig, context) -> dict[str, tuple]:
     }
 
 
-def _start_worker(database: str, config: PartnersConfig, limits: dict[str, tuple]) -> None:
+def _start_worker(database: str, config: PartnersConfig, limits: dict[str, SharedLimits]) -> None:
     _exit_with_parent()
     install_shared_limits(limits)
     runtime.configure(database=database, partners_config=config)
