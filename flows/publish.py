@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import cast
+from uuid import UUID
+
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
@@ -243,10 +246,15 @@ def track_progress(wave_id: int, futures: list, stage: str | None = None) -> Non
     stage = stage or flow_run.flow_name or "stage"
     logger = get_run_logger()
     try:
-        artifact = create_progress_artifact(
-            0.0,
-            key=f"wave-{wave_id}-{stage}-progress",
-            description=f"wave {wave_id} {stage}: 0 of {total} batches done",
+        # Called from a sync flow, async_dispatch runs it synchronously: a UUID (its
+        # declared type also admits the coroutine of the async path).
+        artifact: UUID | None = cast(
+            UUID,
+            create_progress_artifact(
+                0.0,
+                key=f"wave-{wave_id}-{stage}-progress",
+                description=f"wave {wave_id} {stage}: 0 of {total} batches done",
+            ),
         )
     except Exception as exc:  # noqa: BLE001 - progress is a courtesy
         logger.warning("wave %s %s: no progress artifact (%s)", wave_id, stage, type(exc).__name__)

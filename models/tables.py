@@ -278,7 +278,3 @@ class AuditEntry(SQLModel, table=True):
     after_json: str | None = Field(default=None, sa_type=Text)
     prev_hash: str
     hash: str
-
-
-def registrant_table():
-    return Registrant.__table__  # type: ignore[attr-defined]

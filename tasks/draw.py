@@ -84,12 +84,12 @@ def _candidates(
             # Past (priority, key) in draw order: keys are unique within a wave.
             same = and_(R.c.priority.is_(bool(last_priority)), R.c.draw_key > last_key)
             query = query.where(or_(same, R.c.priority.is_(False)) if last_priority else same)
-        rows = session.execute(query.order_by(*order).limit(page)).all()
-        for rid, nik, kk, province, priority, key in rows:
+        got = session.execute(query.order_by(*order).limit(page)).all()
+        for rid, nik, kk, province, priority, key in got:
             yield rid, Candidate(nik, kk, province, bool(priority), key)
-        if len(rows) < page:
+        if len(got) < page:
             return
-        after = (rows[-1].priority, rows[-1].draw_key)
+        after = (got[-1].priority, got[-1].draw_key)
         page *= 2
 
 
@@ -377,14 +377,16 @@ def raise_quota(
         if wave.drawn_at is not None and wave.allocation == Allocation.PROVINCIAL:
             stored = json.loads(wave.seats_json or "{}")
             pool_counts = stored.get("pool_counts") or {}
-            added = raised_seats(
+            grown = raised_seats(
                 old_quota=old,
                 new_quota=new_quota,
                 allocation=wave.allocation,
                 pool_counts=pool_counts,
             )
+            assert isinstance(grown, dict)  # provincial: the seats each province gains
+            added = grown
             seats = stored.get("seats") or {}
-            for p, extra in added.items():
+            for p, extra in grown.items():
                 seats[p] = seats.get(p, 0) + extra
             stored["seats"] = seats
             wave.seats_json = json.dumps(stored)
@@ -393,9 +395,11 @@ def raise_quota(
         cond = [w.c.wave_id == wave_id, w.c.status == WaveStatus.OPEN, w.c.quota == old]
         if lease_owner is not None:
             cond.append(w.c.lease_owner == lease_owner)
-        changed = session.execute(
-            update(w).where(*cond).values(quota=new_quota, seats_json=seats_json)
-        ).rowcount
+        changed = (
+            session.connection()
+            .execute(update(w).where(*cond).values(quota=new_quota, seats_json=seats_json))
+            .rowcount
+        )
         if not changed:
             raise QuotaError(
                 f"wave {wave_id} changed meanwhile (closed, raised or taken by another run): "

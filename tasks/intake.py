@@ -39,10 +39,6 @@ def is_big_export(path: str | Path | None) -> bool:
 CHUNK_ROWS = 20_000  # rows per transaction: fewer, bigger commits
 
 
-class SourceMismatchError(ValueError):
-    """The wave was started from another file: resuming it from this one would mix waves."""
-
-
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

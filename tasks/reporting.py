@@ -72,7 +72,7 @@ def wave_report(session: Session, wave_id: int) -> dict[str, Any]:
         if outcome == "PENDING":
             pending[str(shown)] += n
             pending_by_partner[f"{shown}:{partner or 'not-attempted'}"] += n
-    rejected_at = Counter()
+    rejected_at: Counter[str] = Counter()
     for reason, n in reasons.items():
         if reason in INTAKE_REASONS:
             rejected_at["intake"] += n

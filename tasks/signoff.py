@@ -151,7 +151,7 @@ def credits_allowed(session: Session, wave: Wave) -> bool:
     if not need:
         return True
     key = (
-        str(session.get_bind().url),
+        str(session.connection().engine.url),
         wave.wave_id,
         wave.created_at,  # another database's wave 1, or a wave made again, is another key
         *_list_version(session, wave.wave_id),

@@ -33,7 +33,12 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from partners.config import PartnersConfig, PartnerSettings, load_partners_config
-from partners.limits import SharedCircuitBreaker, SharedRateLimiter, install_shared_limits
+from partners.limits import (
+    SharedCircuitBreaker,
+    SharedLimits,
+    SharedRateLimiter,
+    install_shared_limits,
+)
 from tasks import runtime
 
 _pool: ProcessPoolExecutor | None = None
@@ -51,7 +56,7 @@ def all_partners(config: PartnersConfig) -> list[PartnerSettings]:
     ]
 
 
-def partner_limits(config: PartnersConfig, context) -> dict[str, tuple]:
+def partner_limits(config: PartnersConfig, context) -> dict[str, SharedLimits]:
     """One rate limiter, concurrency semaphore and circuit breaker per partner, for all
     workers."""
     return {
@@ -69,7 +74,7 @@ def partner_limits(config: PartnersConfig, context) -> dict[str, tuple]:
 
 
 def _start_worker(
-    database: str, config: PartnersConfig, limits: dict[str, tuple], partner_limits: str
+    database: str, config: PartnersConfig, limits: dict[str, SharedLimits], partner_limits: str
 ) -> None:
     _exit_with_parent()
     install_shared_limits(limits)
