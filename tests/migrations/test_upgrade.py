@@ -263,6 +263,22 @@ def test_a_database_upgraded_by_a_newer_release_is_refused(tmp_path):
     assert heads(url) == ("f00dcafe1234",)
 
 
+def test_a_database_at_an_earlier_revision_is_refused_naming_the_upgrade(tmp_path, monkeypatch):
+    from models import schema
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'program.db'}")
+    init_db(engine)
+    # This code one revision on (as after the next migration is added).
+    monkeypatch.setattr(schema, "code_heads", lambda: ("0002_next",))
+    with pytest.raises(schema.SchemaOutdatedError) as refused:
+        init_db(engine)
+    engine.dispose()
+    assert str(refused.value) == (
+        "the program database is at schema revision 0001_baseline, older than this "
+        "release's 0002_next: run `prakerja db upgrade` (back it up first)"
+    )
+
+
 # ------------------------------------------------------------------ the open wave
 @pytest.mark.parametrize("kind", DATABASES)
 def test_the_open_wave_finishes_after_the_upgrade_with_a_fresh_runs_outcomes_and_money(

@@ -244,7 +244,7 @@ def upgrade() -> None:
                 op.drop_index(name, table_name=table.name)
         for index in sorted(table.indexes, key=lambda i: str(i.name)):
             if index.name not in have:
-                _create_index(bind, index)
+                _create_index(bind, table.name, index)
 
 
 def downgrade() -> None:
@@ -264,7 +264,7 @@ def _add_missing_columns(bind, inspector, table: sa.Table) -> None:
         op.add_column(table.name, sa.Column(column.name, column.type, nullable=True))
 
 
-def _create_index(bind, index: sa.Index) -> None:
+def _create_index(bind, table_name: str, index: sa.Index) -> None:
     """Creates `index`; a unique one that existing rows break is left out and named in
     the log (without the rows' values), as the releases before did: the program keeps
     working and `prakerja wave reconcile` reports the rows (paid more than once)."""
@@ -279,5 +279,5 @@ def _create_index(bind, index: sa.Index) -> None:
         log.error(
             "index %s cannot be created: existing %s rows break it; see `prakerja wave reconcile`",
             index.name,
-            index.table.name,
+            table_name,
         )
