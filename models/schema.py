@@ -24,7 +24,10 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 UPGRADE_COMMAND = "prakerja db upgrade"
 # Tables in the program database that are not the program's schema: Alembic's own, and the
 # partner buckets' (tasks/shared_limits.py makes it when first needed, UNLOGGED).
-NOT_SCHEMA = frozenset({"alembic_version", "prakerja_partner_rate"})
+# Alembic's record of the revision, under the program's own name: a PostgreSQL database
+# shared with Prefect's server holds Prefect's `alembic_version` already.
+VERSION_TABLE = "prakerja_schema_version"
+NOT_SCHEMA = frozenset({VERSION_TABLE, "prakerja_partner_rate"})
 # Any fixed number: the PostgreSQL advisory lock held while the schema is changed.
 _PG_LOCK = 0x70726B6A  # "prkj"
 
@@ -53,7 +56,12 @@ class Upgrade:
 
 
 def include_object(obj, name, type_, reflected, compare_to) -> bool:
-    """What Alembic compares with the metadata: the program's tables, not NOT_SCHEMA."""
+    """What Alembic compares with the metadata: the program's tables, not NOT_SCHEMA nor
+    another application's in a shared database (Prefect's)."""
+    if type_ == "table" and reflected and compare_to is None:
+        from sqlmodel import SQLModel
+
+        return name in SQLModel.metadata.tables
     return not (type_ == "table" and name in NOT_SCHEMA)
 
 
@@ -78,11 +86,18 @@ def code_heads() -> tuple[str, ...]:
 
 
 def database_heads(conn: Connection) -> tuple[str, ...]:
-    return tuple(sorted(MigrationContext.configure(conn).get_current_heads()))
+    context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+    return tuple(sorted(context.get_current_heads()))
 
 
 def _has_program_tables(conn: Connection) -> bool:
-    return bool(set(inspect(conn).get_table_names()) - NOT_SCHEMA)
+    """Whether any table the program has ever had is there (other applications' tables,
+    such as Prefect's in a shared database, do not count)."""
+    from sqlmodel import SQLModel
+
+    import models.tables  # noqa: F401
+
+    return bool(set(inspect(conn).get_table_names()) & set(SQLModel.metadata.tables))
 
 
 def _known(revision: str) -> bool:
@@ -105,7 +120,7 @@ def problem(conn: Connection) -> SchemaError | None:
             return None
         return SchemaOutdatedError(
             "the program database was made by a release before schema revisions (it has "
-            f"tables but no alembic_version): run `{UPGRADE_COMMAND}` (back it up first)"
+            f"tables but no {VERSION_TABLE}): run `{UPGRADE_COMMAND}` (back it up first)"
         )
     unknown = [h for h in heads if not _known(h)]
     if unknown:

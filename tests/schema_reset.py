@@ -14,6 +14,8 @@ def drop_program_schema(url: str) -> None:
     try:
         SQLModel.metadata.drop_all(engine)
         with engine.begin() as conn:
-            conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version, prakerja_partner_rate")
+            conn.exec_driver_sql(
+                "DROP TABLE IF EXISTS prakerja_schema_version, prakerja_partner_rate"
+            )
     finally:
         engine.dispose()

@@ -7,7 +7,7 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import models.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
-from models.schema import include_object
+from models.schema import VERSION_TABLE, include_object
 
 config = context.config
 
@@ -26,6 +26,7 @@ def run_migrations(connection) -> None:
         connection=connection,
         target_metadata=SQLModel.metadata,
         include_object=include_object,
+        version_table=VERSION_TABLE,
         compare_type=True,
         render_item=render_item,
         # SQLite alters a table by copying it (ALTER TABLE does little there).
@@ -43,6 +44,7 @@ elif context.is_offline_mode():
         url=config.get_main_option("sqlalchemy.url"),
         target_metadata=SQLModel.metadata,
         literal_binds=True,
+        version_table=VERSION_TABLE,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -254,7 +254,7 @@ def test_a_database_upgraded_by_a_newer_release_is_refused(tmp_path):
     assert cli(["db", "upgrade"], env).returncode == 0
     query_url = create_engine(url)
     with query_url.begin() as conn:
-        conn.exec_driver_sql("UPDATE alembic_version SET version_num = 'f00dcafe1234'")
+        conn.exec_driver_sql("UPDATE prakerja_schema_version SET version_num = 'f00dcafe1234'")
     query_url.dispose()
     for args in (["wave", "report", "--wave", "1"], ["db", "upgrade"]):
         refused = cli(args, env)

@@ -115,7 +115,7 @@ def drop_live_credit_index(sessions) -> None:
     what `prakerja db upgrade` must add)."""
     with sessions() as session, session.begin():
         session.execute(text(f"DROP INDEX IF EXISTS {INDEX}"))
-        session.execute(text("DROP TABLE alembic_version"))
+        session.execute(text("DROP TABLE prakerja_schema_version"))
 
 
 def has_index(engine) -> bool:
