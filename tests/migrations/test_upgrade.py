@@ -279,6 +279,66 @@ def test_a_database_at_an_earlier_revision_is_refused_naming_the_upgrade(tmp_pat
     )
 
 
+LATER_REVISION = """
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002_later"
+down_revision = "0001_baseline"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    # A change SQLite cannot ALTER: the wave table (the registrants' foreign keys point at
+    # it) is copied, dropped and renamed on SQLite, altered in place on PostgreSQL.
+    with op.batch_alter_table("wave") as batch:
+        batch.add_column(sa.Column("approvals_required", sa.Integer(), nullable=False,
+                                   server_default="0"))
+        batch.alter_column("allocation", existing_type=sa.String(), type_=sa.String(32))
+
+
+def downgrade():
+    pass
+"""
+
+
+@pytest.mark.parametrize("kind", DATABASES)
+def test_a_later_migration_that_rebuilds_a_referenced_table_keeps_every_row(
+    kind, tmp_path, monkeypatch
+):
+    """How the next schema change will come (a revision after the baseline): on the
+    release's database, a table others refer to is rebuilt without losing a row or a
+    reference, in the upgrade's one transaction."""
+    import shutil
+
+    from models import schema
+
+    migrations = tmp_path / "migrations"
+    shutil.copytree(schema.MIGRATIONS, migrations, ignore=shutil.ignore_patterns("__pycache__"))
+    (migrations / "versions" / "0002_later.py").write_text(LATER_REVISION)
+    monkeypatch.setattr(schema, "MIGRATIONS", migrations)
+    schema.code_heads.cache_clear()
+    try:
+        url = restore(kind, tmp_path)
+        before = row_counts(url)
+        engine = make_engine(url)
+        done = schema.upgrade_database(engine)
+        engine.dispose()
+        assert (done.before, done.after) == ((), ("0002_later",))
+        assert row_counts(url) == before
+        assert query(url, "SELECT DISTINCT approvals_required FROM wave") == [(0,)]
+        joined = query(url, "SELECT count(*) FROM registrant r JOIN wave w USING (wave_id)")
+        assert joined == [(before["registrant"],)]
+        engine = create_engine(url)
+        assert [fk["referred_table"] for fk in inspect(engine).get_foreign_keys("registrant")] == [
+            "wave"
+        ]
+        engine.dispose()
+    finally:
+        schema.code_heads.cache_clear()
+
+
 # ------------------------------------------------------------------ the open wave
 @pytest.mark.parametrize("kind", DATABASES)
 def test_the_open_wave_finishes_after_the_upgrade_with_a_fresh_runs_outcomes_and_money(
