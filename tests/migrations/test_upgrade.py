@@ -368,3 +368,13 @@ def _env(extra: dict[str, str]) -> dict[str, str]:
     env = dict(os.environ)
     env.update(extra)
     return env
+
+
+def test_db_upgrade_of_a_database_that_cannot_be_reached_is_one_line_without_its_password():
+    url = "postgresql+psycopg://postgres:s3cret@127.0.0.1:1/x"
+    done = cli(["db", "upgrade"], _env({"PRAKERJA_DATABASE_URL": url}))
+    assert done.returncode == 1
+    assert done.stderr == (
+        "error: the program database (PRAKERJA_DATABASE_URL=postgresql+psycopg://"
+        "postgres:***@127.0.0.1:1/x) cannot be opened: Connection refused\n"
+    )
