@@ -44,10 +44,13 @@ def _refuse(message: str) -> None:
 
 
 def _runtime(partners_config=None):
+    from models.schema import SchemaError
     from tasks.runtime import configure
 
     try:
         return configure(partners_config=partners_config)
+    except SchemaError as exc:  # older or newer than this code: `prakerja db upgrade`
+        _refuse(str(exc))
     except Exception as exc:  # noqa: BLE001 - the database cannot be opened: one line
         log.debug("the program database cannot be opened", exc_info=True)
         click.echo(f"error: {_database_failure(exc)}", err=True)
@@ -109,8 +112,11 @@ class _Main(click.Group):
         except Exception as exc:  # noqa: BLE001 - any other failure: exit 1, one line
             from sqlalchemy.exc import OperationalError
 
+            from models.schema import SchemaError
             from rules.masking import error_text
 
+            if isinstance(exc, SchemaError):  # a database this code must not use
+                _refuse(str(exc))
             log.debug("failure", exc_info=True)  # masked by tasks.log_masking.MaskingFilter
             if isinstance(exc, OperationalError):  # the database went away mid-command
                 click.echo(f"error: {_database_failure(exc)}", err=True)
@@ -243,11 +249,14 @@ def portal(host: str, port: int, workers: int) -> None:
     except ConfigError as exc:
         _refuse(str(exc))
     from models.db import database_url
+    from models.schema import SchemaError
 
     try:
         from portal.store import Store, make_portal_engine
 
         Store(make_portal_engine(database_url()), b"-").close()  # tables, and reachable
+    except SchemaError as exc:
+        _refuse(str(exc))
     except Exception as exc:
         _refuse(f"the program database cannot be opened: {type(exc).__name__}")
     shown = f"[{host}]" if ":" in host else host
@@ -1011,6 +1020,51 @@ def blacklist_import(file: str, added_by: str) -> None:
     except ValueError as exc:
         _refuse(str(exc))
     click.echo(f"{added} of {len(entries)} NIKs added to the revocation list", err=True)
+
+
+# ---------------------------------------------------------------- db
+@main.group()
+def db() -> None:
+    """The program database's schema (README: Schema and upgrades)."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Brings the program database (PRAKERJA_DATABASE_URL) to this release's schema."""
+    from models.db import make_engine
+    from models.schema import SchemaError, upgrade_database
+
+    try:
+        engine = make_engine()
+    except OSError as exc:  # a SQLite folder that cannot be made
+        click.echo(f"error: {_database_failure(exc)}", err=True)
+        sys.exit(EXIT_ERROR)
+    try:
+        done = upgrade_database(engine)
+    except SchemaError as exc:
+        _refuse(str(exc))
+    except Exception as exc:  # noqa: BLE001 - cannot connect, or a migration failed
+        from sqlalchemy.exc import OperationalError
+
+        from rules.masking import error_text
+
+        log.debug("upgrade failed", exc_info=True)
+        if isinstance(exc, OperationalError):
+            click.echo(f"error: {_database_failure(exc)}", err=True)
+        else:  # one transaction: nothing of the failed upgrade was kept
+            click.echo(f"error: the upgrade failed and was undone: {error_text(exc)}", err=True)
+        sys.exit(EXIT_ERROR)
+    finally:
+        engine.dispose()
+    where = f"the program database (PRAKERJA_DATABASE_URL={_shown_database_url()})"
+    after = ", ".join(done.after)
+    if done.created:
+        click.echo(f"{where} was empty: created at schema revision {after}")
+    elif done.changed:
+        before = ", ".join(done.before) or "none (made before schema revisions)"
+        click.echo(f"{where} upgraded from schema revision {before} to {after}")
+    else:
+        click.echo(f"{where} is at schema revision {after}: nothing to do")
 
 
 # ---------------------------------------------------------------- demo
