@@ -268,14 +268,15 @@ def test_a_database_at_an_earlier_revision_is_refused_naming_the_upgrade(tmp_pat
 
     engine = make_engine(f"sqlite:///{tmp_path / 'program.db'}")
     init_db(engine)
+    (head,) = schema.code_heads()
     # This code one revision on (as after the next migration is added).
-    monkeypatch.setattr(schema, "code_heads", lambda: ("0002_next",))
+    monkeypatch.setattr(schema, "code_heads", lambda: ("9999_next",))
     with pytest.raises(schema.SchemaOutdatedError) as refused:
         init_db(engine)
     engine.dispose()
     assert str(refused.value) == (
-        "the program database is at schema revision 0001_baseline, older than this "
-        "release's 0002_next: run `prakerja db upgrade` (back it up first)"
+        f"the program database is at schema revision {head}, older than this "
+        "release's 9999_next: run `prakerja db upgrade` (back it up first)"
     )
 
 
@@ -283,8 +284,8 @@ LATER_REVISION = """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002_later"
-down_revision = "0001_baseline"
+revision = "9999_later"
+down_revision = "{head}"
 branch_labels = None
 depends_on = None
 
@@ -316,7 +317,8 @@ def test_a_later_migration_that_rebuilds_a_referenced_table_keeps_every_row(
 
     migrations = tmp_path / "migrations"
     shutil.copytree(schema.MIGRATIONS, migrations, ignore=shutil.ignore_patterns("__pycache__"))
-    (migrations / "versions" / "0002_later.py").write_text(LATER_REVISION)
+    (head,) = schema.code_heads()
+    (migrations / "versions" / "9999_later.py").write_text(LATER_REVISION.replace("{head}", head))
     monkeypatch.setattr(schema, "MIGRATIONS", migrations)
     schema.code_heads.cache_clear()
     try:
@@ -325,7 +327,7 @@ def test_a_later_migration_that_rebuilds_a_referenced_table_keeps_every_row(
         engine = make_engine(url)
         done = schema.upgrade_database(engine)
         engine.dispose()
-        assert (done.before, done.after) == ((), ("0002_later",))
+        assert (done.before, done.after) == ((), ("9999_later",))
         assert row_counts(url) == before
         assert query(url, "SELECT DISTINCT approvals_required FROM wave") == [(0,)]
         joined = query(url, "SELECT count(*) FROM registrant r JOIN wave w USING (wave_id)")

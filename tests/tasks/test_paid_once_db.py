@@ -116,6 +116,10 @@ def drop_live_credit_index(sessions) -> None:
     with sessions() as session, session.begin():
         session.execute(text(f"DROP INDEX IF EXISTS {INDEX}"))
         session.execute(text("DROP TABLE prakerja_schema_version"))
+        # ... and before what later revisions added (issue 13's sign-off and audit).
+        session.execute(text("DROP TABLE audit"))
+        session.execute(text("DROP TABLE sign_off"))
+        session.execute(text("ALTER TABLE wave DROP COLUMN sign_off"))
 
 
 def has_index(engine) -> bool:
