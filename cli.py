@@ -30,11 +30,22 @@ def _setup_logging(verbose: bool = False) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("prakerja").setLevel(logging.DEBUG if verbose else logging.INFO)
-    # One "Finished in state Completed()" line per batch task is thousands of API log
-    # writes in a big wave; stage summaries and warnings still go through.
+    global _VERBOSE
+    _VERBOSE = verbose
     if not verbose:
-        logging.getLogger("prefect.task_runs").setLevel(logging.WARNING)
+        # Prefect's run logs (a "Finished in state Completed()" per task, the stages'
+        # counts) still go to the Prefect API; the terminal shows one line per stage
+        # (tasks/stage_lines.py) and Prefect's warnings and errors.
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_quiet_prefect)
     install_masking()
+
+
+_VERBOSE = False
+
+
+def _quiet_prefect(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or not record.name.startswith("prefect")
 
 
 def _refuse(message: str) -> None:
@@ -558,7 +569,16 @@ def run_wave_command(
 
             if shared_limits.enabled():
                 shared_limits.ensure_partner_limits(rt.partners_config)
-            summary = _run_flow(wave_id, registrants, keep_open, draw_without_pending)
+            from tasks.stage_lines import StageLines
+
+            if not _prefect_api_url():
+                click.echo(
+                    f"wave {wave_id}: starting Prefect's temporary local server "
+                    "(PREFECT_API_URL is not set; about 10 s)",
+                    err=True,
+                )
+            with StageLines(wave_id, live=False if _VERBOSE else None):
+                summary = _run_flow(wave_id, registrants, keep_open, draw_without_pending)
         except Exception as exc:  # noqa: BLE001 - report any failure as exit 1
             from rules.masking import error_text
 

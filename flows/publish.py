@@ -6,6 +6,7 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
 
+from flows import progress
 from models.enums import ReasonCode, Stage
 from rules.funnel import funnel_rows
 from tasks.batches import report_task  # the wave's state, from the database
@@ -194,6 +195,7 @@ def track_progress(wave_id: int, futures: list, stage: str | None = None) -> Non
     if not total:
         return
     stage = stage or flow_run.flow_name or "stage"
+    progress.batches_planned(wave_id, stage, total)  # the CLI's live line (flows/progress.py)
     logger = get_run_logger()
     try:
         artifact = create_progress_artifact(
@@ -205,8 +207,9 @@ def track_progress(wave_id: int, futures: list, stage: str | None = None) -> Non
         logger.warning("wave %s %s: no progress artifact (%s)", wave_id, stage, type(exc).__name__)
         artifact = None
     done, last = 0, time.monotonic()
-    for _ in as_completed(futures):
+    for future in as_completed(futures):
         done += 1
+        progress.batch_done(wave_id, stage, _report_of(future))
         now = time.monotonic()
         if artifact is None or (done < total and now - last < PROGRESS_EVERY_S):
             continue
@@ -219,3 +222,13 @@ def track_progress(wave_id: int, futures: list, stage: str | None = None) -> Non
             )
         except Exception as exc:  # noqa: BLE001
             logger.warning("wave %s %s: progress not updated (%s)", wave_id, stage, exc)
+
+
+def _report_of(future) -> dict | None:
+    """A finished batch's report (counts only), or None when it failed: the stage itself
+    raises that failure when it collects its results."""
+    try:
+        report = future.result(raise_on_failure=False)
+    except Exception:  # noqa: BLE001 - a result that cannot be read is the stage's concern
+        return None
+    return report if isinstance(report, dict) else None

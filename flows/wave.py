@@ -12,6 +12,7 @@ import time
 
 from prefect.cache_policies import NO_CACHE
 
+from flows import progress
 from flows.publish import (
     publish_draw,
     publish_reconcile,
@@ -202,10 +203,15 @@ def wave(
     for stage, run_stage in runbook:
         if stage in todo:
             started = time.monotonic()
-            summary["stages"][stage.value] = run_stage()
-            summary["stages"][stage.value]["seconds"] = round(time.monotonic() - started, 3)
+            progress.stage_started(wave_id, stage.value)  # the CLI's live line per stage
+            done = summary["stages"][stage.value] = run_stage()
+            done["seconds"] = round(time.monotonic() - started, 3)
+            progress.stage_finished(wave_id, stage.value, done, done["seconds"])
+    started = time.monotonic()
+    progress.stage_started(wave_id, "close")
     # A seat still owed (freed at the rollout of a run without the accounts stage, such as
     # the overnight rollout) keeps the wave open for the run that fills it.
     summary["close"] = t.close_wave_task(wave_id, keep_open or seats_to_refill_task(wave_id))
     summary["report"] = publish_wave(wave_id, t.report_task(wave_id))
+    progress.stage_finished(wave_id, "close", {}, time.monotonic() - started)
     return summary
