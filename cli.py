@@ -36,12 +36,18 @@ def _setup_logging(verbose: bool = False) -> None:
     logging.getLogger("prakerja").setLevel(logging.DEBUG if verbose else logging.INFO)
     global _VERBOSE
     _VERBOSE = verbose
-    if not verbose:
-        # Prefect's run logs (a "Finished in state Completed()" per task, the stages'
-        # counts) still go to the Prefect API; the terminal shows one line per stage
-        # (tasks/stage_lines.py) and Prefect's warnings and errors.
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(_quiet_prefect)
+    # Prefect's run logs (a "Finished in state Completed()" per task, the stages' counts)
+    # still go to the Prefect API; the terminal shows one line per stage
+    # (tasks/stage_lines.py) and Prefect's warnings and errors, and all of it with -v.
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream in (
+            sys.stderr,
+            sys.__stderr__,
+        ):
+            if verbose:
+                handler.removeFilter(_quiet_prefect)
+            else:
+                handler.addFilter(_quiet_prefect)
     install_masking()
 
 
