@@ -6,9 +6,9 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
 
-from flows import progress
 from models.enums import ReasonCode, Stage
 from rules.funnel import funnel_rows
+from tasks import progress
 from tasks.batches import report_task  # the wave's state, from the database
 from tasks.report_types import merge_reports
 
@@ -195,7 +195,7 @@ def track_progress(wave_id: int, futures: list, stage: str | None = None) -> Non
     if not total:
         return
     stage = stage or flow_run.flow_name or "stage"
-    progress.batches_planned(wave_id, stage, total)  # the CLI's live line (flows/progress.py)
+    progress.batches_planned(wave_id, stage, total)  # the CLI's live line (tasks/progress.py)
     logger = get_run_logger()
     try:
         artifact = create_progress_artifact(

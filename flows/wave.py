@@ -12,7 +12,6 @@ import time
 
 from prefect.cache_policies import NO_CACHE
 
-from flows import progress
 from flows.publish import (
     publish_draw,
     publish_reconcile,
@@ -23,7 +22,7 @@ from flows.publish import (
 from flows.runners import batch_task_runner
 from models.enums import ReasonCode, Stage, State
 from tasks import batches as t
-from tasks import draw, intake, workers
+from tasks import draw, intake, progress, workers
 from tasks.boundary import flow, task
 from tasks.operations import draw_facts_task
 from tasks.report_types import merge_reports

@@ -64,7 +64,14 @@ def plan_batches_task(wave_id: int, states: list[str], batch_size: int) -> list[
 
 @task(name="import-export", cache_policy=NO_CACHE)
 def import_export_task(wave_id: int, path: str | None) -> dict:
-    result = intake.import_export(get_runtime().sessions, wave_id, path)
+    from tasks import progress
+
+    result = intake.import_export(
+        get_runtime().sessions,
+        wave_id,
+        path,
+        progress=lambda rows: progress.records_so_far(wave_id, "intake", rows),
+    )
     return {
         "rows": result.rows,
         "inserted": result.inserted,

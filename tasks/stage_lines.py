@@ -1,6 +1,6 @@
 """One progress line per stage of a wave run, on standard error (`wave run`, `demo`).
 
-Listens to `flows.progress` (stage started, batches planned, batch done, stage finished)
+Listens to `tasks.progress` (stage started, batches planned, batch done, stage finished)
 in the process that runs the wave flow. On a terminal: a live `rich` progress display,
 one line per stage with its batches done of planned, the registrants handled, records
 per second and the time left (or taken). Elsewhere (a pipe, a log file, CI) or with
@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, TaskID, TextColumn
 from rich.text import Text
 
-from flows.progress import StageEvent, listen
+from tasks.progress import StageEvent, listen
 
 # Stages whose work is not paged into batches: their records come from their counts.
 _RECORDS_KEY = {"intake": "rows", "draw": "pool_size"}
@@ -194,6 +194,9 @@ class StageLines:
                 else:
                     line.done += 1
                     line.records += event.records
+            elif event.kind == "records":
+                line = self._line(self._current or event.stage)
+                line.records = max(line.records, event.records)
             elif event.kind == "finished":
                 line = self._line(event.stage)
                 line.finished, line.seconds, line.counts = True, event.seconds, event.counts

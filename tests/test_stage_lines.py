@@ -1,4 +1,4 @@
-"""The stage lines `wave run` draws from the flow's progress reports (flows/progress.py):
+"""The stage lines `wave run` draws from the flow's progress reports (tasks/progress.py):
 live on a terminal, one plain line per stage elsewhere; counts only."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import logging
 
 from rich.console import Console
 
-from flows import progress
+from tasks import progress
 from tasks.stage_lines import StageLines
 
 
@@ -81,3 +81,14 @@ def test_a_failing_display_never_fails_the_wave(caplog):
     assert calls == ["started"]
     assert "progress display failed" in caplog.text
     assert progress.records_of({"counts": {"a": 2, "b": 3, "flag": True}}) == 5
+
+
+def test_intake_shows_its_rows_while_it_inserts_them():
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=120, color_system=None)
+    with StageLines(1, console=console):
+        progress.stage_started(1, "intake")
+        progress.records_so_far(1, "intake", 1234)
+        progress.records_so_far(1, "intake", 50_000)
+    text = out.getvalue()
+    assert "intake" in text and "50,000 records" in text and "so far" in text

@@ -1,7 +1,8 @@
 """Stage progress for whoever runs the wave flow in this process (the `prakerja` CLI).
 
-The flow reports here as stages start and end and as their batch futures complete; the
-CLI listens and draws one progress line per stage. Only stage names and counts pass
+The flow reports here as stages start and end and as their batch futures complete
+(intake, one task in the flow's process, reports its rows as it inserts them); the CLI
+listens and draws one progress line per stage. Only stage names and counts pass
 through, never a person. The counts are totalled in the flow's process (batches running
 in worker processes or on Dask report through their futures), so a listener sees every
 batch. With no listener, reporting costs nothing; a listener that fails never fails the
@@ -25,7 +26,7 @@ class StageEvent:
     (one batch done, `records` registrants or messages it handled), `finished`
     (`counts`: the stage's merged counts, `seconds`)."""
 
-    kind: str
+    kind: str  # also `records`: `records` handled so far by a stage without batches
     wave_id: int
     stage: str
     batches: int = 0
@@ -88,3 +89,8 @@ def stage_finished(wave_id: int, stage: str, summary: dict, seconds: float) -> N
         counts = summary.get("counts", {}) if isinstance(summary, dict) else {}
         clean = {str(k): int(v) for k, v in counts.items() if isinstance(v, int)}
         _emit(StageEvent("finished", wave_id, stage, counts=clean, seconds=seconds))
+
+
+def records_so_far(wave_id: int, stage: str, records: int) -> None:
+    if _listeners:
+        _emit(StageEvent("records", wave_id, stage, records=records))
