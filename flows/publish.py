@@ -209,7 +209,8 @@ def track_progress(wave_id: int, futures: list, stage: str | None = None) -> Non
     done, last = 0, time.monotonic()
     for future in as_completed(futures):
         done += 1
-        progress.batch_done(wave_id, stage, _report_of(future))
+        if progress.active():
+            progress.batch_done(wave_id, stage, _report_of(future))
         now = time.monotonic()
         if artifact is None or (done < total and now - last < PROGRESS_EVERY_S):
             continue

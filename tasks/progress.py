@@ -61,6 +61,11 @@ def _emit(event: StageEvent) -> None:
                 _listeners.remove(callback)
 
 
+def active() -> bool:
+    """Whether anyone listens (the flow reads a batch's result for its count only then)."""
+    return bool(_listeners)
+
+
 def records_of(report: dict) -> int:
     """Registrants (or messages) a batch's report accounts for: its counts add up to them
     (every one gets exactly one result: passed, a reason, or pending)."""
