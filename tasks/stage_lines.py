@@ -68,6 +68,8 @@ def time_text(line: _Line) -> str:
     if line.finished:
         return f"done in {line.seconds:.1f} s"
     elapsed = line.elapsed()
+    if line.planned and line.done >= line.planned:  # batches done; the stage sums them up
+        return f"{_duration(elapsed)}, finishing"
     if line.planned and line.done:
         left = elapsed / line.done * (line.planned - line.done)
         return f"ETA {_duration(left)}"
