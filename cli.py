@@ -658,9 +658,10 @@ def run_wave_command(
     pending = report["outcomes"].get("PENDING", 0)
     left = summary["close"].get("work_left", {})
     if pending or left:
+        waiting = ", ".join(f"{k} {v:,}" for k, v in report["pending"].items() if v)
         click.echo(
-            f"wave {wave_id}: {pending} registrants pending "
-            f"{json.dumps(report['pending'])}; rerun to pick them up",
+            f"wave {wave_id}: {pending:,} registrants pending"
+            f"{f' ({waiting})' if waiting else ''}; rerun to pick them up",
             err=True,
         )
         return EXIT_PENDING

@@ -154,3 +154,32 @@ def test_the_readme_stands_on_its_own():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "../shared" not in readme and "shared/spec" not in readme
     assert "shared/notes" not in readme
+
+
+def test_a_run_left_pending_says_so_in_one_readable_line(tmp_path, wave_env, simulator):
+    """Exit 3: the registry is down; the last line names the pending counts, no JSON."""
+    import requests
+
+    partners, log = simulator
+    port = re.search(r"partner simulator on http://127\.0\.0\.1:(\d+)", log.read_text()).group(1)
+    faults = requests.post(
+        f"http://127.0.0.1:{port}/_admin/faults",
+        json={"partners": {"registry": {"down": True}}},
+        timeout=10,
+    )
+    assert faults.ok, faults.text
+    fast = tmp_path / "fast-partners.toml"
+    key_line = f'[registry]\napi_key_env = "{SIMULATOR_KEY_ENV}"\n'
+    text = partners.read_text()
+    assert key_line in text
+    fast.write_text(text.replace(key_line, key_line + "retry_attempts = 1\nretry_total_s = 1\n"))
+    env = {**wave_env, "PRAKERJA_PARTNERS": str(fast)}
+    args = ["wave", "run", "--wave", "1", "--registrants", str(tmp_path / "wave.csv")]
+    result = run(args + ["--quota", "20", "--reference-date", "2026-11-28"], env)
+    assert result.returncode == 3, result.stderr[-3000:]
+    last = result.stderr.rstrip().splitlines()[-1]
+    assert re.fullmatch(
+        r"wave 1: [\d,]+ registrants pending \(PENDING_IDENTITY [\d,]+\); rerun to pick them up",
+        last,
+    ), last
+    assert "{" not in result.stderr and "prefect.task_runs" not in result.stderr
