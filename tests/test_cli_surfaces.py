@@ -183,3 +183,25 @@ def test_a_run_left_pending_says_so_in_one_readable_line(tmp_path, wave_env, sim
         last,
     ), last
     assert "{" not in result.stderr and "prefect.task_runs" not in result.stderr
+
+
+def test_the_demo_reconciles_while_its_simulator_runs_and_says_what_its_time_counts(tmp_path):
+    """A small demo on Prefect's temporary server (as on a fresh machine): it prints its
+    own reconciliation, a Prefect command that exists, and whether .venv's setup counts."""
+    env = dict(os.environ)
+    env.pop("PREFECT_API_URL", None)
+    env["PRAKERJA_SETUP_SECONDS"] = "41"  # as ./prakerja passes it after creating .venv
+    env["PREFECT_LOGGING_LEVEL"] = "INFO"  # Prefect's default: its task lines exist, unshown
+    env["COLUMNS"] = "120"
+    result = run(["demo", "-n", "400", "--workdir", str(tmp_path / "demo")], env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "ledger against the card issuer statement" in out and "Reconciled: OK" in out
+    assert out.index("funnel") < out.index("Reconciled: OK") < out.index("demo finished")
+    assert "creating .venv took another 41 s before it" in out
+    hint = next(ln for ln in out.splitlines() if ln.startswith("Prefect: "))
+    command = re.search(r"`(\S+) server start`", hint).group(1)
+    assert Path(command).name == "prefect" and (ROOT / command).exists(), hint
+    for stage in STAGES:
+        assert re.search(rf"^wave 1 {stage}: ", result.stderr, re.M), result.stderr
+    assert "prefect.task_runs" not in result.stderr
