@@ -9,6 +9,7 @@ per second and the time left (or taken). Elsewhere (a pipe, a log file, CI) or w
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
@@ -123,7 +124,7 @@ class StageLines:
         self._by_task: dict[TaskID, _Line] = {}
         self._lock = threading.Lock()
         self._progress: Progress | None = None
-        self._listening = None
+        self._stack = contextlib.ExitStack()
         self._streams: list[tuple[logging.StreamHandler, object]] = []
 
     # ------------------------------------------------------------------ context
@@ -142,25 +143,24 @@ class StageLines:
                 refresh_per_second=4,
             )
             self._progress.start()
-            self._route_logging_through_display()
-        self._listening = listen(self)
-        self._listening.__enter__()
+            self._route_logging_through_display(self._progress)
+        self._stack.enter_context(listen(self))
         return self
 
     def __exit__(self, *exc) -> None:
-        self._listening.__exit__(*exc)
+        self._stack.close()
         if self._progress is not None:
             self._progress.stop()
             for handler, stream in self._streams:
                 handler.setStream(stream)
 
-    def _route_logging_through_display(self) -> None:
+    def _route_logging_through_display(self, progress: Progress) -> None:
         """Warnings logged while the display is live (a partner failing) print above it,
         not through it: the logging handlers write to the display's stderr proxy."""
         for handler in logging.getLogger().handlers:
             if isinstance(handler, logging.StreamHandler) and handler.stream in (
                 sys.__stderr__,
-                getattr(self._progress.live, "_restore_stderr", None),
+                getattr(progress.live, "_restore_stderr", None),
             ):
                 self._streams.append((handler, handler.stream))
                 handler.setStream(sys.stderr)
