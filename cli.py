@@ -223,7 +223,8 @@ def simulator(
     write_partners: str | None,
     api_key_env: str,
 ) -> None:
-    """Serves every simulated partner of partner-api.md.
+    """Serves every simulated partner (registry, agencies, payment partners, card issuer,
+    SMS gateway) on one port.
 
     Its /_admin routes answer loopback clients, and others only with the token of
     $PRAKERJA_SIMULATOR_ADMIN_TOKEN (sent as "Authorization: Bearer <token>")."""
