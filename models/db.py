@@ -3,7 +3,7 @@
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from sqlalchemy import event
@@ -20,9 +20,9 @@ SQLITE_CACHE_MB = int(os.environ.get("PRAKERJA_SQLITE_CACHE_MB") or 32)
 SQLITE_CHECKPOINT_PAGES = 10_000  # about 40 MB of WAL between checkpoints
 
 
-def database_url(env: dict[str, str] | None = None) -> str:
-    env = os.environ if env is None else env
-    return env.get("PRAKERJA_DATABASE_URL") or DEFAULT_DATABASE_URL
+def database_url(env: Mapping[str, str] | None = None) -> str:
+    values = os.environ if env is None else env
+    return values.get("PRAKERJA_DATABASE_URL") or DEFAULT_DATABASE_URL
 
 
 def sqlite_busy_timeout_s() -> float:
@@ -110,7 +110,7 @@ def _add_missing_indexes(engine: Engine) -> None:
     from sqlalchemy.exc import IntegrityError
     from sqlalchemy.schema import CreateIndex
 
-    def existing() -> dict[str, set[str]]:
+    def existing() -> dict[str, set[str | None]]:  # reflected index names may be None
         inspector = inspect(engine)
         tables = set(inspector.get_table_names())
         return {

@@ -26,6 +26,7 @@ class WaveSettings:
     allocation: str = "national"
     backfill: bool = True
     training_balance: int = 1_000_000
+    sign_off: int = 0  # approvers needed before any credit (wave-rules.md)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -78,5 +79,10 @@ def validate(s: WaveSettings) -> WaveSettings:
         type(s.training_balance) is int and s.training_balance > 0,
         "training_balance",
         "must be a positive integer number of rupiah",
+    )
+    need(
+        type(s.sign_off) is int and 0 <= s.sign_off <= 2,
+        "sign_off",
+        "must be 0, 1 or 2 approvers",
     )
     return s

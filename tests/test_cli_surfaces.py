@@ -185,6 +185,7 @@ def test_a_run_left_pending_says_so_in_one_readable_line(tmp_path, wave_env, sim
     assert "{" not in result.stderr and "prefect.task_runs" not in result.stderr
 
 
+@pytest.mark.slow  # a whole demo, with Prefect's temporary server
 def test_the_demo_reconciles_while_its_simulator_runs_and_says_what_its_time_counts(tmp_path):
     """A small demo on Prefect's temporary server (as on a fresh machine): it prints its
     own reconciliation, a Prefect command that exists, and whether .venv's setup counts."""

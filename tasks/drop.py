@@ -40,6 +40,7 @@ _SETTINGS: dict[str, tuple[type, ...]] = {
     "allocation": (str,),
     "backfill": (bool,),
     "training_balance": (int,),
+    "sign_off": (int,),
 }
 
 
