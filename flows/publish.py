@@ -14,7 +14,7 @@ from models.enums import ReasonCode, Stage
 from rules.funnel import funnel_rows
 from rules.money import rupiah
 from tasks import progress
-from tasks.batches import report_task  # the wave's state, from the database
+from tasks.batches import stage_state_task  # the wave's state, from the database
 from tasks.report_types import merge_reports
 
 
@@ -73,7 +73,7 @@ def publish_stage(wave_id: int, stage: Stage, reports: list[dict]) -> dict:
         )
     create_markdown_artifact(
         key=stage_artifact_key(wave_id, stage),
-        markdown=stage_markdown(wave_id, stage, merged, report_task(wave_id)),
+        markdown=stage_markdown(wave_id, stage, merged, stage_state_task(wave_id)),
         description=f"wave {wave_id} {stage.value} stage: the wave's state there, this run",
     )
     publish_credit_rejections(wave_id, stage, merged["counts"])

@@ -62,7 +62,19 @@ class Registrant(SQLModel, table=True):
         # the small partial indexes of drawn registrants below. Nor is the draw order
         # indexed: inserting 2 million random sha256 keys into an index doubled the cost
         # of screening's writes, while the draw sorts its pool once in a few seconds.
-        Index("ix_registrant_wave_state", "wave_id", "state"),
+        # State and reason together: a state change rewrites the entry anyway (a reason
+        # comes with its state), and the funnel's counts (every stage artifact, every
+        # report) read this index alone instead of every row: 0.2 s at a million, not 1.8.
+        Index("ix_registrant_wave_state_reason", "wave_id", "state", "reason"),
+        # The few registrants a partner failure left pending, by stage and partner.
+        Index(
+            "ix_registrant_pending",
+            "wave_id",
+            "pending_stage",
+            "pending_partner",
+            sqlite_where=text("pending_stage IS NOT NULL"),
+            postgresql_where=text("pending_stage IS NOT NULL"),
+        ),
         Index(
             "ix_registrant_drawn_nik",
             "nik",

@@ -207,6 +207,13 @@ def report_task(wave_id: int) -> dict:
         return reporting.wave_report(session, wave_id)
 
 
+@task(name="stage-state", retries=2, retry_delay_seconds=DB_RETRY_DELAYS_S, cache_policy=NO_CACHE)
+def stage_state_task(wave_id: int) -> dict:
+    """What a stage artifact shows of the wave: counts from indexes, no ledger or sign-off."""
+    with get_runtime().sessions() as session:
+        return reporting.stage_state(session, wave_id)
+
+
 @task(name="close-wave", retries=2, retry_delay_seconds=DB_RETRY_DELAYS_S, cache_policy=NO_CACHE)
 def close_wave_task(wave_id: int, keep_open: bool) -> dict:
     return reporting.close_wave_if_done(get_runtime().sessions, wave_id, keep_open=keep_open)

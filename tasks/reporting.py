@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlmodel import Session
 
 from models.db import SessionFactory
@@ -41,21 +41,43 @@ IDENTITY_REASONS = {
 
 
 def _state_rows(session: Session, wave_id: int):
-    return session.execute(
-        select(
-            R.c.state,
-            R.c.reason,
-            R.c.pending_stage.is_not(None).label("failed"),
-            R.c.pending_partner,
-            func.count(),
-        )
+    """The wave's registrants counted by (state, reason, failed at a partner, partner),
+    from indexes, not rows: (state, reason) from ix_registrant_wave_state_reason, and the
+    few a partner failure left pending from the partial ix_registrant_pending."""
+    by_reason = session.execute(
+        select(R.c.state, R.c.reason, func.count())
         .where(R.c.wave_id == wave_id)
-        .group_by(R.c.state, R.c.reason, R.c.pending_stage.is_not(None), R.c.pending_partner)
+        .group_by(R.c.state, R.c.reason)
     ).all()
+    # SQLite, without statistics, would walk the state index and read every row: name
+    # the partial index there.
+    indexed = (
+        "INDEXED BY ix_registrant_pending " if session.get_bind().dialect.name == "sqlite" else ""
+    )
+    failed = session.execute(
+        text(
+            f"SELECT state, reason, pending_partner, count(*) FROM registrant {indexed}"
+            "WHERE wave_id = :wave AND pending_stage IS NOT NULL "
+            "GROUP BY state, reason, pending_partner"
+        ),
+        {"wave": wave_id},
+    ).all()
+    failed_in: Counter = Counter()
+    for state, reason, partner, n in failed:
+        failed_in[(state, reason)] += n
+        yield state, reason, True, partner, n
+    for state, reason, n in by_reason:
+        rest = n - failed_in[(state, reason)]
+        if rest:
+            yield state, reason, False, None, rest
 
 
-def wave_report(session: Session, wave_id: int) -> dict[str, Any]:
-    wave = load_wave(session, wave_id)
+def _counted(session: Session, wave_id: int, *where) -> int:
+    return session.execute(select(func.count()).where(R.c.wave_id == wave_id, *where)).scalar_one()
+
+
+def _wave_state(session: Session, wave_id: int) -> dict[str, Any]:
+    """The funnel, outcomes, reasons, pending and states: one scan of the registrants."""
     outcomes: Counter = Counter()
     reasons: Counter = Counter()
     pending: Counter = Counter()
@@ -86,12 +108,39 @@ def wave_report(session: Session, wave_id: int) -> dict[str, Any]:
     locally_eligible = intake_accepted - rejected_at["local"] - by_state[State.AWAIT_LOCAL]
     identity_verified = locally_eligible - rejected_at["identity"] - by_state[State.AWAIT_IDENTITY]
     eligible = identity_verified - rejected_at["screening"] - by_state[State.AWAIT_SCREENING]
-    selected = session.execute(
-        select(func.count()).where(R.c.wave_id == wave_id, R.c.draw_round.is_not(None))
-    ).scalar_one()
-    confirmed = session.execute(
-        select(func.count()).where(R.c.wave_id == wave_id, R.c.card_number.is_not(None))
-    ).scalar_one()
+    # Ever selected, and of them ever confirmed (a card number): the drawn are few and
+    # indexed (ix_registrant_drawn).
+    drawn = R.c.draw_round.is_not(None)
+    selected = _counted(session, wave_id, drawn)
+    confirmed = _counted(session, wave_id, drawn, R.c.card_number.is_not(None))
+    messages = dict(
+        session.execute(
+            select(M.c.status, func.count()).where(M.c.wave_id == wave_id).group_by(M.c.status)
+        ).all()
+    )
+    return {
+        "registrants": total,
+        "funnel": {
+            "registered": total,
+            "intake_accepted": intake_accepted,
+            "locally_eligible": locally_eligible,
+            "identity_verified": identity_verified,
+            "eligible": eligible,
+            "selected": selected,
+            "confirmed": confirmed,
+            "credited": by_state[State.CREDITED],
+        },
+        "outcomes": dict(sorted(outcomes.items())),
+        "reasons": dict(sorted(reasons.items())),
+        "pending": dict(sorted(pending.items())),
+        "pending_by_partner": dict(sorted(pending_by_partner.items())),
+        "messages": dict(sorted(messages.items())),
+        "states": {str(k): int(v) for k, v in sorted(by_state.items())},
+    }
+
+
+def _money_state(session: Session, wave_id: int) -> dict[str, Any]:
+    """The ledger by status, the amount credited, and who waits for a credit."""
     ledger = dict(
         session.execute(
             select(L.c.status, func.coalesce(func.sum(L.c.amount), 0))
@@ -110,47 +159,52 @@ def wave_report(session: Session, wave_id: int) -> dict[str, Any]:
     has_credit_row = select(L.c.id).where(L.c.wave_id == R.c.wave_id, L.c.nik == R.c.nik).exists()
     unwritten = session.execute(
         select(func.count()).where(
-            R.c.wave_id == wave_id, R.c.card_number.is_not(None), ~has_credit_row
+            R.c.wave_id == wave_id,
+            R.c.draw_round.is_not(None),  # the drawn index: card holders are all drawn
+            R.c.card_number.is_not(None),
+            ~has_credit_row,
         )
     ).scalar_one()
     waiting_for_credit = int(ledger_counts.get(LedgerStatus.PENDING.value, 0)) + int(unwritten)
-    messages = dict(
-        session.execute(
-            select(M.c.status, func.count()).where(M.c.wave_id == wave_id).group_by(M.c.status)
-        ).all()
-    )
+    return {
+        "credited_amount": int(ledger.get(LedgerStatus.APPLIED.value, 0)),
+        "waiting_for_credit": waiting_for_credit,
+        "ledger": {k: int(v) for k, v in sorted(ledger_counts.items())},
+    }
+
+
+def stage_state(session: Session, wave_id: int) -> dict[str, Any]:
+    """What a stage artifact shows of the wave (stage_view): `wave_report`'s funnel,
+    reasons, pending, states and money, without its sign-off read (which hashes the
+    confirmed list)."""
+    return {**_wave_state(session, wave_id), **_money_state(session, wave_id)}
+
+
+def wave_report(session: Session, wave_id: int) -> dict[str, Any]:
+    wave = load_wave(session, wave_id)
+    state = _wave_state(session, wave_id)
+    money = _money_state(session, wave_id)
     return {
         "wave_id": wave_id,
         "status": wave.status,
         "quota": wave.quota,
-        "registrants": total,
+        "registrants": state["registrants"],
         "lottery_seed_sha256": wave.lottery_seed_sha256,
         "lottery_seed": wave.lottery_seed if wave.drawn_at is not None else None,
-        "funnel": {
-            "registered": total,
-            "intake_accepted": intake_accepted,
-            "locally_eligible": locally_eligible,
-            "identity_verified": identity_verified,
-            "eligible": eligible,
-            "selected": selected,
-            "confirmed": confirmed,
-            "credited": by_state[State.CREDITED],
-        },
-        "outcomes": dict(sorted(outcomes.items())),
-        "reasons": dict(sorted(reasons.items())),
-        "pending": dict(sorted(pending.items())),
-        "pending_by_partner": dict(sorted(pending_by_partner.items())),
+        "funnel": state["funnel"],
+        "outcomes": state["outcomes"],
+        "reasons": state["reasons"],
+        "pending": state["pending"],
+        "pending_by_partner": state["pending_by_partner"],
         "draw": {
             "drawn": wave.drawn_at is not None,
             "pool_size": wave.pool_size,
             "pool_digest": wave.pool_digest,
             "without_pending": wave.draw_without_pending,
         },
-        "credited_amount": int(ledger.get(LedgerStatus.APPLIED.value, 0)),
-        "waiting_for_credit": waiting_for_credit,
-        "ledger": {k: int(v) for k, v in sorted(ledger_counts.items())},
-        "messages": dict(sorted(messages.items())),
-        "states": {str(k): int(v) for k, v in sorted(by_state.items())},
+        **money,
+        "messages": state["messages"],
+        "states": state["states"],
         "training_balance": wave.training_balance,
         "announced_at": _iso(wave.announced_at),
         "sign_off": _sign_off(session, wave_id),

@@ -120,6 +120,9 @@ def drop_live_credit_index(sessions) -> None:
         session.execute(text("DROP TABLE audit"))
         session.execute(text("DROP TABLE sign_off"))
         session.execute(text("ALTER TABLE wave DROP COLUMN sign_off"))
+        session.execute(text("DROP INDEX ix_registrant_wave_state_reason"))
+        session.execute(text("DROP INDEX ix_registrant_pending"))
+        session.execute(text("CREATE INDEX ix_registrant_wave_state ON registrant (wave_id, state)"))
 
 
 def has_index(engine) -> bool:
