@@ -9,7 +9,6 @@ import os
 import secrets
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 
 import click
@@ -350,33 +349,39 @@ def wave() -> None:
 
 
 def _settings_options(f):
-    opts = [
-        click.option(
-            "--reference-date",
-            type=click.DateTime(["%Y-%m-%d"]),
-            default=None,
-            help="Date ages are computed on (default: today, Asia/Jakarta).",
-        ),
-        click.option("--min-age", type=int, default=None, help="Default 18."),
-        click.option("--min-test-score", type=int, default=None, help="Default 60."),
-        click.option("--name-score-min", type=int, default=None, help="Default 80."),
-        click.option("--household-cap", type=int, default=None, help="Default 2; 0 = off."),
-        click.option(
-            "--allocation",
-            type=click.Choice(["national", "provincial"]),
-            default=None,
-            help="Default national.",
-        ),
-        click.option("--backfill/--no-backfill", default=None, help="Default on."),
-        click.option(
-            "--training-balance",
-            type=int,
-            default=None,
-            help="Rupiah per participant (default 1000000).",
-        ),
-    ]
-    for opt in reversed(opts):
-        f = opt(f)
+    """One flag per wave setting but the wave number (--wave), derived from
+    rules.settings.WaveSettings: name with dashes, its description as help, its bounds,
+    choices and default. A flag left out is None: a resumed wave keeps its value."""
+    from datetime import date
+    from typing import Literal, get_args, get_origin
+
+    from annotated_types import Ge, Le
+
+    from rules.settings import WaveSettings
+
+    for name, info in reversed(list(WaveSettings.model_fields.items())):
+        if name == "wave_id":
+            continue
+        flag = "--" + name.replace("_", "-")
+        help_text = info.description or ""
+        if not info.is_required():
+            shown = {True: "on", False: "off"}.get(info.default, info.default)
+            help_text += f" [default: {shown}]"
+        kind = info.annotation
+        if kind is bool:
+            f = click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help_text)(f)
+            continue
+        if kind is date:
+            ptype = click.DateTime(["%Y-%m-%d"])
+        elif get_origin(kind) is Literal:
+            ptype = click.Choice(list(get_args(kind)))
+        elif kind is int:
+            lo = next((m.ge for m in info.metadata if isinstance(m, Ge)), None)
+            hi = next((m.le for m in info.metadata if isinstance(m, Le)), None)
+            ptype = click.IntRange(lo, hi)
+        else:
+            ptype = click.STRING
+        f = click.option(flag, name, type=ptype, default=None, help=help_text)(f)
     return f
 
 
@@ -387,14 +392,6 @@ def _settings_options(f):
     type=click.Path(dir_okay=False),
     default=None,
     help="The registrant export (required when the wave is created).",
-)
-@click.option(
-    "--quota", type=int, default=None, help="Participants to fund (required at creation)."
-)
-@click.option(
-    "--lottery-seed",
-    default=None,
-    help="Seed of the draw (default: a fresh random one; its SHA-256 is published).",
 )
 @click.option("--keep-open", is_flag=True, help="Do not close the wave when done.")
 @click.option(
@@ -501,7 +498,7 @@ def run_wave_command(
     if lottery_seed is not None:
         values["lottery_seed"] = lottery_seed
     given = set(values)
-    base = {f.name: getattr(existing, f.name) for f in fields(WaveSettings)} if existing else {}
+    base = {name: getattr(existing, name) for name in WaveSettings.model_fields} if existing else {}
     merged = {
         "wave_id": wave_id,
         "lottery_seed": secrets.token_hex(16),
@@ -509,8 +506,8 @@ def run_wave_command(
         **base,
         **values,
     }
-    settings = WaveSettings(**merged)
     try:
+        settings = WaveSettings(**merged)
         wave_row, created = create_or_resume_wave(
             rt.sessions,
             settings,

@@ -45,7 +45,7 @@ from flows.wave import wave as wave_flow
 from models.enums import Stage, State
 from models.tables import Wave
 from rules.pacing import pace
-from rules.settings import JAKARTA, SettingsError, WaveSettings, jakarta_today
+from rules.settings import JAKARTA, Quota, SettingsError, WaveId, WaveSettings, jakarta_today
 from tasks import batches as t
 from tasks.boundary import flow, task
 from tasks.common import utcnow
@@ -60,7 +60,6 @@ from tasks.operations import (
 from tasks.runtime import get_runtime
 from tasks.waves import create_or_resume_wave
 
-WaveNumber = Annotated[int, Field(ge=1, le=1_000_000)]
 # How long a run waits for a wave held by another live run before it gives up (fails).
 LEASE_WAIT_S = float(os.environ.get("PRAKERJA_LEASE_WAIT_S") or 600)
 # Stages the weekly wave leaves to the overnight rollout when credit_overnight is on.
@@ -422,7 +421,7 @@ def overnight_rollout(
 # ---------------------------------------------------------------- rerun-wave, raise-quota
 @flow(name="rerun-wave", flow_run_name=_rerun_run_name)
 def rerun_wave(
-    wave_id: WaveNumber,
+    wave_id: WaveId,
     stages: list[Stage] | None = None,
     draw_without_pending: bool = False,
 ) -> dict:
@@ -458,8 +457,8 @@ def raise_quota_task(wave_id: int, quota: int, lease_owner: str) -> dict:
 
 @flow(name="raise-quota", flow_run_name=_raise_quota_run_name)
 def raise_quota_flow(
-    wave_id: WaveNumber,
-    quota: Annotated[int, Field(ge=1, le=100_000_000)],
+    wave_id: WaveId,
+    quota: Quota,
 ) -> dict:
     """Raises an open wave's quota (never lowers it) and processes the new seats: they are
     drawn from the waitlist in draw order, checked and credited like the others.

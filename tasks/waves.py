@@ -15,7 +15,7 @@ from models.db import SessionFactory
 from models.enums import WaveStatus
 from models.tables import Wave
 from rules.draw import seed_sha256
-from rules.settings import SettingsError, WaveSettings, default_rollout_deadline, validate
+from rules.settings import SettingsError, WaveSettings, default_rollout_deadline
 from tasks.common import utcnow
 
 LEASE_SECONDS = 60
@@ -32,8 +32,8 @@ def create_or_resume_wave(
     keep_open: bool = False,
 ) -> tuple[Wave, bool]:
     """Returns (wave, created). A resumed wave keeps its settings: a flag that disagrees
-    with them, or another export file, is refused rather than silently ignored."""
-    validate(settings)
+    with them, or another export file, is refused rather than silently ignored.
+    (`settings` were checked when they were made: WaveSettings refuses a bad value.)"""
     args = (sessions, settings, source_path, source_sha256, given, keep_open)
     try:
         return _create_or_resume(*args)
