@@ -14,18 +14,16 @@ in the folder: the weekly run draws a fresh one and publishes its SHA-256 before
 
 from __future__ import annotations
 
-import os
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from models.config import Settings
 from rules.settings import SettingsError, check_setting
 
-DROP_ENV = "PRAKERJA_DROP_DIR"
-DEFAULT_DROP_DIR = "var/drop"
 _EXPORT = re.compile(r"wave-([1-9][0-9]{0,8})\.csv")
 
 
@@ -36,9 +34,8 @@ class DueWave:
     settings_file: Path
 
 
-def drop_dir(env: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if env is None else env
-    return Path(env.get(DROP_ENV) or DEFAULT_DROP_DIR)
+def drop_dir(settings: Settings) -> Path:
+    return Path(settings.drop_dir)
 
 
 def exports_in(folder: Path) -> dict[int, Path]:

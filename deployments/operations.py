@@ -17,7 +17,6 @@ a wrong value when the run is created. Descriptions come from the docstrings' Ar
 """
 
 import logging
-import os
 import secrets
 import statistics
 import time
@@ -60,8 +59,6 @@ from tasks.operations import (
 from tasks.runtime import get_runtime
 from tasks.waves import create_or_resume_wave
 
-# How long a run waits for a wave held by another live run before it gives up (fails).
-LEASE_WAIT_S = float(os.environ.get("PRAKERJA_LEASE_WAIT_S") or 600)
 # Stages the weekly wave leaves to the overnight rollout when credit_overnight is on.
 OVERNIGHT_STAGES = (Stage.ROLLOUT, Stage.ANNOUNCE)
 # Injected in tests (the pacing never really sleeps there).
@@ -138,7 +135,7 @@ def wave_lease(wave_id: int, wait_s: float | None = None) -> Iterator[HeldLease]
     """
     rt = get_runtime()
     _wave_row(wave_id)  # a missing wave is refused at once, not waited for
-    wait = LEASE_WAIT_S if wait_s is None else wait_s
+    wait = rt.settings.lease_wait_s if wait_s is None else wait_s
     with hold_wave_lease(rt.sessions, wave_id, wait_s=wait, logger=_logger()) as held:
         yield held
 
@@ -237,7 +234,7 @@ def weekly_wave(credit_overnight: bool = True, drop_dir: str | None = None) -> d
     """
     install_masking()
     logger = get_run_logger()
-    folder = Path(drop_dir) if drop_dir else drop.drop_dir()
+    folder = Path(drop_dir) if drop_dir else drop.drop_dir(get_runtime().settings)
     found = find_due_wave_task(str(folder))
     if found["wave_id"] is None:
         expected = found["existing_max"] + 1
@@ -398,13 +395,14 @@ def overnight_rollout(
         label_run([], "overnight-rollout-nothing-to-credit")
         get_run_logger().info("no confirmed participant waits for a credit")
         return {"waves": []}
+    lease_wait_s = get_runtime().settings.lease_wait_s
     numbers = [w["wave_id"] for w in waves]
     label_run(numbers, "wave-" + "+".join(map(str, numbers)) + "-overnight-rollout")
     results = []
     for w in waves:
         wave_id = w["wave_id"]
         # A wave still being run (e.g. its weekly run) is waited for, up to its deadline.
-        wait_s = max(LEASE_WAIT_S, (w["rollout_deadline"] - utcnow()).total_seconds())
+        wait_s = max(lease_wait_s, (w["rollout_deadline"] - utcnow()).total_seconds())
         with wave_lease(wave_id, wait_s=wait_s), tags("prakerja", f"wave-{wave_id}"):
             rollout = paced_rollout(
                 wave_id,

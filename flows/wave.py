@@ -7,7 +7,6 @@ work still to do, so a rerun resumes exactly the pending part.
 
 from __future__ import annotations
 
-import os
 import time
 
 from prefect.cache_policies import NO_CACHE
@@ -28,10 +27,6 @@ from tasks.operations import draw_facts_task
 from tasks.report_types import merge_reports
 from tasks.runtime import get_runtime
 
-# Registrants per batch task. A task sends its people to a partner in the partner's own
-# batch_size, several calls side by side (partners.client), and writes its results in
-# one transaction: big tasks keep Prefect's per-task cost small beside the work.
-BATCH = int(os.environ.get("PRAKERJA_BATCH_SIZE") or 10_000)  # small in crash tests
 # Batch tasks at once in a partner stage: enough to keep every worker process busy.
 PARTNER_THREADS = max(3, workers.worker_count())
 # Batch tasks at once in a stage whose batches run in worker processes: twice as many as
@@ -39,6 +34,14 @@ PARTNER_THREADS = max(3, workers.worker_count())
 # starts and finishes task runs (a round trip to the API each, slow on a busy machine).
 WORKER_STAGE_THREADS = max(PARTNER_THREADS, 2 * workers.worker_count())
 LOCAL_BATCH = 50_000  # set-based SQL: big pages are cheap
+
+
+def _batch() -> int:
+    """Registrants per batch task (PRAKERJA_BATCH_SIZE, small in crash tests). A task
+    sends its people to a partner in the partner's own batch_size, several calls side by
+    side (partners.client), and writes its results in one transaction: big tasks keep
+    Prefect's per-task cost small beside the work."""
+    return get_runtime().settings.batch_size
 
 
 def _run_batches(task, wave_id: int, ranges: list[tuple[int, int]], **options) -> list[dict]:
@@ -73,7 +76,7 @@ def local_eligibility_stage(wave_id: int) -> dict:
     task_runner=batch_task_runner(WORKER_STAGE_THREADS),
 )
 def identity_stage(wave_id: int) -> dict:
-    ranges = t.plan_batches_task(wave_id, [State.AWAIT_IDENTITY.value], BATCH)
+    ranges = t.plan_batches_task(wave_id, [State.AWAIT_IDENTITY.value], _batch())
     return publish_stage(
         wave_id,
         Stage.IDENTITY,
@@ -87,7 +90,7 @@ def identity_stage(wave_id: int) -> dict:
     task_runner=batch_task_runner(WORKER_STAGE_THREADS),
 )
 def screening_stage(wave_id: int) -> dict:
-    ranges = t.plan_batches_task(wave_id, [State.AWAIT_SCREENING.value], BATCH)
+    ranges = t.plan_batches_task(wave_id, [State.AWAIT_SCREENING.value], _batch())
     return publish_stage(
         wave_id,
         Stage.SCREENING,
@@ -111,7 +114,7 @@ def accounts_stage(wave_id: int) -> dict:
     """Checks payout accounts, then backfills freed seats, round after round."""
     reports: list[dict] = []
     while True:
-        ranges = t.plan_batches_task(wave_id, [State.SELECTED.value], BATCH)
+        ranges = t.plan_batches_task(wave_id, [State.SELECTED.value], _batch())
         reports += _run_batches(t.verify_accounts_task, wave_id, ranges)
         if t.accounts_unanswered_task(wave_id):
             break  # a pending account holds its seat and the round
@@ -137,7 +140,7 @@ def accounts_stage(wave_id: int) -> dict:
     task_runner=batch_task_runner(PARTNER_THREADS),
 )
 def rollout_stage(wave_id: int) -> dict:
-    ranges = t.plan_batches_task(wave_id, [State.CONFIRMED.value], BATCH)
+    ranges = t.plan_batches_task(wave_id, [State.CONFIRMED.value], _batch())
     summary = publish_stage(wave_id, Stage.ROLLOUT, _run_batches(t.credit_task, wave_id, ranges))
     if ranges:  # a finished wave's rerun asks the issuer nothing, not even its statement
         summary["reconcile"] = publish_reconcile(wave_id, t.reconcile_task(wave_id))
@@ -170,7 +173,7 @@ def seats_to_refill_task(wave_id: int) -> bool:
     task_runner=batch_task_runner(PARTNER_THREADS),
 )
 def announce_stage(wave_id: int) -> dict:
-    ranges = t.plan_message_batches_task(wave_id, BATCH)
+    ranges = t.plan_message_batches_task(wave_id, _batch())
     return publish_stage(
         wave_id, Stage.ANNOUNCE, _run_batches(t.send_messages_task, wave_id, ranges)
     )

@@ -75,11 +75,14 @@ def load_partners_config(
 ) -> PartnersConfig:
     """Reads and checks a partners file: `path`, else $PRAKERJA_PARTNERS, else the built-in one.
 
-    Key variables are read from `env` (default: the process environment).
+    Key variables (the file's api_key_env) are read from `env` (default: the process
+    environment): which ones is the file's to say, so they are not settings of their own.
     """
     env = os.environ if env is None else env
     if path is None:
-        path = env.get(PARTNERS_ENV) or BUILTIN_PATH
+        from models.config import read_settings
+
+        path = read_settings(env).partners or BUILTIN_PATH
     source = str(Path(path))
     try:
         text = Path(path).read_text(encoding="utf-8")

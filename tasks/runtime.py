@@ -1,7 +1,8 @@
 """What every task needs from its process: the database and the partners, built once.
 
-Tasks stay plain functions of (session factory, partners, ids); this module is where a
-process (CLI, worker, test) decides which database and partners they get.
+Tasks stay plain functions of (session factory, partners, ids); this module holds what
+the composition root (tasks/wiring.py) built for a process (CLI, worker, test) from its
+settings (models/config.py), read once when the process configures it.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 
-from models.db import SessionFactory, database_url, init_db, make_engine, session_factory
-from partners.config import PartnersConfig, load_partners_config
-from partners.wiring import Partners, build_partners
-from tasks import shared_limits
+from models.config import Settings, read_settings
+from models.db import SessionFactory, init_db, session_factory
+from partners.config import PartnersConfig
+from partners.wiring import Partners
+from tasks import wiring
 
 
 @dataclass
@@ -22,6 +24,7 @@ class Runtime:
     engine: Engine
     sessions: SessionFactory
     partners_config: PartnersConfig | None = None
+    settings: Settings = field(default_factory=Settings)
     _partners: Partners | None = field(default=None, repr=False)
     _pacer: object = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -32,11 +35,12 @@ class Runtime:
         with self._lock:
             if self._partners is None:
                 if self.partners_config is None:
-                    self.partners_config = load_partners_config()
+                    self.partners_config = wiring.load_partners(self.settings)
                 # Every request also takes a token shared with the program's other
                 # processes (other waves, deployments): by default in the database.
-                self._pacer = shared_limits.partner_pacer(self.engine, self.partners_config)
-                self._partners = build_partners(self.partners_config, shared_pacer=self._pacer)
+                self._partners, self._pacer = wiring.build_partner_clients(
+                    self.settings, self.engine, self.partners_config
+                )
             return self._partners
 
     def dispose(self) -> None:
@@ -52,17 +56,22 @@ _current_lock = threading.Lock()
 
 
 def configure(
-    *, database: str | None = None, partners_config: PartnersConfig | None = None
+    *,
+    database: str | None = None,
+    partners_config: PartnersConfig | None = None,
+    settings: Settings | None = None,
 ) -> Runtime:
-    """Sets this process's runtime (the CLI calls it before running a flow)."""
+    """Sets this process's runtime (the CLI calls it before running a flow); `settings`
+    default to the environment's, read here once."""
     global _current
     _stop_workers()
-    engine = make_engine(database or database_url())
+    settings = settings or read_settings()
+    engine = wiring.build_engine(settings, database)
     init_db(engine)
     with _current_lock:
         if _current is not None:
             _current.dispose()
-        _current = Runtime(engine, session_factory(engine), partners_config)
+        _current = Runtime(engine, session_factory(engine), partners_config, settings)
     return _current
 
 

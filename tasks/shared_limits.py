@@ -42,25 +42,23 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from models.config import Settings, read_settings
 from partners.config import PartnersConfig
 
 ENV = "PRAKERJA_SHARED_RATE_LIMITS"  # 1: Prefect global rate limits (as --shared-rate-limits)
 MODE_ENV = "PRAKERJA_PARTNER_LIMITS"
-MODES = ("database", "prefect", "process")
 TABLE = "prakerja_partner_rate"
 
 
-def enabled() -> bool:
+def enabled(settings: Settings | None = None) -> bool:
     """Whether Prefect global rate limits hold the partners' limits (see the module doc)."""
-    chosen = (os.environ.get(MODE_ENV) or "").strip().lower()
-    return os.environ.get(ENV, "").lower() in ("1", "true", "yes") or chosen == "prefect"
+    settings = settings or read_settings()
+    return settings.shared_rate_limits or settings.partner_limits == "prefect"
 
 
-def mode() -> str:
-    raw = (os.environ.get(MODE_ENV) or "database").strip().lower()
-    if raw not in MODES:
-        raise ValueError(f"{MODE_ENV} must be one of {', '.join(MODES)}, not {raw!r}")
-    return raw
+def mode(settings: Settings | None = None) -> str:
+    """PRAKERJA_PARTNER_LIMITS (a value not in MODES is refused naming it)."""
+    return (settings or read_settings()).partner_limits
 
 
 def limit_name(partner_id: str) -> str:
@@ -99,12 +97,14 @@ def take_partner_slot(partner_id: str) -> None:
     rate_limit(limit_name(partner_id), occupy=1, strict=True)
 
 
-def partner_pacer(engine: Engine, config: PartnersConfig) -> Callable[[str], None] | None:
+def partner_pacer(
+    engine: Engine, config: PartnersConfig, settings: Settings | None = None
+) -> Callable[[str], None] | None:
     """What every partner request of this process calls first (partners.client's
     shared_pacer), by PRAKERJA_PARTNER_LIMITS; None when nothing beyond the process."""
-    if enabled():
+    if enabled(settings):
         return take_partner_slot
-    if mode() == "process":
+    if mode(settings) == "process":
         return None
     return DatabaseRateLimits.for_engine(engine, config)
 

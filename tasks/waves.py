@@ -141,7 +141,10 @@ def host_identity() -> str:
     """What tells this machine (and container) apart from another with the same hostname:
     a digest of the boot id, the machine id and the pid namespace, where available.
     PRAKERJA_HOST_ID replaces it (tests simulate two hosts with it)."""
-    override = os.environ.get(HOST_ID_ENV, "").strip()
+    from models.config import read_settings
+
+    # Read at each call (a lease is taken rarely): tests switch hosts between two calls.
+    override = (read_settings().host_id or "").strip()
     if override:
         return override.replace(":", "-")
     try:

@@ -76,12 +76,11 @@ def _export(sessions, tmp_path) -> dict[int, tuple[str, str, str]]:
 def test_every_registrant_gets_the_outcome_the_partners_truth_implies(
     batch, prefect_server, sessions, simulator, wave_files, tmp_path, monkeypatch
 ):
-    import flows.wave
     from tasks import workers
 
     # More than one batch: identity and screening run in worker processes, whose calls
     # share each partner's limits; the outcomes must be the same.
-    monkeypatch.setattr(flows.wave, "BATCH", batch)
+    monkeypatch.setenv("PRAKERJA_BATCH_SIZE", str(batch))  # read when _run configures
     monkeypatch.setenv(workers.WORKERS_ENV, "2")
     export, truth_path = wave_files
     code = _run(export, simulator)

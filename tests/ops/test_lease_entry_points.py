@@ -140,7 +140,7 @@ def test_a_deployment_run_that_lost_its_lease_stops_before_its_next_write(
 
         # Credit batches of 3, one at a time; the lease looked stale at every statement
         # (its heartbeat held up), so each write first checks who holds the wave.
-        monkeypatch.setattr(flows.wave, "BATCH", 3)
+        monkeypatch.setattr(rt, "settings", rt.settings.model_copy(update={"batch_size": 3}))
         monkeypatch.setattr(
             flows.wave.rollout_stage, "task_runner", ThreadPoolTaskRunner(max_workers=1)
         )
