@@ -220,11 +220,13 @@ def portal(host: str, port: int, workers: int) -> None:
     """Serves the registrant dashboard (portal.md) over the program database."""
     import uvicorn
 
+    from models.config import read_settings
     from partners.config import ConfigError, load_partners_config
     from portal.settings import MIN_SECRET, SECRET_ENV, is_loopback
 
     loopback = is_loopback(host)
-    secret = os.environ.get(SECRET_ENV)
+    given = read_settings().portal_secret
+    secret = given.get_secret_value() if given else None
     if secret is not None and len(secret) < MIN_SECRET:
         _refuse(f"{SECRET_ENV} must be at least {MIN_SECRET} characters")
     if secret is None:
@@ -309,7 +311,10 @@ def simulator_messages(url: str, template: str, last: int, as_json: bool) -> Non
     from rules.masking import mask_phone
 
     try:
-        token = os.environ.get("PRAKERJA_SIMULATOR_ADMIN_TOKEN")  # needed off loopback
+        from models.config import read_settings
+
+        admin = read_settings().simulator_admin_token  # needed off loopback
+        token = admin.get_secret_value() if admin else None
         answer = requests.get(
             f"{url.rstrip('/')}/_admin/messages",
             params={"template": template or None, "last": last},
