@@ -14,11 +14,12 @@ from pathlib import Path
 import click
 
 EXIT_OK, EXIT_ERROR, EXIT_REFUSED, EXIT_PENDING, EXIT_BUSY = 0, 1, 2, 3, 4
+EXIT_SIGN_OFF = 5  # nothing pending; the wave waits for sign-off before any credit
 log = logging.getLogger("prakerja")
 
 
 def _setup_logging(verbose: bool = False) -> None:
-    from flows.logging import install_masking
+    from tasks.log_masking import install_masking
 
     # This program's machines talk only to their partners: no telemetry calls.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -109,7 +110,7 @@ class _Main(click.Group):
 
             from rules.masking import error_text
 
-            log.debug("failure", exc_info=True)  # masked by flows.logging.MaskingFilter
+            log.debug("failure", exc_info=True)  # masked by tasks.log_masking.MaskingFilter
             if isinstance(exc, OperationalError):  # the database went away mid-command
                 click.echo(f"error: {_database_failure(exc)}", err=True)
             else:
@@ -390,6 +391,15 @@ def _settings_options(f):
     return f
 
 
+def _by_option(f):
+    return click.option(
+        "--by",
+        "by",
+        default=None,
+        help="Who does this, for the audit trail (default: the login user).",
+    )(f)
+
+
 @wave.command("run")
 @click.option("--wave", "wave_id", type=click.IntRange(1), required=True)
 @click.option(
@@ -419,6 +429,7 @@ def _settings_options(f):
     "(default: on with --task-runner dask).",
 )
 @_settings_options
+@_by_option
 def wave_run(
     wave_id,
     registrants,
@@ -429,21 +440,21 @@ def wave_run(
     task_runner,
     dask_address,
     shared_rate_limits,
+    by,
     **flags,
 ) -> None:
     """Creates the wave (or resumes it), runs every stage still to do, and closes it."""
-    from flows.runners import DASK_ADDRESS_ENV, RUNNER_ENV
-    from tasks.shared_limits import ENV as SHARED_LIMITS_ENV
-
     if task_runner == "dask" and not dask_address:
         _refuse("--dask-address: required with --task-runner dask")
-    # Read when the flows are imported, by this process and by every Dask worker.
-    os.environ[RUNNER_ENV] = task_runner
-    if dask_address:
-        os.environ[DASK_ADDRESS_ENV] = dask_address
     if shared_rate_limits is None:
         shared_rate_limits = task_runner == "dask"
-    os.environ[SHARED_LIMITS_ENV] = "1" if shared_rate_limits else "0"
+    # Travels with the run: the wave flow's parameter, carried by every batch task (a Dask
+    # worker started elsewhere does what this run asked, whatever its own environment).
+    execution = _execution(
+        task_runner=task_runner,
+        dask_address=dask_address,
+        partner_limits="prefect" if shared_rate_limits else None,
+    )
     sys.exit(
         run_wave_command(
             wave_id=wave_id,
@@ -453,8 +464,23 @@ def wave_run(
             keep_open=keep_open,
             draw_without_pending=draw_without_pending,
             flags=flags,
+            execution=execution,
+            by=by,
         )
     )
+
+
+def _execution(**overrides):
+    """The run's Execution: these flags over this process's PRAKERJA_* environment."""
+    from pydantic import ValidationError
+
+    from tasks.execution import Execution
+
+    try:
+        return Execution.from_env(**overrides)
+    except (ValueError, ValidationError) as exc:
+        errors = exc.errors() if isinstance(exc, ValidationError) else None
+        _refuse(errors[0]["msg"] if errors else str(exc))
 
 
 def run_wave_command(
@@ -469,8 +495,12 @@ def run_wave_command(
     partners_config=None,
     quiet: bool = False,
     under_lease=None,
+    execution=None,
+    by: str | None = None,
 ) -> int:
-    """`under_lease(held)`, if given, runs first once the lease is held (raise-quota)."""
+    """`under_lease(held)`, if given, runs first once the lease is held (raise-quota);
+    `by` names who runs it in the audit trail (default: the login user)."""
+    execution = execution or _execution()
     from models.enums import WaveStatus
     from models.tables import Wave
     from rules.intake import HeaderError, MissingColumnsError
@@ -488,6 +518,7 @@ def run_wave_command(
     if partners_config is None:
         partners_config = _load_partners()
     rt = _runtime(partners_config)
+    rt.use_partner_limits(execution.partner_limits)
     with rt.sessions() as session:
         existing = session.get(Wave, wave_id)
     if existing is None:
@@ -504,6 +535,8 @@ def run_wave_command(
         values["lottery_seed"] = lottery_seed
     given = set(values)
     base = {name: getattr(existing, name) for name in WaveSettings.model_fields} if existing else {}
+    if existing is not None and base.get("sign_off") is None:
+        base["sign_off"] = 0  # a wave from before the setting
     merged = {
         "wave_id": wave_id,
         "lottery_seed": secrets.token_hex(16),
@@ -551,6 +584,7 @@ def run_wave_command(
             f"{wave_row.lottery_seed_sha256}",
             err=True,
         )
+        _audit_run(rt.sessions, by, wave_row, created, given, keep_open, registrants)
         try:
             if under_lease is not None:
                 under_lease(held)
@@ -558,9 +592,9 @@ def run_wave_command(
                 update_wave_under_lease(held, keep_open=keep_open)
             from tasks import shared_limits
 
-            if shared_limits.enabled():
+            if execution.partner_limits == "prefect":
                 shared_limits.ensure_partner_limits(rt.partners_config)
-            summary = _run_flow(wave_id, registrants, keep_open, draw_without_pending)
+            summary = _run_flow(wave_id, registrants, keep_open, draw_without_pending, execution)
         except Exception as exc:  # noqa: BLE001 - report any failure as exit 1
             from rules.masking import error_text
 
@@ -572,6 +606,18 @@ def run_wave_command(
         click.echo(f"  Prefect flow run: wave-{wave_id} ({summary['flow_run_id']})")
     pending = report["outcomes"].get("PENDING", 0)
     left = summary["close"].get("work_left", {})
+    sign_off = summary.get("sign_off") or {}
+    if not pending and sign_off.get("waiting"):
+        click.echo(
+            f"wave {wave_id}: waits for sign-off before any credit: "
+            f"{len(sign_off['approvals'])} of {sign_off['required']} approvals of "
+            f"{sign_off['confirmed']:,} confirmed participants, "
+            f"{_rupiah(sign_off['total_amount'])} "
+            f"(digest {sign_off['digest'][:12]}...); approve with `prakerja wave sign-off "
+            f"--wave {wave_id} --by NAME`, then run it again",
+            err=True,
+        )
+        return EXIT_SIGN_OFF
     if pending or left:
         click.echo(
             f"wave {wave_id}: {pending} registrants pending "
@@ -582,6 +628,36 @@ def run_wave_command(
     return EXIT_OK
 
 
+def _rupiah(amount: int) -> str:
+    from rules.money import rupiah
+
+    return rupiah(amount)
+
+
+def _audit_run(sessions, by, wave_row, created, given, keep_open, registrants) -> None:
+    """The run's audit rows: the wave's creation with its settings, then the run."""
+    from rules.settings import WaveSettings
+    from tasks import audit
+
+    actor = audit.Actor.here(by)
+    w = wave_row.wave_id
+    if created:
+        settings = {
+            name: getattr(wave_row, name)
+            for name in WaveSettings.model_fields
+            if name not in ("wave_id", "lottery_seed")
+        }
+        settings["lottery_seed_sha256"] = wave_row.lottery_seed_sha256
+        settings["export_sha256"] = wave_row.source_sha256
+        audit.record(sessions, actor, "wave.created", wave_id=w, after=settings)
+    run = {"via": "cli", "keep_open": keep_open}
+    if registrants:
+        run["export"] = Path(registrants).name
+    if not created and given:
+        run["settings_given"] = sorted(given)
+    audit.record(sessions, actor, "wave.run", wave_id=w, after=run)
+
+
 def _closed_line(wave_id: int) -> str:
     return (
         f"wave {wave_id} is closed: nothing to do (its results: prakerja wave report "
@@ -590,7 +666,11 @@ def _closed_line(wave_id: int) -> str:
 
 
 def _run_flow(
-    wave_id: int, registrants: str | None, keep_open: bool, draw_without_pending: bool
+    wave_id: int,
+    registrants: str | None,
+    keep_open: bool,
+    draw_without_pending: bool,
+    execution,
 ) -> dict:
     from prefect import tags
 
@@ -602,6 +682,7 @@ def _run_flow(
             registrants_path=str(Path(registrants).resolve()) if registrants else None,
             draw_without_pending=draw_without_pending,
             keep_open=keep_open,
+            execution=execution,
             return_state=True,
         )
     summary = state.result()
@@ -618,9 +699,11 @@ def _print_funnel(report: dict) -> None:
 @wave.command("raise-quota")
 @click.option("--wave", "wave_id", type=click.IntRange(1), required=True)
 @click.option("--quota", type=click.IntRange(1), required=True)
-def wave_raise_quota(wave_id: int, quota: int) -> None:
+@_by_option
+def wave_raise_quota(wave_id: int, quota: int, by: str | None) -> None:
     """Raises an open wave's quota; the new seats are drawn and processed."""
     from models.tables import Wave
+    from tasks.audit import Actor
     from tasks.draw import QuotaError, raise_quota
 
     partners_config = _load_partners()
@@ -636,7 +719,9 @@ def wave_raise_quota(wave_id: int, quota: int) -> None:
         # Under the lease, and only while the wave is still open: a busy wave (exit 4)
         # or a closed one (exit 2) is left as it was.
         try:
-            result = raise_quota(rt.sessions, wave_id, quota, lease_owner=held.lease.owner)
+            result = raise_quota(
+                rt.sessions, wave_id, quota, lease_owner=held.lease.owner, actor=Actor.here(by)
+            )
         except (LookupError, QuotaError) as exc:
             _refuse(str(exc))
         click.echo(
@@ -655,6 +740,7 @@ def wave_raise_quota(wave_id: int, quota: int) -> None:
             flags={},
             partners_config=partners_config,
             under_lease=raise_it,
+            by=by,
         )
     )
 
@@ -668,14 +754,16 @@ def wave_raise_quota(wave_id: int, quota: int) -> None:
     "characters); a new announcement replaces it.",
 )
 @click.option("--json", "as_json", is_flag=True)
-def wave_announce(wave_id: int, message: str | None, as_json: bool) -> None:
+@_by_option
+def wave_announce(wave_id: int, message: str | None, as_json: bool, by: str | None) -> None:
     """Publishes the wave's results on the registrant dashboard (portal.md)."""
+    from tasks.audit import Actor
     from tasks.portal_index import AnnounceError, announce_wave
 
     rt = _runtime()
     started = time.monotonic()
     try:
-        result = announce_wave(rt.sessions, wave_id, message)
+        result = announce_wave(rt.sessions, wave_id, message, actor=Actor.here(by))
     except AnnounceError as exc:
         _refuse(str(exc))
     result["seconds"] = round(time.monotonic() - started, 3)
@@ -783,6 +871,93 @@ def explain(wave_id: int, nik: str, as_json: bool) -> None:
     render.explain(result)
 
 
+def _login_user() -> str:
+    from tasks.audit import login_user
+
+    return login_user()
+
+
+@wave.command("sign-off")
+@click.option("--wave", "wave_id", type=click.IntRange(1), required=True)
+@click.option("--by", "by", required=True, help="The approver's name.")
+@click.option("--json", "as_json", is_flag=True)
+def wave_sign_off(wave_id: int, by: str, as_json: bool) -> None:
+    """Records one approval of the wave as it stands (seats, confirmed participants,
+    total rupiah, draw digest) and prints what was approved."""
+    from rules.signoff import approver_problem
+    from tasks.audit import Actor
+    from tasks.signoff import SignOffError, record_approval
+
+    problem = approver_problem(by)
+    if problem:
+        _refuse(f"--by: {problem}")
+    rt = _runtime()
+    try:
+        result = record_approval(rt.sessions, wave_id, Actor.here(by), via="cli")
+    except (LookupError, SignOffError) as exc:
+        _refuse(str(exc))
+    if as_json:
+        click.echo(json.dumps(result, default=str))
+        return
+    seen = result["approved_now"]
+    seats = seen["seats"]
+    if isinstance(seats, dict):
+        seats = ", ".join(f"{p}: {n:,}" for p, n in sorted(seats.items()))
+    else:
+        seats = f"{seats:,}"
+    click.echo(f"wave {wave_id} approved by {seen['by']} at {seen['at']}:")
+    click.echo(f"  seats                   {seats}")
+    click.echo(f"  confirmed participants  {seen['confirmed']:,}")
+    click.echo(f"  total amount            {_rupiah(seen['total_amount'])}")
+    click.echo(f"  draw digest             {seen['digest']}")
+    n, need = len(result["approvals"]), result["required"]
+    who = ", ".join(a["by"] for a in result["approvals"])
+    if result["approved"]:
+        click.echo(f"{n} of {need} approvals ({who}): the next run credits the wave.")
+    else:
+        click.echo(f"{n} of {need} approvals ({who}): waiting for {need - n} more.")
+
+
+# ---------------------------------------------------------------- audit
+@main.command("audit")
+@click.option("--wave", "wave_id", type=click.IntRange(1), default=None)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--verify", is_flag=True, help="Check the hash chain (exit 1 at a broken row).")
+def audit_command(wave_id: int | None, as_json: bool, verify: bool) -> None:
+    """Every operator action, oldest first, with who, when, what, before and after."""
+    from tasks.audit import audit_trail
+    from tasks.audit import verify as verify_chain
+
+    rt = _runtime()
+    with rt.sessions() as session:
+        if verify:
+            checked, broken = verify_chain(session)
+            if as_json:
+                click.echo(
+                    json.dumps(
+                        {
+                            "ok": broken is None,
+                            "rows": checked,
+                            "first_broken": None
+                            if broken is None
+                            else {"id": broken.id, "why": broken.why},
+                        }
+                    )
+                )
+            elif broken is None:
+                click.echo(f"audit trail intact: {checked:,} rows, hash chain verified")
+            else:
+                click.echo(f"error: audit trail broken at {broken}", err=True)
+            sys.exit(EXIT_OK if broken is None else EXIT_ERROR)
+        rows = audit_trail(session, wave_id)
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    from tasks import render
+
+    render.audit(rows)
+
+
 # ---------------------------------------------------------------- blacklist
 @main.group()
 def blacklist() -> None:
@@ -792,8 +967,9 @@ def blacklist() -> None:
 @blacklist.command("add")
 @click.argument("nik")
 @click.option("--reason", required=True)
-@click.option("--by", "added_by", default=lambda: os.environ.get("USER", "operator"))
+@click.option("--by", "added_by", default=lambda: _login_user())
 def blacklist_add(nik: str, reason: str, added_by: str) -> None:
+    from tasks.audit import Actor
     from tasks.blacklist import add_to_blacklist, entry_problem
 
     # The arguments, checked before the database is opened: an import's errors name its
@@ -804,7 +980,9 @@ def blacklist_add(nik: str, reason: str, added_by: str) -> None:
         _refuse(f"{'NIK' if name == 'nik' else '--reason'}: {why}")
     rt = _runtime()
     try:
-        added = add_to_blacklist(rt.sessions, [(nik, reason)], added_by=added_by)
+        added = add_to_blacklist(
+            rt.sessions, [(nik, reason)], added_by=added_by, actor=Actor.here(added_by)
+        )
     except ValueError as exc:
         _refuse(str(exc))
     click.echo(f"{added} NIK added to the revocation list", err=True)
@@ -812,15 +990,20 @@ def blacklist_add(nik: str, reason: str, added_by: str) -> None:
 
 @blacklist.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--by", "added_by", default=lambda: os.environ.get("USER", "operator"))
+@click.option("--by", "added_by", default=lambda: _login_user())
 def blacklist_import(file: str, added_by: str) -> None:
     """FILE: CSV with header `nik,reason`."""
+    from tasks.audit import Actor
     from tasks.blacklist import add_to_blacklist, read_blacklist_file
+    from tasks.intake import file_sha256
 
     rt = _runtime()
     try:
         entries = read_blacklist_file(file)
-        added = add_to_blacklist(rt.sessions, entries, added_by=added_by)
+        source = {"file": Path(file).name, "sha256": file_sha256(file)}
+        added = add_to_blacklist(
+            rt.sessions, entries, added_by=added_by, actor=Actor.here(added_by), source=source
+        )
     except ValueError as exc:
         _refuse(str(exc))
     click.echo(f"{added} of {len(entries)} NIKs added to the revocation list", err=True)

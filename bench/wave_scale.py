@@ -28,7 +28,7 @@ REFERENCE = date(2026, 11, 28)
 # Stated partner conditions: every call waits LATENCY_MS at the partner; each partner
 # admits MAX_RPS calls a second (the simulator answers 429 above it, the clients pace
 # themselves below it). Partner calls carry 1,000 items; a batch task holds
-# flows.wave.BATCH registrants.
+# flows.wave.batch_size() registrants (PRAKERJA_BATCH_SIZE, default 10,000).
 LATENCY_MS = 50
 MAX_RPS = {"registry": 40, "agency": 40, "payment": 20, "card-issuer": 20, "notifier": 20}
 
@@ -102,12 +102,8 @@ def run_under_prefect(rt, export: Path) -> tuple[float, dict]:
 def run_plain(rt, export: Path) -> tuple[float, dict]:
     """The same stage functions in the same order and concurrency (the same worker
     processes for identity and screening), without Prefect."""
-    from flows.wave import (
-        BATCH,
-        LOCAL_BATCH,
-        PARTNER_THREADS,
-        WORKER_STAGE_THREADS,
-    )
+    from flows.runners import partner_threads, worker_stage_threads
+    from flows.wave import LOCAL_BATCH, batch_size
     from models.enums import State
     from tasks import (
         accounts,
@@ -120,7 +116,13 @@ def run_plain(rt, export: Path) -> tuple[float, dict]:
         workers,
     )
     from tasks.common import plan_batches
+    from tasks.execution import Execution
 
+    execution = Execution.from_env()
+    BATCH = batch_size()
+    PARTNER_THREADS = partner_threads(execution)
+    WORKER_STAGE_THREADS = worker_stage_threads(execution)
+    n_workers = execution.workers()
     s, p = rt.sessions, rt.partners
     seconds: dict[str, float] = {}
 
@@ -137,7 +139,7 @@ def run_plain(rt, export: Path) -> tuple[float, dict]:
 
     started = time.monotonic()
     if intake.is_big_export(export):
-        workers.warm_up()  # as the wave flow does
+        workers.warm_up(n_workers)  # as the wave flow does
     timed("intake", lambda: intake.import_export(s, 1, export))
     timed(
         "local-eligibility",
@@ -153,7 +155,7 @@ def run_plain(rt, export: Path) -> tuple[float, dict]:
         lambda: batches(
             [State.AWAIT_IDENTITY.value],
             BATCH,
-            lambda r: workers.run(workers.identity_job, 1, r),
+            lambda r: workers.run(workers.identity_job, 1, r, workers=n_workers),
             WORKER_STAGE_THREADS,
         ),
     )
@@ -162,7 +164,7 @@ def run_plain(rt, export: Path) -> tuple[float, dict]:
         lambda: batches(
             [State.AWAIT_SCREENING.value],
             BATCH,
-            lambda r: workers.run(workers.screening_job, 1, r),
+            lambda r: workers.run(workers.screening_job, 1, r, workers=n_workers),
             WORKER_STAGE_THREADS,
         ),
     )
@@ -257,7 +259,7 @@ def main() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
-    from flows.wave import BATCH
+    from flows.wave import batch_size
     from partners.simulator.generate import generate_export
     from partners.simulator.server import SimulatorProcess
     from rules.funnel import demo_quota
@@ -294,7 +296,7 @@ def main() -> None:
             "latency_ms": LATENCY_MS,
             "max_rps": MAX_RPS,
             "batch_size": 1000,
-            "task_batch": BATCH,
+            "task_batch": batch_size(),
         },
     }
     config = partner_settings("http://127.0.0.1:1")
@@ -310,7 +312,9 @@ def main() -> None:
         after = stats(sim)
         result["wall_s"] = round(wall, 1)
         result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-        result["worker_processes"] = workers.worker_count()
+        from tasks.execution import Execution
+
+        result["worker_processes"] = Execution.from_env().workers()
         result["worker_peak_rss_mb"] = workers.peak_rss_mb()
         funnel = summary["report"]["funnel"]
         result["funnel"] = funnel

@@ -20,8 +20,8 @@ from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
+from models import names
 from models.config import Settings, read_settings
-from models.enums import Stage
 
 WEBHOOK_ENV = "PRAKERJA_ALERT_WEBHOOK_URL"
 BLOCK_NAME = "prakerja-alerts"
@@ -30,17 +30,9 @@ PREFIX = "prakerja: "
 TAG = "prakerja"
 # Flows whose failed or crashed runs are alerts: the wave, its stages (runs named
 # wave-<N>-<stage>, so the alert names the stage) and the deployments' flows.
-OPERATION_FLOWS = [
-    "wave",
-    *(stage.value for stage in Stage),
-    "weekly-wave",
-    "overnight-rollout",
-    "rerun-wave",
-    "raise-quota",
-    "paced-rollout",
-]
+OPERATION_FLOWS = [names.WAVE_FLOW, *names.STAGE_FLOWS, *names.OPERATION_FLOWS]
 # Flows that own a process (stages run inside the wave's): a silent one has died.
-TOP_FLOWS = ["wave", "weekly-wave", "overnight-rollout", "rerun-wave", "raise-quota"]
+TOP_FLOWS = [names.WAVE_FLOW, *names.OPERATION_FLOWS]
 PARTNER_ALERT_WINDOW = timedelta(minutes=10)
 # A run with no heartbeat for this long has died: 3+ missed heartbeats (Prefect sends one
 # every 180 s by default, PREFECT_FLOWS_HEARTBEAT_FREQUENCY); keep it above that period.
@@ -73,7 +65,7 @@ ALERTS: tuple[Alert, ...] = (
         "A batch left registrants pending after a partner's retries ran out (or the partner "
         "refused us: needs a person). At most one notification per partner and wave every "
         "10 minutes; the wave's pending totals follow when its run ends.",
-        ("prakerja.partner.failed",),
+        (names.PARTNER_FAILED,),
         "[prakerja] wave " + _WAVE + ": partner {{ event.payload.partner }} failed in "
         "{{ event.payload.stage }}",
         "Partner {{ event.payload.partner }} failed ({{ event.payload.error_class }}) during "
@@ -94,7 +86,7 @@ ALERTS: tuple[Alert, ...] = (
     Alert(
         "wave pending",
         "A wave's run ended with registrants pending after partner failures.",
-        ("prakerja.wave.pending",),
+        (names.WAVE_PENDING,),
         "[prakerja] wave " + _WAVE + " finished with pending registrants",
         "Wave " + _WAVE + " ended with registrants pending: "
         "{% for k, v in event.payload.pending.items() %}{{ k }} {{ v }}"
@@ -109,7 +101,7 @@ ALERTS: tuple[Alert, ...] = (
     Alert(
         "wave completed",
         "A wave's run ended with nothing pending.",
-        ("prakerja.wave.completed",),
+        (names.WAVE_COMPLETED,),
         "[prakerja] wave " + _WAVE + " run completed",
         "Wave " + _WAVE + " ran with nothing pending. Funnel: registered "
         "{{ event.payload.funnel.registered }}, eligible {{ event.payload.funnel.eligible }}, "
@@ -125,7 +117,7 @@ ALERTS: tuple[Alert, ...] = (
         "credit rejected",
         "The card issuer refused credits: those participants are REJECTED (CREDIT_REJECTED) "
         "and need a person.",
-        ("prakerja.credit.rejected",),
+        (names.CREDIT_REJECTED,),
         "[prakerja] wave " + _WAVE + ": the card issuer refused "
         "{{ event.payload.rejected }} credits",
         "The card issuer refused {{ event.payload.rejected }} credits in the "
@@ -136,9 +128,25 @@ ALERTS: tuple[Alert, ...] = (
         {"prefect.resource.id": "prakerja.wave.*"},
     ),
     Alert(
+        "awaiting sign-off",
+        "A wave waits for sign-off before any credit (wave-rules.md, 'Sign-off before "
+        "money'): nothing is credited until enough different people approved it.",
+        ("prakerja.wave.awaiting-sign-off",),
+        "[prakerja] wave " + _WAVE + " waits for sign-off",
+        "Wave " + _WAVE + " waits for sign-off before any money moves: seats "
+        "{{ event.payload.seats }}, {{ event.payload.confirmed }} confirmed participants, "
+        "Rp {{ event.payload.amount }} in total, draw digest {{ event.payload.digest }}. "
+        "{{ event.payload.approvals }} of {{ event.payload.required }} approvals so far.\n"
+        "Approve in the form of the paused run in the Prefect UI, or with "
+        "`prakerja wave sign-off --wave " + _WAVE + " --by NAME`; each approver must be a "
+        "different person. A change to the confirmed list (a quota raise, a backfill) "
+        "voids the approvals given so far.",
+        {"prefect.resource.id": "prakerja.wave.*"},
+    ),
+    Alert(
         "rollout late",
         "The overnight rollout projects to finish after the wave's rollout deadline.",
-        ("prakerja.rollout.late",),
+        (names.ROLLOUT_LATE,),
         "[prakerja] wave " + _WAVE + ": rollout will miss its deadline",
         "The rollout of wave " + _WAVE + " projects to finish at "
         "{{ event.payload.projected_finish }} (UTC), {{ event.payload.minutes_late }} minutes "
@@ -150,7 +158,7 @@ ALERTS: tuple[Alert, ...] = (
     Alert(
         "reconcile mismatch",
         "The ledger and the card issuer's statement disagree.",
-        ("prakerja.reconcile.mismatch",),
+        (names.RECONCILE_MISMATCH,),
         "[prakerja] wave " + _WAVE + ": ledger and issuer statement disagree",
         "Reconciliation of wave " + _WAVE + ": ledger {{ event.payload.ledger_count }} credits "
         "(Rp {{ event.payload.ledger_amount }}), statement {{ event.payload.statement_count }} "
@@ -164,7 +172,7 @@ ALERTS: tuple[Alert, ...] = (
     Alert(
         "export missing",
         "The weekly wave found no export in the drop folder: nothing ran.",
-        ("prakerja.export.missing",),
+        (names.EXPORT_MISSING,),
         "[prakerja] wave " + _WAVE + ": no export, the weekly wave did not run",
         "The weekly wave found no {{ event.payload.expected_file }} in "
         "{{ event.payload.drop_dir }} ({{ event.payload.exports_seen }} exports there, all "

@@ -30,27 +30,27 @@ class DeploymentSpec:
 DEPLOYMENTS = (
     DeploymentSpec(
         "weekly-wave",
-        "deployments/operations.py:weekly_wave",
+        "flows/operations.py:weekly_wave",
         "0 17 * * 4",
         "Thursdays 17:00 WIB, an hour after registration closes: runs the due wave from the "
         "drop folder (lowest wave-<N>.csv with no wave yet); alerts when there is no export.",
     ),
     DeploymentSpec(
         "overnight-rollout",
-        "deployments/operations.py:overnight_rollout",
+        "flows/operations.py:overnight_rollout",
         "0 22 * * *",
         "Nightly 22:00 WIB: credits every confirmed participant not yet credited, paced to "
         "finish before the wave's rollout deadline (06:00 WIB); alerts when it will be late.",
     ),
     DeploymentSpec(
         "rerun-wave",
-        "deployments/operations.py:rerun_wave",
+        "flows/operations.py:rerun_wave",
         None,
         "Manual: resumes a wave, all stages or the chosen ones, only for pending work.",
     ),
     DeploymentSpec(
         "raise-quota",
-        "deployments/operations.py:raise_quota_flow",
+        "flows/operations.py:raise_quota_flow",
         None,
         "Manual: raises an open wave's quota and processes the new seats.",
     ),
@@ -62,7 +62,7 @@ def runner_deployments() -> list:
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.schedules import Cron
 
-    from deployments import operations
+    from flows import operations
 
     out = []
     for spec in DEPLOYMENTS:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import cast
+from uuid import UUID
+
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
 
+from models import names
 from models.enums import ReasonCode, Stage
 from rules.funnel import funnel_rows
+from rules.money import rupiah
 from tasks.batches import report_task  # the wave's state, from the database
 from tasks.report_types import merge_reports
 
@@ -84,8 +89,8 @@ def publish_credit_rejections(wave_id: int, stage: Stage, counts: dict) -> None:
         "wave %s %s: the card issuer refused %d credits", wave_id, stage.value, rejected
     )
     emit_event(
-        event="prakerja.credit.rejected",
-        resource={"prefect.resource.id": f"prakerja.wave.{wave_id}"},
+        event=names.CREDIT_REJECTED,
+        resource={"prefect.resource.id": names.wave_resource(wave_id)},
         payload={
             "wave_id": wave_id,
             "stage": stage.value,
@@ -115,8 +120,8 @@ def publish_wave(wave_id: int, report: dict) -> dict:
     )
     pending = report["outcomes"].get("PENDING", 0)
     emit_event(
-        event="prakerja.wave.pending" if pending else "prakerja.wave.completed",
-        resource={"prefect.resource.id": f"prakerja.wave.{wave_id}"},
+        event=names.WAVE_PENDING if pending else names.WAVE_COMPLETED,
+        resource={"prefect.resource.id": names.wave_resource(wave_id)},
         payload={
             "wave_id": wave_id,
             "pending": report["pending"],
@@ -129,6 +134,51 @@ def publish_wave(wave_id: int, report: dict) -> dict:
     return report
 
 
+def publish_awaiting_sign_off(wave_id: int, status: dict) -> dict:
+    """The wave waits for sign-off (wave-rules.md): an artifact `wave-<N>-sign-off` with
+    what approvers approve, and, when it really waits (its accounts are done), the event
+    `prakerja.wave.awaiting-sign-off` that the automation turns into a notification."""
+    if not status.get("waiting"):
+        return status
+    approvals = ", ".join(a["by"] for a in status["approvals"]) or "none yet"
+    rows = [
+        ("seats", status["seats"]),
+        ("confirmed participants", status["confirmed"]),
+        ("total amount", rupiah(status["total_amount"])),
+        ("draw digest", f"`{status['digest']}`"),
+        ("approvals", f"{len(status['approvals'])} of {status['required']} ({approvals})"),
+    ]
+    md = f"## Wave {wave_id}: waiting for sign-off\n\n| | |\n|---|---|\n"
+    md += "\n".join(f"| {k} | {v} |" for k, v in rows)
+    md += (
+        f"\n\nNo credit is sent until {status['required']} different people approved: "
+        f"`prakerja wave sign-off --wave {wave_id} --by NAME`, or the form of a paused run."
+    )
+    create_markdown_artifact(
+        key=f"wave-{wave_id}-sign-off", markdown=md, description=f"wave {wave_id} sign-off"
+    )
+    get_run_logger().warning(
+        "wave %s waits for sign-off: %d of %d approvals",
+        wave_id,
+        len(status["approvals"]),
+        status["required"],
+    )
+    emit_event(
+        event="prakerja.wave.awaiting-sign-off",
+        resource={"prefect.resource.id": f"prakerja.wave.{wave_id}"},
+        payload={
+            "wave_id": wave_id,
+            "seats": status["seats"],
+            "confirmed": status["confirmed"],
+            "amount": status["total_amount"],
+            "required": status["required"],
+            "approvals": len(status["approvals"]),
+            "digest": status["digest"],
+        },
+    )
+    return status
+
+
 def publish_reconcile(wave_id: int, result: dict) -> dict:
     create_table_artifact(
         key=f"wave-{wave_id}-reconciliation",
@@ -137,8 +187,8 @@ def publish_reconcile(wave_id: int, result: dict) -> dict:
     )
     if not result["ok"]:
         emit_event(
-            event="prakerja.reconcile.mismatch",
-            resource={"prefect.resource.id": f"prakerja.wave.{wave_id}"},
+            event=names.RECONCILE_MISMATCH,
+            resource={"prefect.resource.id": names.wave_resource(wave_id)},
             payload={k: v for k, v in result.items() if k != "refused"},
         )
     return result
@@ -196,10 +246,15 @@ def track_progress(wave_id: int, futures: list, stage: str | None = None) -> Non
     stage = stage or flow_run.flow_name or "stage"
     logger = get_run_logger()
     try:
-        artifact = create_progress_artifact(
-            0.0,
-            key=f"wave-{wave_id}-{stage}-progress",
-            description=f"wave {wave_id} {stage}: 0 of {total} batches done",
+        # Called from a sync flow, async_dispatch runs it synchronously: a UUID (its
+        # declared type also admits the coroutine of the async path).
+        artifact: UUID | None = cast(
+            UUID,
+            create_progress_artifact(
+                0.0,
+                key=f"wave-{wave_id}-{stage}-progress",
+                description=f"wave {wave_id} {stage}: 0 of {total} batches done",
+            ),
         )
     except Exception as exc:  # noqa: BLE001 - progress is a courtesy
         logger.warning("wave %s %s: no progress artifact (%s)", wave_id, stage, type(exc).__name__)

@@ -1,25 +1,31 @@
-"""Where a stage's batch tasks run: threads in this process, or a Dask cluster.
+"""Where a stage's batch tasks run: threads in the run's process, or a Dask cluster.
 
-Chosen by the environment when the flows are imported (`wave run --task-runner dask
---dask-address tcp://host:8786` sets it), so deployments and the CLI agree.
+Chosen by the run's `Execution` (tasks/execution.py), which the wave flow takes as a
+parameter: the CLI builds it from its flags, a deployment's run from its environment.
 """
 
 from __future__ import annotations
 
-import os
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from prefect.task_runners import ThreadPoolTaskRunner
-
-RUNNER_ENV = "PRAKERJA_TASK_RUNNER"
-DASK_ADDRESS_ENV = "PRAKERJA_DASK_ADDRESS"
+from tasks.execution import Execution
 
 
-def batch_task_runner(threads: int):
-    if os.environ.get(RUNNER_ENV, "threads") == "dask":
+def batch_task_runner(execution: Execution, threads: int) -> TaskRunner:
+    if execution.task_runner == "dask":
         from prefect_dask import DaskTaskRunner
 
-        address = os.environ.get(DASK_ADDRESS_ENV)
-        if not address:
-            raise RuntimeError(f"{DASK_ADDRESS_ENV} must name the Dask scheduler")
-        return DaskTaskRunner(address=address)
+        return DaskTaskRunner(address=execution.dask_address)
     return ThreadPoolTaskRunner(max_workers=threads)
+
+
+def partner_threads(execution: Execution) -> int:
+    """Batch tasks at once in a partner stage: enough to keep every worker process busy."""
+    return max(3, execution.workers())
+
+
+def worker_stage_threads(execution: Execution) -> int:
+    """Batch tasks at once in a stage whose batches run in worker processes: twice as many
+    as workers, so that each worker has a batch queued behind the one it runs while Prefect
+    starts and finishes task runs (a round trip to the API each, slow on a busy machine)."""
+    return max(partner_threads(execution), 2 * execution.workers())

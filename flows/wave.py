@@ -8,40 +8,45 @@ work still to do, so a rerun resumes exactly the pending part.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from prefect.cache_policies import NO_CACHE
 
+from flows.pacing import credit_paced
 from flows.publish import (
+    publish_awaiting_sign_off,
     publish_draw,
     publish_reconcile,
     publish_stage,
     publish_wave,
     track_progress,
 )
-from flows.runners import batch_task_runner
+from flows.runners import batch_task_runner, partner_threads, worker_stage_threads
 from models.enums import ReasonCode, Stage, State
+from rules.pacing import Pacing
 from tasks import batches as t
 from tasks import draw, intake, workers
 from tasks.boundary import flow, task
+from tasks.execution import Execution
 from tasks.operations import draw_facts_task
 from tasks.report_types import merge_reports
 from tasks.runtime import get_runtime
 
-# Batch tasks at once in a partner stage: enough to keep every worker process busy.
-PARTNER_THREADS = max(3, workers.worker_count())
-# Batch tasks at once in a stage whose batches run in worker processes: twice as many as
-# workers, so that each worker has a batch queued behind the one it runs while Prefect
-# starts and finishes task runs (a round trip to the API each, slow on a busy machine).
-WORKER_STAGE_THREADS = max(PARTNER_THREADS, 2 * workers.worker_count())
+# Registrants per batch task. A task sends its people to a partner in the partner's own
+# batch_size, several calls side by side (partners.client), and writes its results in
+# one transaction: big tasks keep Prefect's per-task cost small beside the work.
 LOCAL_BATCH = 50_000  # set-based SQL: big pages are cheap
 
 
-def _batch() -> int:
-    """Registrants per batch task (PRAKERJA_BATCH_SIZE, small in crash tests). A task
-    sends its people to a partner in the partner's own batch_size, several calls side by
-    side (partners.client), and writes its results in one transaction: big tasks keep
-    Prefect's per-task cost small beside the work."""
+def batch_size() -> int:
+    """PRAKERJA_BATCH_SIZE (small in crash tests): the process's settings (models/config.py),
+    read when it was configured."""
     return get_runtime().settings.batch_size
+
+
+def on(stage, execution: Execution, threads: Callable[[Execution], int]):
+    """The stage flow with the run's task runner (threads here, or its Dask cluster)."""
+    return stage.with_options(task_runner=batch_task_runner(execution, threads(execution)))
 
 
 def _run_batches(task, wave_id: int, ranges: list[tuple[int, int]], **options) -> list[dict]:
@@ -51,18 +56,16 @@ def _run_batches(task, wave_id: int, ranges: list[tuple[int, int]], **options) -
 
 
 @flow(name="intake", flow_run_name="wave-{wave_id}-intake")
-def intake_stage(wave_id: int, path: str | None = None) -> dict:
-    summary = publish_stage(wave_id, Stage.INTAKE, [t.import_export_task(wave_id, path)])
+def intake_stage(wave_id: int, path: str | None = None, parse_elsewhere: bool = True) -> dict:
+    summary = publish_stage(
+        wave_id, Stage.INTAKE, [t.import_export_task(wave_id, path, parse_elsewhere)]
+    )
     # Registrants can sign in to the dashboard (and see "being verified") from here on.
     summary["portal_index"] = t.portal_index_task(wave_id)
     return summary
 
 
-@flow(
-    name="local-eligibility",
-    flow_run_name="wave-{wave_id}-local-eligibility",
-    task_runner=batch_task_runner(2),
-)
+@flow(name="local-eligibility", flow_run_name="wave-{wave_id}-local-eligibility")
 def local_eligibility_stage(wave_id: int) -> dict:
     ranges = t.plan_batches_task(wave_id, [State.AWAIT_LOCAL.value], LOCAL_BATCH)
     return publish_stage(
@@ -70,31 +73,31 @@ def local_eligibility_stage(wave_id: int) -> dict:
     )
 
 
-@flow(
-    name="identity",
-    flow_run_name="wave-{wave_id}-identity",
-    task_runner=batch_task_runner(WORKER_STAGE_THREADS),
-)
-def identity_stage(wave_id: int) -> dict:
-    ranges = t.plan_batches_task(wave_id, [State.AWAIT_IDENTITY.value], _batch())
+@flow(name="identity", flow_run_name="wave-{wave_id}-identity")
+def identity_stage(wave_id: int, execution: Execution) -> dict:
+    ranges = t.plan_batches_task(wave_id, [State.AWAIT_IDENTITY.value], batch_size())
     return publish_stage(
         wave_id,
         Stage.IDENTITY,
-        _run_batches(t.verify_identity_task, wave_id, ranges, in_worker=len(ranges) > 1),
+        _run_batches(
+            t.verify_identity_task,
+            wave_id,
+            ranges,
+            execution=execution,
+            in_worker=len(ranges) > 1,
+        ),
     )
 
 
-@flow(
-    name="screening",
-    flow_run_name="wave-{wave_id}-screening",
-    task_runner=batch_task_runner(WORKER_STAGE_THREADS),
-)
-def screening_stage(wave_id: int) -> dict:
-    ranges = t.plan_batches_task(wave_id, [State.AWAIT_SCREENING.value], _batch())
+@flow(name="screening", flow_run_name="wave-{wave_id}-screening")
+def screening_stage(wave_id: int, execution: Execution) -> dict:
+    ranges = t.plan_batches_task(wave_id, [State.AWAIT_SCREENING.value], batch_size())
     return publish_stage(
         wave_id,
         Stage.SCREENING,
-        _run_batches(t.screen_task, wave_id, ranges, in_worker=len(ranges) > 1),
+        _run_batches(
+            t.screen_task, wave_id, ranges, execution=execution, in_worker=len(ranges) > 1
+        ),
     )
 
 
@@ -105,17 +108,13 @@ def draw_stage(wave_id: int, without_pending: bool = False) -> dict:
     return summary
 
 
-@flow(
-    name="accounts",
-    flow_run_name="wave-{wave_id}-accounts",
-    task_runner=batch_task_runner(PARTNER_THREADS),
-)
-def accounts_stage(wave_id: int) -> dict:
+@flow(name="accounts", flow_run_name="wave-{wave_id}-accounts")
+def accounts_stage(wave_id: int, execution: Execution) -> dict:
     """Checks payout accounts, then backfills freed seats, round after round."""
     reports: list[dict] = []
     while True:
-        ranges = t.plan_batches_task(wave_id, [State.SELECTED.value], _batch())
-        reports += _run_batches(t.verify_accounts_task, wave_id, ranges)
+        ranges = t.plan_batches_task(wave_id, [State.SELECTED.value], batch_size())
+        reports += _run_batches(t.verify_accounts_task, wave_id, ranges, execution=execution)
         if t.accounts_unanswered_task(wave_id):
             break  # a pending account holds its seat and the round
         filled = t.fill_free_seats_task(wave_id)
@@ -134,28 +133,41 @@ def accounts_stage(wave_id: int) -> dict:
     return publish_stage(wave_id, Stage.ACCOUNTS, reports)
 
 
-@flow(
-    name="rollout",
-    flow_run_name="wave-{wave_id}-rollout",
-    task_runner=batch_task_runner(PARTNER_THREADS),
-)
-def rollout_stage(wave_id: int) -> dict:
-    ranges = t.plan_batches_task(wave_id, [State.CONFIRMED.value], _batch())
-    summary = publish_stage(wave_id, Stage.ROLLOUT, _run_batches(t.credit_task, wave_id, ranges))
+@flow(name="rollout", flow_run_name="wave-{wave_id}-rollout")
+def rollout_stage(wave_id: int, execution: Execution, pacing: Pacing | None = None) -> dict:
+    """Credits the confirmed: at once, or (the overnight rollout) paced to the deadline;
+    nothing before enough approvals of the list as it stands (sign-off before money)."""
+    sign_off = t.sign_off_status_task(wave_id)
+    if not sign_off["approved"]:
+        publish_awaiting_sign_off(wave_id, sign_off)
+        return {"stage": Stage.ROLLOUT.value, "counts": {}, "failures": [], "sign_off": sign_off}
+    size = pacing.batch_size if pacing else batch_size()
+    ranges = t.plan_batches_task(wave_id, [State.CONFIRMED.value], size)
+    paced = None
+    if pacing is None:
+        reports = _run_batches(t.credit_task, wave_id, ranges, execution=execution)
+    else:
+        reports, paced = credit_paced(wave_id, ranges, execution, pacing)
+    summary = publish_stage(wave_id, Stage.ROLLOUT, reports)
+    if paced is not None:
+        summary["pacing"] = paced
     if ranges:  # a finished wave's rerun asks the issuer nothing, not even its statement
-        summary["reconcile"] = publish_reconcile(wave_id, t.reconcile_task(wave_id))
+        summary["reconcile"] = publish_reconcile(wave_id, t.reconcile_task(wave_id, execution))
     return summary
 
 
-def rollout_refilling(wave_id: int, refill: bool) -> dict:
+def rollout_refilling(
+    wave_id: int, refill: bool, execution: Execution, pacing: Pacing | None = None
+) -> dict:
     """The rollout; a credit refused there as PRIOR_RECIPIENT (another wave holds that NIK's
     credit) frees a seat, which (with `refill`) the next in line gets in this same run:
     accounts and backfill again, then their credits."""
-    summary = rollout_stage(wave_id)
+    rollout = on(rollout_stage, execution, partner_threads)
+    summary = rollout(wave_id, execution, pacing)
     freed = summary["counts"].get(ReasonCode.PRIOR_RECIPIENT.value, 0)
     while refill and freed:
-        accounts_stage(wave_id)
-        again = rollout_stage(wave_id)
+        on(accounts_stage, execution, partner_threads)(wave_id, execution)
+        again = rollout(wave_id, execution)
         freed = again["counts"].get(ReasonCode.PRIOR_RECIPIENT.value, 0)
         summary = {**again, **merge_reports(Stage.ROLLOUT.value, [summary, again])}
     return summary
@@ -167,15 +179,13 @@ def seats_to_refill_task(wave_id: int) -> bool:
         return draw.seats_to_refill(session, wave_id)
 
 
-@flow(
-    name="announce",
-    flow_run_name="wave-{wave_id}-announce",
-    task_runner=batch_task_runner(PARTNER_THREADS),
-)
-def announce_stage(wave_id: int) -> dict:
-    ranges = t.plan_message_batches_task(wave_id, _batch())
+@flow(name="announce", flow_run_name="wave-{wave_id}-announce")
+def announce_stage(wave_id: int, execution: Execution) -> dict:
+    ranges = t.plan_message_batches_task(wave_id, batch_size())
     return publish_stage(
-        wave_id, Stage.ANNOUNCE, _run_batches(t.send_messages_task, wave_id, ranges)
+        wave_id,
+        Stage.ANNOUNCE,
+        _run_batches(t.send_messages_task, wave_id, ranges, execution=execution),
     )
 
 
@@ -186,27 +196,37 @@ def wave(
     stages: list[Stage] | None = None,
     draw_without_pending: bool = False,
     keep_open: bool = False,
+    execution: Execution | None = None,
+    pacing: Pacing | None = None,
 ) -> dict:
-    """Runs every stage of a wave still to do, then closes it if nothing is pending."""
+    """Runs every stage of a wave still to do, then closes it if nothing is pending.
+
+    `execution` (tasks/execution.py) says where its batches run; without it, from this
+    process's settings (models/config.py), read once when it was configured. `pacing`
+    spreads the rollout's credits to the wave's deadline (the overnight rollout); without
+    it they go as fast as allowed."""
+    run = execution or Execution.from_settings(get_runtime().settings)
     todo = set(stages or list(Stage))
     runbook = [
-        (Stage.INTAKE, lambda: intake_stage(wave_id, registrants_path)),
-        (Stage.LOCAL_ELIGIBILITY, lambda: local_eligibility_stage(wave_id)),
-        (Stage.IDENTITY, lambda: identity_stage(wave_id)),
-        (Stage.SCREENING, lambda: screening_stage(wave_id)),
+        (Stage.INTAKE, lambda: intake_stage(wave_id, registrants_path, run.workers() > 0)),
+        (Stage.LOCAL_ELIGIBILITY, lambda: on(local_eligibility_stage, run, lambda _: 2)(wave_id)),
+        (Stage.IDENTITY, lambda: on(identity_stage, run, worker_stage_threads)(wave_id, run)),
+        (Stage.SCREENING, lambda: on(screening_stage, run, worker_stage_threads)(wave_id, run)),
         (Stage.DRAW, lambda: draw_stage(wave_id, draw_without_pending)),
-        (Stage.ACCOUNTS, lambda: accounts_stage(wave_id)),
-        (Stage.ROLLOUT, lambda: rollout_refilling(wave_id, Stage.ACCOUNTS in todo)),
-        (Stage.ANNOUNCE, lambda: announce_stage(wave_id)),
+        (Stage.ACCOUNTS, lambda: on(accounts_stage, run, partner_threads)(wave_id, run)),
+        (Stage.ROLLOUT, lambda: rollout_refilling(wave_id, Stage.ACCOUNTS in todo, run, pacing)),
+        (Stage.ANNOUNCE, lambda: on(announce_stage, run, partner_threads)(wave_id, run)),
     ]
     summary: dict = {"wave_id": wave_id, "stages": {}}
     if todo & {Stage.IDENTITY, Stage.SCREENING} and intake.is_big_export(registrants_path):
-        workers.warm_up()  # they start while intake runs; a small wave starts them lazily
+        workers.warm_up(run.workers())  # they start during intake; a small wave lazily
     for stage, run_stage in runbook:
         if stage in todo:
             started = time.monotonic()
             summary["stages"][stage.value] = run_stage()
             summary["stages"][stage.value]["seconds"] = round(time.monotonic() - started, 3)
+    if "sign_off" in summary["stages"].get(Stage.ROLLOUT.value, {}):
+        summary["sign_off"] = summary["stages"][Stage.ROLLOUT.value]["sign_off"]
     # A seat still owed (freed at the rollout of a run without the accounts stage, such as
     # the overnight rollout) keeps the wave open for the run that fills it.
     summary["close"] = t.close_wave_task(wave_id, keep_open or seats_to_refill_task(wave_id))

@@ -7,7 +7,7 @@ way SQLAlchemy stores them, so rows written here read back like any other.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -37,7 +37,7 @@ def insert_rows(
     conn: Connection,
     table: Table,
     columns: Sequence[str],
-    rows: Iterable[Sequence[Any]],
+    rows: Sequence[Sequence[Any]],
     *,
     prepared: bool = False,
 ) -> None:
@@ -54,6 +54,8 @@ def insert_rows(
         )
         return
     raw = conn.connection.driver_connection
+    if raw is None:  # only a closed connection has none
+        raise RuntimeError("the database connection is closed")
     with raw.cursor() as cur, cur.copy(f"COPY {table.name} ({cols}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row(row)

@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     lease_wait_s: float = Field(
         600.0, ge=0, description="How long a deployment run waits for a wave another run holds."
     )
+    sign_off_wait_s: float = Field(
+        24 * 3600.0,
+        gt=0,
+        description="How long a deployment run paused for sign-off waits for the form "
+        "(the approvals can still be given with `prakerja wave sign-off` after).",
+    )
     # Operations
     drop_dir: str = Field("var/drop", description="The drop folder of the weekly wave.")
     alert_webhook_url: SecretStr | None = Field(

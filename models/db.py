@@ -2,7 +2,7 @@
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from sqlalchemy import event
@@ -18,7 +18,7 @@ SessionFactory = Callable[[], Session]
 SQLITE_CHECKPOINT_PAGES = 10_000  # about 40 MB of WAL between checkpoints
 
 
-def database_url(env: dict[str, str] | None = None) -> str:
+def database_url(env: Mapping[str, str] | None = None) -> str:
     """PRAKERJA_DATABASE_URL of `env` (default: this process's environment)."""
     return read_settings(env).database_url
 
@@ -107,7 +107,7 @@ def _add_missing_indexes(engine: Engine) -> None:
     from sqlalchemy.exc import IntegrityError
     from sqlalchemy.schema import CreateIndex
 
-    def existing() -> dict[str, set[str]]:
+    def existing() -> dict[str, set[str | None]]:  # reflected index names may be None
         inspector = inspect(engine)
         tables = set(inspector.get_table_names())
         return {

@@ -51,6 +51,9 @@ class Wave(SQLModel, table=True):
     portal_indexed_at: datetime | None = Field(default=None, sa_type=DateTime)
     announced_at: datetime | None = Field(default=None, sa_type=DateTime)
     announce_message: str | None = Field(default=None, sa_type=Text)
+    # Approvers needed before any credit (wave-rules.md, "Sign-off before money"); NULL in
+    # a database from before the setting means 0.
+    sign_off: int | None = Field(default=WAVE_DEFAULTS["sign_off"])
 
 
 class Registrant(SQLModel, table=True):
@@ -239,5 +242,43 @@ class LoginGuard(SQLModel, table=True):
     updated_at: float = 0
 
 
-def registrant_table():
-    return Registrant.__table__  # type: ignore[attr-defined]
+class SignOff(SQLModel, table=True):
+    """One approval of a wave as it stood: who, when, from where, and what they saw. It
+    counts while the wave's digest is still `digest` (rules/signoff.py)."""
+
+    __tablename__ = "sign_off"
+    __table_args__ = (
+        UniqueConstraint("wave_id", "approver_key", "digest", name="uq_sign_off_approver"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    wave_id: int = Field(index=True)
+    approved_by: str
+    approver_key: str  # rules.signoff.same_person_key(approved_by)
+    host: str
+    via: str  # "cli" or "prefect"
+    at: datetime = Field(sa_type=DateTime)
+    seats_json: str = Field(sa_type=Text)
+    confirmed: int
+    total_amount: int = Field(sa_type=BigInteger)
+    digest: str
+
+
+class AuditEntry(SQLModel, table=True):
+    """The append-only audit trail of operator actions, hash-chained (rules/audit.py).
+
+    Ids are given by the writer (1, 2, 3, ... without gaps) under a lock, so that a
+    missing row shows as a gap and two writers can never fork the chain."""
+
+    __tablename__ = "audit"
+
+    id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    at: datetime = Field(sa_type=DateTime)
+    who: str
+    host: str
+    action: str
+    wave_id: int | None = Field(default=None, index=True)
+    before_json: str | None = Field(default=None, sa_type=Text)
+    after_json: str | None = Field(default=None, sa_type=Text)
+    prev_hash: str
+    hash: str

@@ -24,7 +24,7 @@ import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 from partners.config import PartnerSettings
-from partners.limits import CircuitBreaker, RateLimiter, shared_limits_for
+from partners.limits import CircuitBreaker, RateLimiter, SharedRateLimiter, shared_limits_for
 
 T = TypeVar("T")
 LOGGER = logging.getLogger("prakerja.partners")
@@ -119,10 +119,11 @@ class PartnerClient:
         self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
-        self._slots = threading.BoundedSemaphore(settings.max_concurrency)
+        # threading's, or multiprocessing's when shared (no common type).
+        self._slots: Any = threading.BoundedSemaphore(settings.max_concurrency)
         # A burst as wide as the concurrency lets parallel callers start together; after
         # that the bucket paces calls at max_rps.
-        self._limiter = RateLimiter(
+        self._limiter: RateLimiter | SharedRateLimiter = RateLimiter(
             settings.max_rps,
             clock,
             sleep,
@@ -134,7 +135,7 @@ class PartnerClient:
         # In a worker process, the limits and breaker shared by all workers replace these.
         shared = shared_limits_for(settings.id)
         if shared is not None:
-            self._limiter, self._slots, self.breaker = shared  # type: ignore[assignment]
+            self._limiter, self._slots, self.breaker = shared
         # Lowered when the partner answers 413: its real limit is below the configured one.
         self._batch_limit = settings.batch_size
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -74,17 +75,20 @@ class SharedRateLimiter:
         return wait
 
 
-# partner id -> (rate limiter, concurrency semaphore) shared with other processes; set
-# only in worker processes (tasks.workers), where it replaces each client's own limits.
-_SHARED: dict[str, tuple[SharedRateLimiter, object]] = {}
+# partner id -> (rate limiter, concurrency semaphore, circuit breaker) shared with other
+# processes; set only in worker processes (tasks.workers), where it replaces each
+# client's own limits. The semaphore is a multiprocessing one (no common type with
+# threading's).
+SharedLimits = tuple["SharedRateLimiter", Any, "SharedCircuitBreaker"]
+_SHARED: dict[str, SharedLimits] = {}
 
 
-def install_shared_limits(limits: dict[str, tuple[SharedRateLimiter, object]]) -> None:
+def install_shared_limits(limits: dict[str, SharedLimits]) -> None:
     _SHARED.clear()
     _SHARED.update(limits)
 
 
-def shared_limits_for(partner_id: str) -> tuple[SharedRateLimiter, object] | None:
+def shared_limits_for(partner_id: str) -> SharedLimits | None:
     return _SHARED.get(partner_id)
 
 
@@ -166,7 +170,7 @@ class SharedCircuitBreaker(CircuitBreaker):
         self._lock = context.Lock()
 
     @property
-    def _state(self) -> str:  # type: ignore[override]
+    def _state(self) -> str:
         return self._STATES[int(self._cells[0])]
 
     @_state.setter
@@ -174,7 +178,7 @@ class SharedCircuitBreaker(CircuitBreaker):
         self._cells[0] = self._STATES.index(value)
 
     @property
-    def _failures(self) -> int:  # type: ignore[override]
+    def _failures(self) -> int:
         return int(self._cells[1])
 
     @_failures.setter
@@ -182,7 +186,7 @@ class SharedCircuitBreaker(CircuitBreaker):
         self._cells[1] = value
 
     @property
-    def _opened_at(self) -> float:  # type: ignore[override]
+    def _opened_at(self) -> float:
         return self._cells[2]
 
     @_opened_at.setter
@@ -190,7 +194,7 @@ class SharedCircuitBreaker(CircuitBreaker):
         self._cells[2] = value
 
     @property
-    def _trial_running(self) -> bool:  # type: ignore[override]
+    def _trial_running(self) -> bool:
         return bool(self._cells[3])
 
     @_trial_running.setter

@@ -38,12 +38,14 @@ def build_partners(
     shared_pacer: Callable[[str], None] | None = None,
 ) -> Partners:
     """One client per configured partner; agencies keep the file's order."""
-    kw = {"sleep": sleep, "shared_pacer": shared_pacer}
     return Partners(
-        registry=RegistryClient(config.registry, **kw),
-        agencies=[AgencyClient(a, **kw) for a in config.agencies],
-        payments={pid: PaymentClient(p, **kw) for pid, p in config.payment_providers.items()},
-        issuer=IssuerClient(config.card_issuer, **kw),
-        notifier=NotifierClient(config.notifier, **kw),
+        registry=RegistryClient(config.registry, sleep=sleep, shared_pacer=shared_pacer),
+        agencies=[AgencyClient(a, sleep=sleep, shared_pacer=shared_pacer) for a in config.agencies],
+        payments={
+            pid: PaymentClient(p, sleep=sleep, shared_pacer=shared_pacer)
+            for pid, p in config.payment_providers.items()
+        },
+        issuer=IssuerClient(config.card_issuer, sleep=sleep, shared_pacer=shared_pacer),
+        notifier=NotifierClient(config.notifier, sleep=sleep, shared_pacer=shared_pacer),
         config=config,
     )

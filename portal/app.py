@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 from fastapi import FastAPI, Request
@@ -19,6 +19,7 @@ from fastapi.responses import RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
+from models import names
 from portal import words
 from portal.sender import CodeSender
 from portal.settings import PortalSettings
@@ -102,7 +103,7 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
     return Response(orjson.dumps(body), status_code=status, media_type=JSON, headers=headers)
 
 
-def _well_formed_nik(value: Any) -> bool:
+def _well_formed_nik(value: Any) -> TypeGuard[str]:
     return isinstance(value, str) and len(value) == 16 and value.isascii() and value.isdigit()
 
 
@@ -152,8 +153,9 @@ class Portal:
         decision = self.store.request_code(nik)
         if decision.allowed:
             registered, phone = self.store.is_registered_phone(nik)
-            if registered and phone and self.sender is not None:
-                self.sender.submit(phone, decision.code)
+            code = decision.code  # set whenever the request is allowed
+            if registered and phone and code and self.sender is not None:
+                self.sender.submit(phone, code)
         return decision
 
     def sign_in(self, nik: str, code: str) -> tuple[Verification, str]:
@@ -460,9 +462,9 @@ def _partner_failed(failure, items: int) -> None:
         from prefect.events import emit_event
 
         emit_event(
-            event="prakerja.partner.failed",
+            event=names.PARTNER_FAILED,
             resource={
-                "prefect.resource.id": f"prakerja.partner.{failure.partner_id}",
+                "prefect.resource.id": names.partner_resource(failure.partner_id),
                 "prefect.resource.name": failure.partner_id,
             },
             payload={

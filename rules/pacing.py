@@ -16,6 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
 
 
 @dataclass(frozen=True)
@@ -50,3 +53,28 @@ def pace(
     pause_s = min(max(slack_s / steps_left, 0.0), max_pause_s)
     projected = fastest + timedelta(seconds=pause_s * steps_left)
     return Pace(pause_s, projected, fastest, fastest > deadline)
+
+
+class Pacing(BaseModel):
+    """How the overnight rollout paces its credits (the overnight-rollout parameters)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    batches_per_step: Annotated[
+        int, Field(ge=1, le=64, description="Credit batches sent at once; pauses between steps.")
+    ] = 8
+    batch_size: Annotated[
+        int, Field(ge=10, le=10_000, description="Participants per credit batch.")
+    ] = 1000
+    margin_minutes: Annotated[
+        int, Field(ge=0, le=720, description="Aim to finish this long before the deadline.")
+    ] = 60
+    max_pause_seconds: Annotated[
+        float,
+        Field(
+            ge=0,
+            le=3600,
+            description="Longest pause between two steps (0: no pacing, as fast as the "
+            "issuer allows).",
+        ),
+    ] = 300.0

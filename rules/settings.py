@@ -82,6 +82,10 @@ class WaveSettings(BaseModel):
         int,
         Field(ge=1, le=1_000_000_000, description="Rupiah credited to each participant."),
     ] = 1_000_000
+    sign_off: Annotated[
+        int,
+        Field(ge=0, le=2, description="Approvers needed before any credit (0: no sign-off)."),
+    ] = 0
 
     def __init__(self, **values: Any) -> None:
         try:

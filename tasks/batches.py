@@ -9,6 +9,7 @@ from __future__ import annotations
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
+from models import names
 from tasks import (
     accounts,
     announce,
@@ -17,11 +18,13 @@ from tasks import (
     intake,
     reporting,
     rollout,
+    signoff,
     workers,
 )
 from tasks.boundary import task
 from tasks.common import plan_batches
-from tasks.runtime import get_runtime
+from tasks.execution import Execution
+from tasks.runtime import Runtime, get_runtime
 
 # Every task here answers from the database (who is in which state now), not from its
 # arguments alone, and some are called again with the same arguments in one flow run (the
@@ -32,16 +35,25 @@ from tasks.runtime import get_runtime
 DB_RETRY_DELAYS_S: list[float] = [2, 10]
 
 
+def runtime_for(execution: Execution | None) -> Runtime:
+    """This process's runtime, with the run's shared partner limits: a batch task carries
+    its run's Execution, so that a Dask worker started elsewhere does what the run asked."""
+    return get_runtime(execution.partner_limits if execution is not None else None)
+
+
 def publish_failures(wave_id: int, report: dict) -> dict:
     for f in report.get("failures", []):
         emit_event(
-            event="prakerja.partner.failed",
+            event=names.PARTNER_FAILED,
             resource={
-                "prefect.resource.id": f"prakerja.partner.{f['partner']}",
+                "prefect.resource.id": names.partner_resource(f["partner"]),
                 "prefect.resource.name": f["partner"],
             },
             related=[
-                {"prefect.resource.id": f"prakerja.wave.{wave_id}", "prefect.resource.role": "wave"}
+                {
+                    "prefect.resource.id": names.wave_resource(wave_id),
+                    "prefect.resource.role": "wave",
+                }
             ],
             payload={
                 "wave_id": wave_id,
@@ -63,8 +75,10 @@ def plan_batches_task(wave_id: int, states: list[str], batch_size: int) -> list[
 
 
 @task(name="import-export", cache_policy=NO_CACHE)
-def import_export_task(wave_id: int, path: str | None) -> dict:
-    result = intake.import_export(get_runtime().sessions, wave_id, path)
+def import_export_task(wave_id: int, path: str | None, parse_elsewhere: bool = True) -> dict:
+    result = intake.import_export(
+        get_runtime().sessions, wave_id, path, parse_elsewhere=parse_elsewhere
+    )
     return {
         "rows": result.rows,
         "inserted": result.inserted,
@@ -91,17 +105,31 @@ def local_eligibility_task(wave_id: int, id_range: tuple[int, int]) -> dict:
 
 
 @task(name="verify-identity-batch", cache_policy=NO_CACHE)
-def verify_identity_task(wave_id: int, id_range: tuple[int, int], in_worker: bool = False) -> dict:
+def verify_identity_task(
+    wave_id: int,
+    id_range: tuple[int, int],
+    execution: Execution | None = None,
+    in_worker: bool = False,
+) -> dict:
     # With more than one batch, in a worker process, side by side with the others.
-    job = workers.run if in_worker else workers.run_here
-    report = job(workers.identity_job, wave_id, id_range)
+    report = _in_worker(workers.identity_job, wave_id, id_range, execution, in_worker)
     return publish_failures(wave_id, report)
 
 
+def _in_worker(job, wave_id, id_range, execution: Execution | None, in_worker: bool) -> dict:
+    runtime_for(execution)
+    count = (execution or Execution.from_env()).workers() if in_worker else 0
+    return workers.run(job, wave_id, id_range, workers=count)
+
+
 @task(name="screen-batch", cache_policy=NO_CACHE)
-def screen_task(wave_id: int, id_range: tuple[int, int], in_worker: bool = False) -> dict:
-    job = workers.run if in_worker else workers.run_here
-    report = job(workers.screening_job, wave_id, id_range)
+def screen_task(
+    wave_id: int,
+    id_range: tuple[int, int],
+    execution: Execution | None = None,
+    in_worker: bool = False,
+) -> dict:
+    report = _in_worker(workers.screening_job, wave_id, id_range, execution, in_worker)
     return publish_failures(wave_id, report)
 
 
@@ -123,15 +151,19 @@ def fill_free_seats_task(wave_id: int) -> dict:
 
 
 @task(name="verify-accounts-batch", cache_policy=NO_CACHE)
-def verify_accounts_task(wave_id: int, id_range: tuple[int, int]) -> dict:
-    rt = get_runtime()
+def verify_accounts_task(
+    wave_id: int, id_range: tuple[int, int], execution: Execution | None = None
+) -> dict:
+    rt = runtime_for(execution)
     report = accounts.verify_accounts_batch(rt.sessions, rt.partners.payments, wave_id, id_range)
     return publish_failures(wave_id, report)
 
 
 @task(name="credit-training-balance-batch", cache_policy=NO_CACHE)
-def credit_task(wave_id: int, id_range: tuple[int, int]) -> dict:
-    rt = get_runtime()
+def credit_task(
+    wave_id: int, id_range: tuple[int, int], execution: Execution | None = None
+) -> dict:
+    rt = runtime_for(execution)
     report = rollout.credit_training_balance_batch(
         rt.sessions, rt.partners.issuer, wave_id, id_range
     )
@@ -149,15 +181,17 @@ def plan_message_batches_task(wave_id: int, batch_size: int) -> list[tuple[int, 
 
 
 @task(name="send-messages-batch", cache_policy=NO_CACHE)
-def send_messages_task(wave_id: int, id_range: tuple[int, int]) -> dict:
-    rt = get_runtime()
+def send_messages_task(
+    wave_id: int, id_range: tuple[int, int], execution: Execution | None = None
+) -> dict:
+    rt = runtime_for(execution)
     report = announce.send_messages_batch(rt.sessions, rt.partners.notifier, wave_id, id_range)
     return publish_failures(wave_id, report)
 
 
 @task(name="reconcile", cache_policy=NO_CACHE)
-def reconcile_task(wave_id: int) -> dict:
-    rt = get_runtime()
+def reconcile_task(wave_id: int, execution: Execution | None = None) -> dict:
+    rt = runtime_for(execution)
     return reporting.reconcile(rt.sessions, rt.partners.issuer, wave_id)
 
 
@@ -181,3 +215,13 @@ def close_wave_task(wave_id: int, keep_open: bool) -> dict:
 def accounts_unanswered_task(wave_id: int) -> int:
     with get_runtime().sessions() as session:
         return draw.accounts_unanswered(session, wave_id)
+
+
+@task(
+    name="sign-off-status", retries=2, retry_delay_seconds=DB_RETRY_DELAYS_S, cache_policy=NO_CACHE
+)
+def sign_off_status_task(wave_id: int) -> dict:
+    """Whether the wave may be credited (wave-rules.md, "Sign-off before money"): counts,
+    seats and the digest of the confirmed list, never a person."""
+    with get_runtime().sessions() as session:
+        return signoff.sign_off_status(session, wave_id)

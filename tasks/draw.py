@@ -19,6 +19,8 @@ from rules.draw import (
     provincial_seats,
     raised_seats,
 )
+from tasks import audit
+from tasks.audit import Actor
 from tasks.common import R, bulk_update, load_wave, utcnow
 from tasks.eligibility import reject_prior_recipients
 
@@ -82,12 +84,12 @@ def _candidates(
             # Past (priority, key) in draw order: keys are unique within a wave.
             same = and_(R.c.priority.is_(bool(last_priority)), R.c.draw_key > last_key)
             query = query.where(or_(same, R.c.priority.is_(False)) if last_priority else same)
-        rows = session.execute(query.order_by(*order).limit(page)).all()
-        for rid, nik, kk, province, priority, key in rows:
+        got = session.execute(query.order_by(*order).limit(page)).all()
+        for rid, nik, kk, province, priority, key in got:
             yield rid, Candidate(nik, kk, province, bool(priority), key)
-        if len(rows) < page:
+        if len(got) < page:
             return
-        after = (rows[-1].priority, rows[-1].draw_key)
+        after = (got[-1].priority, got[-1].draw_key)
         page *= 2
 
 
@@ -345,7 +347,12 @@ def fill_free_seats(sessions: SessionFactory, wave_id: int) -> dict:
 
 
 def raise_quota(
-    sessions: SessionFactory, wave_id: int, new_quota: int, *, lease_owner: str | None = None
+    sessions: SessionFactory,
+    wave_id: int,
+    new_quota: int,
+    *,
+    lease_owner: str | None = None,
+    actor: Actor | None = None,
 ) -> dict:
     """Raises an open wave's quota; the new seats are filled by the next round.
 
@@ -370,14 +377,16 @@ def raise_quota(
         if wave.drawn_at is not None and wave.allocation == Allocation.PROVINCIAL:
             stored = json.loads(wave.seats_json or "{}")
             pool_counts = stored.get("pool_counts") or {}
-            added = raised_seats(
+            grown = raised_seats(
                 old_quota=old,
                 new_quota=new_quota,
                 allocation=wave.allocation,
                 pool_counts=pool_counts,
             )
+            assert isinstance(grown, dict)  # provincial: the seats each province gains
+            added = grown
             seats = stored.get("seats") or {}
-            for p, extra in added.items():
+            for p, extra in grown.items():
                 seats[p] = seats.get(p, 0) + extra
             stored["seats"] = seats
             wave.seats_json = json.dumps(stored)
@@ -386,16 +395,28 @@ def raise_quota(
         cond = [w.c.wave_id == wave_id, w.c.status == WaveStatus.OPEN, w.c.quota == old]
         if lease_owner is not None:
             cond.append(w.c.lease_owner == lease_owner)
-        changed = session.execute(
-            update(w).where(*cond).values(quota=new_quota, seats_json=seats_json)
-        ).rowcount
+        changed = (
+            session.connection()
+            .execute(update(w).where(*cond).values(quota=new_quota, seats_json=seats_json))
+            .rowcount
+        )
         if not changed:
             raise QuotaError(
                 f"wave {wave_id} changed meanwhile (closed, raised or taken by another run): "
                 "its quota was not raised"
             )
+        added_seats = added if isinstance(added, int) else sum(added.values())
+        if actor is not None:  # in the raise's transaction: both or neither
+            audit.append(
+                session,
+                actor,
+                "wave.quota.raised",
+                wave_id=wave_id,
+                before={"quota": old},
+                after={"quota": new_quota, "added_seats": added_seats},
+            )
         return {
             "old_quota": old,
             "new_quota": new_quota,
-            "added_seats": added if isinstance(added, int) else sum(added.values()),
+            "added_seats": added_seats,
         }

@@ -10,6 +10,7 @@ from collections import Counter
 
 from sqlalchemy import and_, case, exists, or_, select, update
 from sqlalchemy.orm import aliased
+from sqlmodel import col
 
 from models.db import SessionFactory
 from models.enums import ReasonCode, State
@@ -33,10 +34,10 @@ def participant_elsewhere(nik, wave_id: int, *, earlier_only: bool = False):
     past = aliased(Registrant)
     return exists().where(
         and_(
-            past.nik == nik,
-            past.draw_round.is_not(None),
-            past.wave_id < wave_id if earlier_only else past.wave_id != wave_id,
-            past.state.in_(PAST_PARTICIPANT_STATES),
+            col(past.nik) == nik,
+            col(past.draw_round).is_not(None),
+            col(past.wave_id) < wave_id if earlier_only else col(past.wave_id) != wave_id,
+            col(past.state).in_(PAST_PARTICIPANT_STATES),
         )
     )
 

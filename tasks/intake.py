@@ -39,10 +39,6 @@ def is_big_export(path: str | Path | None) -> bool:
 CHUNK_ROWS = 20_000  # rows per transaction: fewer, bigger commits
 
 
-class SourceMismatchError(ValueError):
-    """The wave was started from another file: resuming it from this one would mix waves."""
-
-
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -128,8 +124,12 @@ def import_export(
     path: str | Path | None = None,
     *,
     progress: Callable[[int], None] | None = None,
+    parse_elsewhere: bool = True,
 ) -> IntakeResult:
     """Streams the export into registrant rows, one transaction per chunk.
+
+    A big export is parsed in a process of its own when `parse_elsewhere` (the run may
+    start processes: not on a Dask worker, not when the run keeps to one process).
 
     Resumable: lines already stored (a run that died part-way) are skipped, so a rerun
     finishes the file without duplicating anything.
@@ -145,12 +145,10 @@ def import_export(
             session.execute(select(func.max(R.c.line)).where(R.c.wave_id == wave_id)).scalar() or 0
         )
 
-    from tasks import workers
-
     check_header(path)  # a refused header raises here, before any process starts
     # A big export is parsed in a process of its own, beside the inserts; a small one
     # is done before such a process would have started.
-    parse = _parse_elsewhere if is_big_export(path) and workers.worker_count() else _parse_here
+    parse = _parse_elsewhere if parse_elsewhere and is_big_export(path) else _parse_here
     now = _stamp(utcnow())
     inserted = 0
     with parse(str(path), wave_id, last_line, now) as (chunks, totals):

@@ -7,7 +7,9 @@ return numbers, hashes and ids, never people.
 from __future__ import annotations
 
 import json
+import secrets
 from datetime import datetime
+from pathlib import Path
 
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy import func, select
@@ -15,9 +17,11 @@ from sqlmodel import Session
 
 from models.enums import State, WaveStatus
 from models.tables import Wave
+from tasks import drop
 from tasks.boundary import task
 from tasks.common import R, load_wave
 from tasks.runtime import get_runtime
+from tasks.signoff import credits_allowed
 
 
 def draw_facts(session: Session, wave_id: int) -> dict:
@@ -50,7 +54,8 @@ def wave_ids(session: Session) -> list[int]:
 
 
 def waves_to_credit(session: Session) -> list[dict]:
-    """Open waves with confirmed participants not yet credited, lowest first."""
+    """Open waves with confirmed participants not yet credited and nothing (sign-off)
+    holding their money back, lowest first."""
     counts = dict(
         session.execute(
             select(R.c.wave_id, func.count())
@@ -63,6 +68,8 @@ def waves_to_credit(session: Session) -> list[dict]:
         wave = session.get(Wave, wave_id)
         if wave is None or wave.status == WaveStatus.CLOSED:
             continue
+        if not credits_allowed(session, wave):
+            continue  # waits for sign-off (wave-rules.md): credited once approved
         out.append(
             {
                 "wave_id": wave_id,
@@ -88,3 +95,109 @@ def rollout_deadline(session: Session, wave_id: int) -> datetime:
 def draw_facts_task(wave_id: int) -> dict:
     with get_runtime().sessions() as session:
         return draw_facts(session, wave_id)
+
+
+# ---------------------------------------------------------------- the operation flows' tasks
+@task(name="find-due-wave", cache_policy=NO_CACHE)  # answers from the database
+def find_due_wave_task(folder: str) -> dict:
+    """The drop folder's due wave (tasks/drop.py): its number, export and settings file."""
+    with get_runtime().sessions() as session:
+        existing = wave_ids(session)
+    due = drop.due_wave(Path(folder), existing)
+    return {
+        "existing_max": max(existing) if existing else 0,
+        "exports_seen": len(drop.exports_in(Path(folder))),
+        "wave_id": due.wave_id if due else None,
+        "export": str(due.export.resolve()) if due else None,
+        "settings_file": str(due.settings_file) if due else None,
+    }
+
+
+@task(name="create-wave", cache_policy=NO_CACHE)  # answers from the database
+def create_wave_task(wave_id: int, export: str, settings_file: str) -> dict:
+    """Creates the wave from the drop folder's settings with a fresh lottery seed."""
+    from rules.intake import HeaderError, MissingColumnsError
+    from rules.settings import SettingsError, WaveSettings, jakarta_today
+    from tasks.intake import check_header, file_sha256
+    from tasks.waves import create_or_resume_wave
+
+    values = drop.read_wave_settings(Path(settings_file))
+    try:
+        check_header(export)
+    except (MissingColumnsError, HeaderError) as exc:
+        raise SettingsError(f"{Path(export).name}: {exc}") from None
+    settings = WaveSettings(
+        wave_id=wave_id,
+        lottery_seed=secrets.token_hex(16),
+        reference_date=values.pop("reference_date", None) or jakarta_today(),
+        **values,
+    )
+    wave, created = create_or_resume_wave(
+        get_runtime().sessions,
+        settings,
+        source_path=export,
+        source_sha256=file_sha256(export),
+        given=set(values) | {"lottery_seed"},
+    )
+    if created:
+        from tasks import audit
+
+        shown = {
+            k: v for k, v in settings.as_dict().items() if k not in ("wave_id", "lottery_seed")
+        }
+        shown.update(lottery_seed_sha256=wave.lottery_seed_sha256, export_sha256=wave.source_sha256)
+        audit.record(
+            get_runtime().sessions, actor_here(), "wave.created", wave_id=wave_id, after=shown
+        )
+    return {"wave_id": wave_id, "created": created, "quota": wave.quota}
+
+
+@task(name="waves-to-credit", cache_policy=NO_CACHE)  # answers from the database
+def waves_to_credit_task() -> list[dict]:
+    with get_runtime().sessions() as session:
+        return waves_to_credit(session)
+
+
+@task(name="raise-quota", cache_policy=NO_CACHE)  # answers from the database
+def raise_quota_task(wave_id: int, quota: int, lease_owner: str, who: str, host: str) -> dict:
+    """Changes the wave only while it is open and this run's lease holds it."""
+    from tasks.audit import Actor
+    from tasks.draw import raise_quota
+
+    return raise_quota(
+        get_runtime().sessions, wave_id, quota, lease_owner=lease_owner, actor=Actor(who, host)
+    )
+
+
+@task(name="record-sign-off", cache_policy=NO_CACHE)  # answers from the database
+def record_sign_off_task(wave_id: int, approver: str, seen_digest: str, run_name: str) -> dict:
+    """One approval from the form, recorded exactly like `prakerja wave sign-off`;
+    `{"refused": why}` instead of an approval the rules refuse."""
+    from tasks.audit import Actor
+    from tasks.signoff import SignOffError, record_approval
+
+    try:
+        result = record_approval(
+            get_runtime().sessions,
+            wave_id,
+            Actor(approver.strip(), f"prefect-ui (run {run_name})"),
+            via="prefect",
+            seen_digest=seen_digest,
+        )
+    except SignOffError as exc:
+        return {"refused": str(exc)}
+    return {k: result[k] for k in ("required", "approvals", "approved")}
+
+
+@task(name="audit", cache_policy=NO_CACHE)
+def audit_task(action: str, wave_id: int, after: dict) -> int:
+    """An audit row for this deployment run (who: the deployment and run names)."""
+    from tasks import audit
+
+    return audit.record(get_runtime().sessions, actor_here(), action, wave_id=wave_id, after=after)
+
+
+def actor_here():
+    from tasks.audit import Actor
+
+    return Actor.deployment()

@@ -18,6 +18,8 @@ from models.db import SessionFactory
 from models.enums import ReasonCode
 from models.tables import PortalPerson, Wave
 from rules.nik import is_valid_nik
+from tasks import audit
+from tasks.audit import Actor
 from tasks.common import R, load_wave, utcnow
 
 P = PortalPerson.__table__  # type: ignore[attr-defined]
@@ -104,7 +106,12 @@ def build_portal_index(sessions: SessionFactory, wave_id: int) -> dict:
 
 
 def announce_wave(
-    sessions: SessionFactory, wave_id: int, message: str | None, *, now: datetime | None = None
+    sessions: SessionFactory,
+    wave_id: int,
+    message: str | None,
+    *,
+    now: datetime | None = None,
+    actor: Actor | None = None,
 ) -> dict:
     """Publishes the wave's results on the dashboard (portal.md, "Announcement").
 
@@ -122,13 +129,22 @@ def announce_wave(
             )
     index = build_portal_index(sessions, wave_id)
     with sessions() as session, session.begin():
+        if actor is not None:
+            audit.lock(session)
         wave = load_wave(session, wave_id)
+        before = {"announced_at": _iso(wave.announced_at), "message": wave.announce_message}
         first = wave.announced_at is None
         if first:
             wave.announced_at = now or utcnow()
         wave.announce_message = message or ""
         session.add(wave)
         announced_at = wave.announced_at
+        if actor is not None:
+            session.flush()
+            after = {"announced_at": _iso(announced_at), "message": wave.announce_message}
+            audit.append(
+                session, actor, "wave.announced", wave_id=wave_id, before=before, after=after
+            )
     return {
         "wave_id": wave_id,
         "announced_at": announced_at,
@@ -136,6 +152,10 @@ def announce_wave(
         "indexed": index["indexed"],
         "index_built_now": not index["already"],
     }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() + "Z" if value is not None else None
 
 
 def demo_sign_ins(sessions: SessionFactory, wave_id: int) -> list[tuple[str, str]]:

@@ -273,3 +273,23 @@ def explain(result: dict, out: Console | None = None) -> None:
         out.print(table)
     else:
         out.print("Other rows with this NIK: none")
+
+
+# ------------------------------------------------------------------ audit
+def audit(rows: list[dict], out: Console | None = None) -> None:
+    """`prakerja audit`: one entry per operator action, oldest first: who (on which host),
+    when, what, then the values before and after (a table would fold them unreadably)."""
+    out = out or console()
+    if not rows:
+        out.print("audit trail: no actions recorded")
+        return
+    out.print(f"Audit trail: {len(rows):,} actions, oldest first (times UTC)")
+    for r in rows:
+        wave = f"  wave {r['wave']}" if r["wave"] is not None else ""
+        out.print(
+            f"#{r['id']}  {r['at']}  {r['action']}{wave}  by {r['who']} on {r['host']}",
+            soft_wrap=True,
+        )
+        for label in ("before", "after"):
+            if r[label] is not None:
+                out.print(f"    {label}: {' '.join(_flat(r[label]))}", soft_wrap=True)

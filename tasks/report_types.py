@@ -14,7 +14,6 @@ class BatchReport:
     counts: Counter = field(default_factory=Counter)
     # (partner_id, error_class, needs_person) -> items left pending
     failures: Counter = field(default_factory=Counter)
-    calls: int = 0
 
     def fail(self, failure: PartnerFailure, items: int = 1) -> None:
         self.failures[(failure.partner_id, failure.error_class, failure.needs_person)] += items

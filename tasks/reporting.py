@@ -72,7 +72,7 @@ def wave_report(session: Session, wave_id: int) -> dict[str, Any]:
         if outcome == "PENDING":
             pending[str(shown)] += n
             pending_by_partner[f"{shown}:{partner or 'not-attempted'}"] += n
-    rejected_at = Counter()
+    rejected_at: Counter[str] = Counter()
     for reason, n in reasons.items():
         if reason in INTAKE_REASONS:
             rejected_at["intake"] += n
@@ -153,6 +153,20 @@ def wave_report(session: Session, wave_id: int) -> dict[str, Any]:
         "states": {str(k): int(v) for k, v in sorted(by_state.items())},
         "training_balance": wave.training_balance,
         "announced_at": _iso(wave.announced_at),
+        "sign_off": _sign_off(session, wave_id),
+    }
+
+
+def _sign_off(session: Session, wave_id: int) -> dict[str, Any]:
+    """interfaces.md: `{"required", "approvals": [{"by", "at"}]}`, the approvals of the
+    wave as it stands (voided ones are not listed), plus whether it waits for more."""
+    from tasks.signoff import sign_off_status
+
+    status = sign_off_status(session, wave_id)
+    return {
+        k: status[k]
+        for k in ("required", "approvals", "approved", "waiting", "digest")
+        if k in status
     }
 
 

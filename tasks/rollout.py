@@ -33,6 +33,7 @@ from tasks.common import (
     utcnow,
 )
 from tasks.report_types import BatchReport
+from tasks.signoff import credits_allowed
 
 L = LedgerEntry.__table__  # type: ignore[attr-defined]
 M = Message.__table__  # type: ignore[attr-defined]
@@ -59,6 +60,10 @@ def credit_training_balance_batch(
             [R.c.id, R.c.nik, R.c.card_number, R.c.phone],
         )
         if not rows:
+            return report.as_dict()
+        if not credits_allowed(session, wave):
+            # Sign-off before money (wave-rules.md): nothing is written, nothing is sent.
+            report.counts["awaiting_sign_off"] += len(rows)
             return report.as_dict()
         people = {r.nik: r for r in rows}
         conn = session.connection()

@@ -4,7 +4,8 @@ Each partner client paces itself in its process (partners.limits), and the worke
 processes of one wave share one bucket in memory. That is not enough: two waves run at
 once (a CLI run beside a deployment run, the overnight rollout beside a rerun), or the
 workers of a Dask cluster, would each use the partner's whole `max_rps`. So every
-request also takes a token from a bucket that every process shares (`PRAKERJA_PARTNER_LIMITS`):
+request also takes a token from a bucket that every process shares (the run's
+`Execution.partner_limits`, tasks/execution.py; `PRAKERJA_PARTNER_LIMITS` by default):
 
 - `database` (the default): a token bucket per partner beside the program's data,
   which every process of the program necessarily shares. On PostgreSQL, one row per
@@ -42,23 +43,10 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from models.config import Settings, read_settings
 from partners.config import PartnersConfig
 
-ENV = "PRAKERJA_SHARED_RATE_LIMITS"  # 1: Prefect global rate limits (as --shared-rate-limits)
-MODE_ENV = "PRAKERJA_PARTNER_LIMITS"
+MODES = ("database", "prefect", "process")
 TABLE = "prakerja_partner_rate"
-
-
-def enabled(settings: Settings | None = None) -> bool:
-    """Whether Prefect global rate limits hold the partners' limits (see the module doc)."""
-    settings = settings or read_settings()
-    return settings.shared_rate_limits or settings.partner_limits == "prefect"
-
-
-def mode(settings: Settings | None = None) -> str:
-    """PRAKERJA_PARTNER_LIMITS (a value not in MODES is refused naming it)."""
-    return (settings or read_settings()).partner_limits
 
 
 def limit_name(partner_id: str) -> str:
@@ -98,13 +86,16 @@ def take_partner_slot(partner_id: str) -> None:
 
 
 def partner_pacer(
-    engine: Engine, config: PartnersConfig, settings: Settings | None = None
+    engine: Engine, config: PartnersConfig, mode: str = "database"
 ) -> Callable[[str], None] | None:
     """What every partner request of this process calls first (partners.client's
-    shared_pacer), by PRAKERJA_PARTNER_LIMITS; None when nothing beyond the process."""
-    if enabled(settings):
+    shared_pacer), by the run's partner limits (tasks/execution.py); None when nothing
+    beyond the process."""
+    if mode not in MODES:
+        raise ValueError(f"partner limits must be one of {', '.join(MODES)}, not {mode!r}")
+    if mode == "prefect":
         return take_partner_slot
-    if mode(settings) == "process":
+    if mode == "process":
         return None
     return DatabaseRateLimits.for_engine(engine, config)
 
@@ -152,7 +143,7 @@ class DatabaseRateLimits:
             if not path or path == ":memory:" or path.startswith("file:"):
                 return None  # a database no other process can open
             return cls(_FileTaker(f"{Path(path).resolve()}.partner-rates"), config)
-        raise ValueError(f"{MODE_ENV}=database: unsupported database {engine.dialect.name!r}")
+        raise ValueError(f"partner limits 'database': unsupported database {engine.dialect.name!r}")
 
     def __call__(self, partner_id: str) -> None:
         self.acquire(partner_id)

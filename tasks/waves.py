@@ -183,9 +183,9 @@ def _owner_alive(owner: str) -> bool | None:
 
     "This host" means the same hostname *and* the same host identity (boot id, machine
     id, pid namespace): containers or cloned machines sharing a hostname are elsewhere,
-    since a pid means nothing across them. Owners written before host identities were
-    kept (`host:pid:token`, `host:pid:start:token`) count as elsewhere: they are waited
-    out (their lease), never judged by a pid."""
+    since a pid means nothing across them. An owner not in lease_owner_for's format
+    (`host:pid:start:host-id:token`) counts as elsewhere: it is waited out (its lease),
+    never judged by a pid."""
     host, _, rest = owner.partition(":")
     parts = rest.split(":")
     if len(parts) != 4:

@@ -2,11 +2,11 @@
 
 `build_engine` makes the program database's engine, `load_partners` reads the partners
 file the settings name, `build_limiter` picks the backend that shares partner rate limits
-between processes, and `build_partner_clients` makes one client per partner wired to it.
-tasks/runtime.py holds what these build for its process; the CLI, the deployments' flows
-and worker processes reach them through it, the portal calls `build_engine` itself. The
-task runner is chosen in flows/runners.py (from the same settings' task_runner and
-dask_address).
+between processes (the run's Execution says which), and `build_partner_clients` makes one
+client per partner wired to it. tasks/runtime.py holds what these build for its process;
+the CLI, the operation flows and worker processes reach them through it. The run's task
+runner and worker count travel in its Execution (tasks/execution.py, built from the same
+settings by `Execution.from_settings`) and are chosen in flows/runners.py.
 """
 
 from __future__ import annotations
@@ -40,20 +40,21 @@ def load_partners(settings: Settings, env: Mapping[str, str] | None = None) -> P
     return load_partners_config(settings.partners, env=env)
 
 
-def build_limiter(settings: Settings, engine: Engine, config: PartnersConfig) -> Pacer | None:
-    """What every partner request takes first, by settings.partner_limits: a token from
-    the database's buckets, a Prefect global rate limit slot, or nothing (None)."""
-    return shared_limits.partner_pacer(engine, config, settings)
+def build_limiter(engine: Engine, config: PartnersConfig, partner_limits: str) -> Pacer | None:
+    """What every partner request takes first, by the run's partner limits
+    (tasks/execution.py, from PRAKERJA_PARTNER_LIMITS or the CLI's flags): a token from the
+    database's buckets, a Prefect global rate limit slot, or nothing (None)."""
+    return shared_limits.partner_pacer(engine, config, partner_limits)
 
 
 def build_partner_clients(
-    settings: Settings,
     engine: Engine,
     config: PartnersConfig,
+    partner_limits: str = "database",
     *,
     sleep: Callable[[float], None] = time.sleep,
 ) -> tuple[Partners, Pacer | None]:
     """One client per configured partner, each pacing through the shared limiter; the
     limiter is returned too, to be closed with the engine."""
-    pacer = build_limiter(settings, engine, config)
+    pacer = build_limiter(engine, config, partner_limits)
     return build_partners(config, sleep=sleep, shared_pacer=pacer), pacer

@@ -13,10 +13,11 @@ process would; and when one worker's calls open a partner's circuit breaker, all
 calling it. (Every request of every process also takes a token of the partner's bucket
 in the database, shared with the program's other processes: tasks/shared_limits.py.)
 
-`PRAKERJA_WORKER_PROCESSES` sets the number of workers (default: three per core, at
-most 6); 0 or 1 runs batches in the flow's own process. With a Dask task runner or
-shared (Prefect) rate limits, batches always run in the calling process: there, the
-Dask workers are the processes, and the limits are held by the Prefect server.
+How many workers a batch gets is the run's own (tasks/execution.py `Execution.workers()`,
+carried by each batch task): by default three per core, at most 6; 0 or 1 runs batches
+in the calling process. With a Dask task runner or Prefect's global rate limits it is
+always 0: there the Dask workers are the processes (daemonic ones, which may not start a
+pool), and the limits are held by the Prefect server.
 """
 
 from __future__ import annotations
@@ -32,37 +33,17 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from partners.config import PartnersConfig, PartnerSettings, load_partners_config
-from partners.limits import SharedCircuitBreaker, SharedRateLimiter, install_shared_limits
-from tasks import runtime, shared_limits
-
-WORKERS_ENV = "PRAKERJA_WORKER_PROCESSES"
-MAX_DEFAULT_WORKERS = 6
+from partners.limits import (
+    SharedCircuitBreaker,
+    SharedLimits,
+    SharedRateLimiter,
+    install_shared_limits,
+)
+from tasks import runtime
 
 _pool: ProcessPoolExecutor | None = None
 _pool_key: tuple | None = None
 _lock = threading.Lock()
-
-
-def worker_count() -> int:
-    """How many worker processes batches get; 0 means the calling process does the work."""
-    from flows.runners import RUNNER_ENV
-
-    if os.environ.get(RUNNER_ENV, "threads") == "dask" or shared_limits.enabled():
-        return 0
-    raw = os.environ.get(WORKERS_ENV, "").strip()
-    if raw:
-        try:
-            count = int(raw)
-        except ValueError:
-            raise ValueError(f"{WORKERS_ENV} must be a whole number, not {raw!r}") from None
-        if count < 0:
-            raise ValueError(f"{WORKERS_ENV} must be 0 or more, not {count}")
-    else:
-        # Three per core: a worker runs one batch at a time and spends much of it waiting
-        # for partners (screening asks each agency in turn), so the others keep the core
-        # busy meanwhile. On 2 cores, 6 screened a million people 10% faster than 4.
-        count = min(3 * (os.cpu_count() or 1), MAX_DEFAULT_WORKERS)
-    return 0 if count <= 1 else count
 
 
 def all_partners(config: PartnersConfig) -> list[PartnerSettings]:
@@ -75,7 +56,7 @@ def all_partners(config: PartnersConfig) -> list[PartnerSettings]:
     ]
 
 
-def partner_limits(config: PartnersConfig, context) -> dict[str, tuple]:
+def partner_limits(config: PartnersConfig, context) -> dict[str, SharedLimits]:
     """One rate limiter, concurrency semaphore and circuit breaker per partner, for all
     workers."""
     return {
@@ -92,10 +73,12 @@ def partner_limits(config: PartnersConfig, context) -> dict[str, tuple]:
     }
 
 
-def _start_worker(database: str, config: PartnersConfig, limits: dict[str, tuple]) -> None:
+def _start_worker(
+    database: str, config: PartnersConfig, limits: dict[str, SharedLimits], partner_limits: str
+) -> None:
     _exit_with_parent()
     install_shared_limits(limits)
-    runtime.configure(database=database, partners_config=config)
+    runtime.configure(database=database, partners_config=config, partner_limits=partner_limits)
 
 
 def _exit_with_parent() -> None:
@@ -122,7 +105,7 @@ def _get_pool(workers: int) -> ProcessPoolExecutor:
     if rt.partners_config is None:
         rt.partners_config = load_partners_config()
     database = rt.engine.url.render_as_string(hide_password=False)
-    key = (database, rt.partners_config, workers)
+    key = (database, rt.partners_config, workers, rt.partner_limits)
     with _lock:
         if _pool is not None and _pool_key == key:
             return _pool
@@ -134,20 +117,24 @@ def _get_pool(workers: int) -> ProcessPoolExecutor:
             max_workers=workers,
             mp_context=context,
             initializer=_start_worker,
-            initargs=(database, rt.partners_config, partner_limits(rt.partners_config, context)),
+            initargs=(
+                database,
+                rt.partners_config,
+                partner_limits(rt.partners_config, context),
+                rt.partner_limits,
+            ),
         )
         _pool_key = key
         return _pool
 
 
-def run(job: Callable[..., Any], *args: Any) -> Any:
-    """job(runtime, *args) in a worker process (or here, with no workers); its result.
+def run(job: Callable[..., Any], *args: Any, workers: int) -> Any:
+    """job(runtime, *args) in one of `workers` worker processes (here, with 0); its result.
 
     `job` must be a module-level function and its arguments and result picklable: ids
     and counts, never people.
     """
-    workers = worker_count()
-    if not workers:
+    if workers <= 1:
         return run_here(job, *args)
     pool = _get_pool(workers)
     try:
@@ -163,12 +150,11 @@ def _ready() -> int:
     return os.getpid()
 
 
-def warm_up() -> None:
+def warm_up(workers: int) -> None:
     """Starts the worker processes now, without waiting for them: the wave calls this
     before intake, so that the workers have started (imports, database, partner clients)
     by the time the first identity batch comes, instead of holding it up for seconds."""
-    workers = worker_count()
-    if not workers:
+    if workers <= 1:
         return
     pool = _get_pool(workers)
     for _ in range(workers):
@@ -207,6 +193,7 @@ def shutdown() -> None:
 
 
 atexit.register(shutdown)
+runtime.on_replace(shutdown)  # its processes hold engines of the runtime being replaced
 
 
 # The jobs: one batch function each, with what it needs from the worker's runtime.

@@ -56,3 +56,33 @@ def prefect_server():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+# The `slow` marker (pyproject.toml): tests that start a Prefect server, run whole waves,
+# the CLI or the dashboard in subprocesses, drive a browser, or measure scale or many
+# generated examples. Applied
+# here by place and by fixture rather than test by test; `scripts/test -m "not slow"`
+# runs the rest in a couple of minutes (README, "Two commands").
+SLOW_DIRS = {"crash", "e2e", "ops", "scale"}
+SLOW_FILES = {
+    "test_cli.py",
+    "test_issue11_small.py",
+    "portal/test_browser.py",
+    "portal/test_gateway_and_failures.py",  # the dashboard in uvicorn subprocesses
+    "faults/test_intake_properties.py",  # hypothesis: hundreds of exports through intake
+}
+SLOW_FIXTURES = {"prefect_server"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    for item in items:
+        place = Path(item.path).relative_to(here)
+        if (
+            place.parts[0] in SLOW_DIRS
+            or place.as_posix() in SLOW_FILES
+            or SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))
+        ):
+            item.add_marker(pytest.mark.slow)

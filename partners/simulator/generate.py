@@ -111,7 +111,10 @@ def _csv_quoted(name: str) -> str:
 # Names whose CSV form differs from the text (commas, quotes): RFC 4180 quoting via csv.
 _QUOTED_NAMES = {n: q for n in SPECIAL_NAMES if (q := _csv_quoted(n)) != n}
 _CHUNK = 4096
-_EXCLUDED = {None: "ELIGIBLE", **{c: f"EXCLUDED_{c}" for c in EXCLUSION_CATEGORIES}}
+_EXCLUDED: dict[str | None, str] = {
+    None: "ELIGIBLE",
+    **{c: f"EXCLUDED_{c}" for c in EXCLUSION_CATEGORIES},
+}
 
 
 def _laid_off_and_passing(truth: PersonTruth) -> bool:
@@ -176,7 +179,7 @@ class _Rows:
         self.n_providers = len(providers)
         self.laid_off_households = 0
 
-    def _nik_place(self) -> str:
+    def _nik_place(self) -> tuple[str, str]:
         """PPRRDD + serial: unique by construction, the counter spread over the codes."""
         i = self.nik_counter
         self.nik_counter += 1

@@ -4,14 +4,6 @@ import hashlib
 import struct
 from typing import Any, NamedTuple
 
-REGISTRY_FATES = (
-    "OK",
-    "NIK_NOT_FOUND",
-    "DECEASED",
-    "BIRTH_DATE_MISMATCH",
-    "NAME_MISMATCH",
-    "KK_MISMATCH",
-)
 EXCLUSION_CATEGORIES = (
     "CIVIL_SERVANT",
     "STUDENT",

@@ -192,6 +192,10 @@ def test_a_wave_another_run_created_meanwhile_is_resumed_not_failed(sessions, mo
     assert created is False and wave.wave_id == 1
 
 
+# A holder on another host, in lease_owner_for's format (host:pid:start:host-id:token).
+STEALER = "other-host:4242:1:0123456789abcdef:0badc0de"
+
+
 def test_a_run_whose_lease_another_run_took_stops_at_its_next_heartbeat(
     crash_wave, run_env, tmp_path
 ):
@@ -222,13 +226,13 @@ def test_a_run_whose_lease_another_run_took_stops_at_its_next_heartbeat(
             took = time.monotonic()
             con = sqlite3.connect(db.path, timeout=30)
             with con:
-                con.execute("UPDATE wave SET lease_owner = 'other-host:4242::0badc0de'")
+                con.execute("UPDATE wave SET lease_owner = ?", (STEALER,))
             con.close()
             assert run.wait(40) == 1, run.tail()
             assert time.monotonic() - took < 15 + 10
             assert "another run took over its lease" in run.stderr()
             assert db.one("SELECT status FROM wave WHERE wave_id=1") == "OPEN"  # cut short
-            assert db.lease_owner() == "other-host:4242::0badc0de"  # left to its holder
+            assert db.lease_owner() == STEALER  # left to its holder
         finally:
             run.kill()
     finally:

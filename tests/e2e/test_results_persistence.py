@@ -142,7 +142,7 @@ def test_no_task_of_the_program_is_answered_from_a_cache():
     from prefect.cache_policies import NO_CACHE
 
     found = {}
-    for name in ("tasks.batches", "tasks.operations", "deployments.operations", "flows.wave"):
+    for name in ("tasks.batches", "tasks.operations", "flows.operations", "flows.wave"):
         module = importlib.import_module(name)
         found |= {t.name: t for t in vars(module).values() if isinstance(t, Task)}
     assert {"fill-free-seats", "accounts-unanswered", "plan-batches", "draw-facts"} <= set(found)

@@ -80,8 +80,8 @@ def test_every_registrant_gets_the_outcome_the_partners_truth_implies(
 
     # More than one batch: identity and screening run in worker processes, whose calls
     # share each partner's limits; the outcomes must be the same.
-    monkeypatch.setenv("PRAKERJA_BATCH_SIZE", str(batch))  # read when _run configures
-    monkeypatch.setenv(workers.WORKERS_ENV, "2")
+    monkeypatch.setenv("PRAKERJA_BATCH_SIZE", str(batch))
+    monkeypatch.setenv("PRAKERJA_WORKER_PROCESSES", "2")
     export, truth_path = wave_files
     code = _run(export, simulator)
     assert code == 0

@@ -80,7 +80,7 @@ def test_entrypoints_import_and_name_their_flows(entries):
 def _schema(attr: str) -> dict:
     from prefect.utilities.callables import parameter_schema
 
-    from deployments import operations
+    from flows import operations
 
     return parameter_schema(getattr(operations, attr)).model_dump()
 
@@ -113,7 +113,7 @@ def test_raise_quota_and_the_scheduled_flows_have_bounds_and_descriptions():
 def test_a_wrong_parameter_is_refused_before_the_flow_runs():
     from prefect.exceptions import ParameterTypeError
 
-    from deployments.operations import raise_quota_flow, rerun_wave
+    from flows.operations import raise_quota_flow, rerun_wave
 
     with pytest.raises(ParameterTypeError, match="wave_id"):
         rerun_wave.validate_parameters({"wave_id": 0})

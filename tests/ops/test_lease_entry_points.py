@@ -92,10 +92,9 @@ def test_a_deployment_run_that_lost_its_lease_stops_before_its_next_write(
     database outage) past its lease, and another run took the wave. Ours must write
     nothing more (the batch in flight rolls back; the new holder looks the credit up
     before re-sending), send no further credit, and fail saying why."""
-    from prefect.task_runners import ThreadPoolTaskRunner
 
     import flows.wave
-    from deployments.operations import rerun_wave
+    from flows.operations import rerun_wave
     from models.db import make_engine
     from models.enums import Stage
     from partners.simulator.generate import generate_export
@@ -141,9 +140,7 @@ def test_a_deployment_run_that_lost_its_lease_stops_before_its_next_write(
         # Credit batches of 3, one at a time; the lease looked stale at every statement
         # (its heartbeat held up), so each write first checks who holds the wave.
         monkeypatch.setattr(rt, "settings", rt.settings.model_copy(update={"batch_size": 3}))
-        monkeypatch.setattr(
-            flows.wave.rollout_stage, "task_runner", ThreadPoolTaskRunner(max_workers=1)
-        )
+        monkeypatch.setattr(flows.wave, "partner_threads", lambda _execution: 1)
         if HAS_LEASE_MODULE:
             monkeypatch.setattr("tasks.lease.LEASE_RENEW_S", 3600.0)
             monkeypatch.setattr("tasks.lease.LEASE_STALE_S", 0.0)
@@ -168,11 +165,11 @@ def test_a_deployment_lease_found_lost_by_its_heartbeat_stops_every_write(sessio
     """The heartbeat's renewal finds another owner: from then on this process's writes
     to the program database fail (LeaseLost), until the run ends; the lease is left to
     its new holder."""
-    from deployments.operations import wave_lease
+    from flows.operations import wave_lease
     from models.tables import Wave
 
     make_wave(sessions, 1)
-    monkeypatch.setattr("deployments.operations.LEASE_RENEW_S", 0.05, raising=False)
+    monkeypatch.setattr("flows.operations.LEASE_RENEW_S", 0.05, raising=False)
     if HAS_LEASE_MODULE:
         monkeypatch.setattr("tasks.lease.LEASE_RENEW_S", 0.05)
     from tasks.runtime import get_runtime

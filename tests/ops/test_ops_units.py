@@ -8,10 +8,10 @@ from uuid import uuid4
 
 import pytest
 
-from deployments import drop
 from deployments.automations import ALERTS, automation_name
 from rules.pacing import pace
 from rules.settings import SettingsError
+from tasks import drop
 
 NOW = datetime(2026, 11, 28, 15, 0)  # 22:00 Asia/Jakarta
 DEADLINE = datetime(2026, 11, 28, 23, 0)  # 06:00 Asia/Jakarta
@@ -167,6 +167,15 @@ SAMPLES = {
         "ok": False,
     },
     "prakerja.credit.rejected": {"wave_id": 7, "stage": "rollout", "rejected": 3, "credited": 35},
+    "prakerja.wave.awaiting-sign-off": {
+        "wave_id": 7,
+        "seats": 40,
+        "confirmed": 38,
+        "amount": 38_000_000,
+        "required": 2,
+        "approvals": 1,
+        "digest": "ab" * 32,
+    },
     "prakerja.export.missing": {
         "wave_id": 7,
         "expected_file": "wave-7.csv",
@@ -362,7 +371,7 @@ def test_two_reruns_in_the_same_second_get_different_readable_names(monkeypatch)
     from datetime import datetime as real_datetime
     from types import SimpleNamespace
 
-    from deployments import operations
+    from flows import operations
 
     class Frozen(real_datetime):
         @classmethod
@@ -379,7 +388,7 @@ def test_two_reruns_in_the_same_second_get_different_readable_names(monkeypatch)
 
 # ---------------------------------------------------------------- the lease, from a deployment
 def test_a_deployment_run_takes_the_wave_lease_and_gives_up_on_a_live_holder(sessions):
-    from deployments.operations import wave_lease
+    from flows.operations import wave_lease
     from tasks.waves import WaveBusyError, acquire_lease, release_lease
     from tests.tasks.factories import make_wave
 

@@ -33,7 +33,7 @@ def _artifacts(key: str, since: datetime) -> list:
 def test_stage_artifacts_show_the_wave_state_and_survive_an_idle_rerun(
     prefect_server, database_url, tmp_path, monkeypatch
 ):
-    from deployments.operations import rerun_wave
+    from flows.operations import rerun_wave
     from models.enums import Stage
     from partners.simulator.generate import generate_export
     from rules.settings import WaveSettings

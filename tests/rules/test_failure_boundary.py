@@ -1,4 +1,4 @@
-"""The task boundary (tasks/boundary.py) and the log masking (flows/logging.py): what a
+"""The task boundary (tasks/boundary.py) and the log masking (tasks/log_masking.py): what a
 failure leaves behind holds no personal data, without running Prefect."""
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def test_every_prefect_task_and_flow_of_the_project_is_cleaned():
 
 
 def test_the_log_filter_masks_tracebacks_too():
-    from flows.logging import MaskingFilter
+    from tasks.log_masking import MaskingFilter
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)

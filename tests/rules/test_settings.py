@@ -22,6 +22,7 @@ def test_the_defaults_are_the_spec_table():
         "allocation": "national",
         "backfill": True,
         "training_balance": 1_000_000,
+        "sign_off": 0,
     }
     s = WaveSettings(**REQUIRED)
     assert s.as_dict() == {**REQUIRED, **defaults()}
@@ -42,6 +43,7 @@ def test_the_defaults_are_the_spec_table():
         ({"backfill": 1}, "backfill: must be a valid boolean"),
         ({"training_balance": 1.5}, "training_balance: must be a valid integer"),
         ({"quotta": 6}, "quotta: unknown setting"),
+        ({"sign_off": 3}, "sign_off: must be less than or equal to 2"),
     ],
 )
 def test_a_refused_setting_is_named(values, message):

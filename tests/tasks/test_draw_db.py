@@ -210,6 +210,27 @@ def test_raising_the_quota_selects_more_from_the_waitlist_in_order(sessions):
     assert [states[p[0]][0] for p in order[4:8]] == ["SELECTED"] * 3 + ["WAITLISTED"]
 
 
+def test_raising_a_provincial_quota_gives_each_province_its_growth(sessions):
+    import json
+
+    from models.tables import Wave
+
+    rng = random.Random(11)
+    people = [(p[0], f"kk{i}", p[2], False) for i, p in enumerate(_people(30, rng))]
+    make_wave(sessions, quota=6, lottery_seed=SEED, allocation="provincial", household_cap=0)
+    _eligible(sessions, 1, people)
+    draw_participants(sessions, 1)
+    with sessions() as session:
+        before = json.loads(session.get(Wave, 1).seats_json)["seats"]
+    assert sum(before.values()) == 6
+
+    assert raise_quota(sessions, 1, 12)["added_seats"] == 6
+    with sessions() as session:
+        after = json.loads(session.get(Wave, 1).seats_json)["seats"]
+    assert sum(after.values()) == 12
+    assert all(after[p] >= before.get(p, 0) for p in after)
+
+
 def test_a_quota_cannot_be_lowered_or_raised_on_a_closed_wave(sessions):
     import pytest
     from sqlalchemy import update

@@ -14,13 +14,10 @@ from tests.tasks.factories import make_wave, person, write_export
 def parser(request, monkeypatch):
     """Every test twice: the export parsed in this process, and in a process of its own
     (as big exports are)."""
-    from tasks import intake, workers
+    from tasks import intake
 
     if request.param == "parsed-in-a-process":
         monkeypatch.setattr(intake, "PARSE_PROCESS_FROM_BYTES", 0)
-        monkeypatch.setenv(workers.WORKERS_ENV, "2")
-    else:
-        monkeypatch.setenv(workers.WORKERS_ENV, "0")
     return request.param
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from models.config import read_settings
 from partners.config import simulator_config
 from tasks import shared_limits, wiring
+from tasks.execution import Execution
 
 
 def test_the_engine_partners_and_limiter_follow_the_settings(tmp_path):
@@ -14,17 +15,18 @@ def test_the_engine_partners_and_limiter_follow_the_settings(tmp_path):
     engine = wiring.build_engine(settings)
     try:
         assert str(engine.url) == url
-        partners, pacer = wiring.build_partner_clients(settings, engine, config)
+        limits = Execution.from_settings(settings).partner_limits
+        partners, pacer = wiring.build_partner_clients(engine, config, limits)
         assert pacer is None  # nothing shared beyond this process
         assert partners.issuer.settings.base_url == "http://127.0.0.1:55123/issuer"
         partners.close()
 
-        shared = settings.model_copy(update={"partner_limits": "database"})
-        _, pacer = wiring.build_partner_clients(shared, engine, config)
+        _, pacer = wiring.build_partner_clients(engine, config, "database")
         assert isinstance(pacer, shared_limits.DatabaseRateLimits)
         pacer.close()
         prefect = settings.model_copy(update={"shared_rate_limits": True})
-        assert wiring.build_limiter(prefect, engine, config) is shared_limits.take_partner_slot
+        limits = Execution.from_settings(prefect).partner_limits
+        assert wiring.build_limiter(engine, config, limits) is shared_limits.take_partner_slot
     finally:
         engine.dispose()
 

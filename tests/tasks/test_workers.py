@@ -47,12 +47,11 @@ def configured(tmp_path, monkeypatch):
     runtime.reset()
 
 
-def test_jobs_run_in_worker_processes_that_share_each_partner_limit(configured, monkeypatch):
+def test_jobs_run_in_worker_processes_that_share_each_partner_limit(configured):
     config, url = configured
-    monkeypatch.setenv(workers.WORKERS_ENV, "2")
 
-    pids = {workers.run(where_and_limits)[0] for _ in range(6)}
-    pid, rps, shared, database = workers.run(where_and_limits)
+    pids = {workers.run(where_and_limits, workers=2)[0] for _ in range(6)}
+    pid, rps, shared, database = workers.run(where_and_limits, workers=2)
 
     assert os.getpid() not in pids and pid != os.getpid()
     assert rps == config.registry.max_rps and shared
@@ -60,16 +59,17 @@ def test_jobs_run_in_worker_processes_that_share_each_partner_limit(configured, 
     assert shared_limits_for("registry") is None  # only the workers' clients use them
 
 
-def test_workers_together_keep_within_a_partners_max_rps(tmp_path, monkeypatch):
-    monkeypatch.setenv(workers.WORKERS_ENV, "2")
+def test_workers_together_keep_within_a_partners_max_rps(tmp_path):
     config = simulator_config("http://127.0.0.1:9")
     rps = 20.0
     config = replace(config, registry=replace(config.registry, max_rps=rps, max_concurrency=1))
     runtime.configure(database=f"sqlite:///{tmp_path / 'w.db'}", partners_config=config)
     try:
-        workers.run(where_and_limits)  # both workers up before the clock matters
+        workers.run(where_and_limits, workers=2)  # both workers up before the clock matters
         with ThreadPoolExecutor(2) as pool:
-            runs = list(pool.map(lambda _: workers.run(take_registry_slots, 10), range(2)))
+            runs = list(
+                pool.map(lambda _: workers.run(take_registry_slots, 10, workers=2), range(2))
+            )
     finally:
         runtime.reset()
     granted = sorted(t for run in runs for t in run)
@@ -78,50 +78,79 @@ def test_workers_together_keep_within_a_partners_max_rps(tmp_path, monkeypatch):
     assert all(run for run in runs)
 
 
-def test_warm_up_starts_the_workers_that_later_batches_run_in(configured, monkeypatch):
-    monkeypatch.setenv(workers.WORKERS_ENV, "2")
-
-    workers.warm_up()  # returns at once; the workers start meanwhile
+def test_warm_up_starts_the_workers_that_later_batches_run_in(configured):
+    workers.warm_up(2)  # returns at once; the workers start meanwhile
     deadline = time.monotonic() + 60
     while workers.peak_rss_mb() is None or len(workers._pool._processes) < 2:
         assert time.monotonic() < deadline, "workers did not start"
         time.sleep(0.05)
     started = set(workers._pool._processes)
 
-    pids = {workers.run(where_and_limits)[0] for _ in range(6)}
+    pids = {workers.run(where_and_limits, workers=2)[0] for _ in range(6)}
     assert pids <= started  # the same processes, not new ones
 
 
-def test_warm_up_without_workers_starts_nothing(configured, monkeypatch):
-    monkeypatch.setenv(workers.WORKERS_ENV, "0")
+def test_warm_up_without_workers_starts_nothing(configured):
     workers.shutdown()
-    workers.warm_up()
+    workers.warm_up(0)
     assert workers._pool is None
 
 
-def test_no_workers_runs_in_the_calling_process(configured, monkeypatch):
+def test_no_workers_runs_in_the_calling_process(configured):
     config, _url = configured
-    monkeypatch.setenv(workers.WORKERS_ENV, "0")
 
-    pid, rps, shared, _database = workers.run(where_and_limits)
+    pid, rps, shared, _database = workers.run(where_and_limits, workers=0)
 
     assert pid == os.getpid() and rps == config.registry.max_rps and not shared
 
 
-def test_dask_and_shared_limits_keep_batches_in_the_calling_process(monkeypatch):
-    monkeypatch.setenv(workers.WORKERS_ENV, "4")
-    monkeypatch.setenv("PRAKERJA_TASK_RUNNER", "dask")
-    assert workers.worker_count() == 0
-    monkeypatch.delenv("PRAKERJA_TASK_RUNNER")
-    monkeypatch.setenv("PRAKERJA_SHARED_RATE_LIMITS", "1")
-    assert workers.worker_count() == 0
+def test_dask_and_prefect_limits_keep_batches_in_the_calling_process():
+    from tasks.execution import Execution
+
+    assert Execution(worker_processes=4).workers() == 4
+    assert Execution(worker_processes=1).workers() == 0
+    dask = Execution(task_runner="dask", dask_address="tcp://h:8786", worker_processes=4)
+    assert dask.workers() == 0
+    assert Execution(partner_limits="prefect", worker_processes=4).workers() == 0
+
+
+def test_the_execution_comes_from_a_deployments_environment():
+    from tasks.execution import Execution
+
+    env = {
+        "PRAKERJA_TASK_RUNNER": "dask",
+        "PRAKERJA_DASK_ADDRESS": "tcp://10.0.0.5:8786",
+        "PRAKERJA_WORKER_PROCESSES": "3",
+        "PRAKERJA_SHARED_RATE_LIMITS": "1",
+    }
+    got = Execution.from_env(env)
+    assert (got.task_runner, got.dask_address, got.partner_limits) == (
+        "dask",
+        "tcp://10.0.0.5:8786",
+        "prefect",
+    )
+    assert Execution.from_env({}) == Execution()
+    # It travels with the run: a copy rebuilt elsewhere (a Dask worker) is the same.
+    assert Execution.model_validate(got.model_dump()) == got
 
 
 @pytest.mark.parametrize("raw", ["two", "-1"])
-def test_a_bad_worker_count_names_the_variable(monkeypatch, raw):
-    monkeypatch.setenv(workers.WORKERS_ENV, raw)
-    with pytest.raises(ValueError, match=workers.WORKERS_ENV):
-        workers.worker_count()
+def test_a_bad_worker_count_names_the_variable(raw):
+    from pydantic import ValidationError
+
+    from tasks.execution import Execution
+
+    with pytest.raises((ValueError, ValidationError), match="PRAKERJA_WORKER_PROCESSES|worker_"):
+        Execution.from_env({"PRAKERJA_WORKER_PROCESSES": raw})
+
+
+def test_dask_without_an_address_is_refused():
+    from pydantic import ValidationError
+
+    from tasks.execution import Execution
+
+    with pytest.raises(ValidationError, match="dask_address"):
+        Execution(task_runner="dask")
 
 
 def _fail_calls(breaker, n: int) -> None:

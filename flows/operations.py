@@ -1,4 +1,5 @@
-"""The flows behind the deployments of operations.md.
+"""The operation flows: what the deployments of operations.md run (deployments/ declares
+them: prefect.yaml, `prakerja serve`, the automations).
 
 | flow (= deployment)  | run name                          | does                              |
 | -------------------- | --------------------------------- | --------------------------------- |
@@ -10,7 +11,8 @@
 (`<stamp>`: `YYYYmmdd-HHMMSS`, Jakarta time.)
 
 Every run is tagged `prakerja` and `wave-<N>`, holds the wave's lease (tasks/lease.py) while
-it works on the wave, and runs the `wave` flow (named `wave-<N>`) for the stages.
+it works on the wave, and runs the `wave` flow (named `wave-<N>`) for the stages: the same
+stage subflows as `prakerja wave run` (the overnight rollout is the rollout stage, paced).
 Parameters are typed, so the UI's run form shows choices and bounds and the server refuses
 a wrong value when the run is created. Descriptions come from the docstrings' Args.
 (No `from __future__ import annotations` here: Prefect reads the annotations.)
@@ -18,51 +20,49 @@ a wrong value when the run is created. Descriptions come from the docstrings' Ar
 
 import logging
 import secrets
-import statistics
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
-from uuid import UUID
-from zoneinfo import ZoneInfo
 
 from prefect import get_run_logger, tags
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
-from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
-from prefect.exceptions import MissingContextError
+from prefect.exceptions import FlowPauseTimeout, MissingContextError
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
 from prefect.runtime import flow_run as current_run
 from pydantic import Field
 
-from deployments import drop
-from flows.logging import install_masking
-from flows.publish import publish_draw, publish_reconcile, publish_stage
-from flows.runners import batch_task_runner
+from flows.publish import publish_awaiting_sign_off, publish_draw
 from flows.wave import wave as wave_flow
-from models.enums import Stage, State
+from models import names
+from models.enums import Stage
 from models.tables import Wave
-from rules.pacing import pace
-from rules.settings import JAKARTA, Quota, SettingsError, WaveId, WaveSettings, jakarta_today
+from rules.money import rupiah
+from rules.pacing import Pacing
+from rules.settings import JAKARTA, Quota, WaveId
 from tasks import batches as t
-from tasks.boundary import flow, task
+from tasks import drop
+from tasks.boundary import flow
 from tasks.common import utcnow
+from tasks.execution import Execution
 from tasks.lease import HeldLease, hold_wave_lease
+from tasks.log_masking import install_masking
 from tasks.operations import (
-    confirmed_count,
+    actor_here,
+    audit_task,
+    create_wave_task,
     draw_facts_task,
-    rollout_deadline,
-    wave_ids,
-    waves_to_credit,
+    find_due_wave_task,
+    raise_quota_task,
+    record_sign_off_task,
+    waves_to_credit_task,
 )
 from tasks.runtime import get_runtime
-from tasks.waves import create_or_resume_wave
 
 # Stages the weekly wave leaves to the overnight rollout when credit_overnight is on.
 OVERNIGHT_STAGES = (Stage.ROLLOUT, Stage.ANNOUNCE)
-# Injected in tests (the pacing never really sleeps there).
-SLEEP = time.sleep
 
 install_masking()
 
@@ -142,6 +142,9 @@ def wave_lease(wave_id: int, wait_s: float | None = None) -> Iterator[HeldLease]
 
 def run_wave(wave_id: int, **kwargs) -> dict:
     """The `wave` flow as a subflow run named `wave-<N>`, tagged `prakerja` and `wave-<N>`."""
+    # Where its batches run: this process's settings, read once when it was configured,
+    # then carried by the run (a Dask worker does what the run asked).
+    kwargs.setdefault("execution", Execution.from_settings(get_runtime().settings))
     with tags("prakerja", f"wave-{wave_id}"):
         summary = wave_flow(wave_id=wave_id, **kwargs)
     pending = summary["report"]["outcomes"].get("PENDING", 0)
@@ -167,52 +170,98 @@ def _brief(summary: dict) -> dict:
     }
 
 
+# ---------------------------------------------------------------- sign-off (pause, form)
+class SignOffForm(RunInput):
+    """The form of a run paused for sign-off (operations.md): the wave as it stands,
+    then the approver's name and an explicit approval. The facts are filled in; an
+    approval whose facts are not the wave's as it stands now is refused."""
+
+    approver: str = Field(description="Your name, as the audit trail will show it.")
+    approve: bool = Field(
+        default=False, description="I approve crediting this wave exactly as shown."
+    )
+    wave: int = Field(description="The wave.")
+    seats: str = Field(description="Its seats (the quota, or seats by province).")
+    confirmed_participants: int = Field(description="Participants to credit.")
+    total_rupiah: int = Field(description="The total amount, in rupiah.")
+    draw_digest: str = Field(description="SHA-256 of the seed, seats and confirmed list.")
+
+
+def _form(status: dict) -> type[SignOffForm]:
+    seats = status["seats"]
+    shown = (
+        ", ".join(f"{p}: {n}" for p, n in sorted(seats.items()))
+        if isinstance(seats, dict)
+        else str(seats)
+    )
+    given = ", ".join(a["by"] for a in status["approvals"]) or "none yet"
+    description = (
+        f"## Wave {status['wave_id']} waits for sign-off\n\n"
+        f"- seats: **{shown}**\n- confirmed participants: **{status['confirmed']}**\n"
+        f"- total amount: **{rupiah(status['total_amount'])}**\n"
+        f"- draw digest: `{status['digest']}`\n\n"
+        f"Approvals: {len(status['approvals'])} of {status['required']} ({given}). "
+        "Type your name and tick *approve* to approve crediting this wave as shown; "
+        "each approver must be a different person."
+    )
+    return SignOffForm.with_initial_data(
+        description=description,
+        approver="",
+        approve=False,
+        wave=status["wave_id"],
+        seats=shown,
+        confirmed_participants=status["confirmed"],
+        total_rupiah=status["total_amount"],
+        draw_digest=status["digest"],
+    )
+
+
+def await_sign_off(wave_id: int, announce: bool = False) -> dict:
+    """While the wave waits for sign-off: pause this run with the form, record each
+    approval submitted, until enough different people approved (or the form is not
+    answered within PRAKERJA_SIGN_OFF_WAIT_S). Called outside the wave's lease: a paused run
+    holds nothing that keeps the overnight rollout from crediting the wave once approved."""
+    logger = get_run_logger()
+    status = t.sign_off_status_task(wave_id)
+    if announce:
+        publish_awaiting_sign_off(wave_id, status)
+    while status["waiting"]:
+        try:
+            answer = pause_flow_run(
+                wait_for_input=_form(status), timeout=int(get_runtime().settings.sign_off_wait_s)
+            )
+        except FlowPauseTimeout:
+            logger.warning("wave %s: no sign-off through the form in time", wave_id)
+            break
+        if not answer.approve:
+            logger.warning("wave %s: the form was sent without 'approve': not approved", wave_id)
+        else:
+            got = record_sign_off_task(
+                wave_id, answer.approver, answer.draw_digest, current_run.name or ""
+            )
+            if "refused" in got:
+                logger.warning("wave %s: approval refused: %s", wave_id, got["refused"])
+            else:
+                logger.info(
+                    "wave %s: approved by %s (%d of %d)",
+                    wave_id,
+                    answer.approver.strip(),
+                    len(got["approvals"]),
+                    got["required"],
+                )
+        status = t.sign_off_status_task(wave_id)
+    return status
+
+
+def _waits_for_sign_off(summary: dict) -> bool:
+    return bool((summary.get("sign_off") or {}).get("waiting"))
+
+
 # ---------------------------------------------------------------- weekly-wave
-@task(name="find-due-wave", cache_policy=NO_CACHE)  # answers from the database
-def find_due_wave_task(folder: str) -> dict:
-    with get_runtime().sessions() as session:
-        existing = wave_ids(session)
-    due = drop.due_wave(Path(folder), existing)
-    return {
-        "existing_max": max(existing) if existing else 0,
-        "exports_seen": len(drop.exports_in(Path(folder))),
-        "wave_id": due.wave_id if due else None,
-        "export": str(due.export.resolve()) if due else None,
-        "settings_file": str(due.settings_file) if due else None,
-    }
-
-
-@task(name="create-wave", cache_policy=NO_CACHE)  # answers from the database
-def create_wave_task(wave_id: int, export: str, settings_file: str) -> dict:
-    """Creates the wave from the drop folder's settings with a fresh lottery seed."""
-    from rules.intake import HeaderError, MissingColumnsError
-    from tasks.intake import check_header, file_sha256
-
-    values = drop.read_wave_settings(Path(settings_file))
-    try:
-        check_header(export)
-    except (MissingColumnsError, HeaderError) as exc:
-        raise SettingsError(f"{Path(export).name}: {exc}") from None
-    settings = WaveSettings(
-        wave_id=wave_id,
-        lottery_seed=secrets.token_hex(16),
-        reference_date=values.pop("reference_date", None) or jakarta_today(),
-        **values,
-    )
-    wave, created = create_or_resume_wave(
-        get_runtime().sessions,
-        settings,
-        source_path=export,
-        source_sha256=file_sha256(export),
-        given=set(values) | {"lottery_seed"},
-    )
-    return {"wave_id": wave_id, "created": created, "quota": wave.quota}
-
-
 def emit_export_missing(wave_id: int, folder: Path, exports_seen: int) -> None:
     emit_event(
-        event="prakerja.export.missing",
-        resource={"prefect.resource.id": f"prakerja.wave.{wave_id}"},
+        event=names.EXPORT_MISSING,
+        resource={"prefect.resource.id": names.wave_resource(wave_id)},
         payload={
             "wave_id": wave_id,
             "expected_file": f"wave-{wave_id}.csv",
@@ -222,7 +271,7 @@ def emit_export_missing(wave_id: int, folder: Path, exports_seen: int) -> None:
     )
 
 
-@flow(name="weekly-wave", flow_run_name=_weekly_run_name)
+@flow(name=names.WEEKLY_WAVE, flow_run_name=_weekly_run_name)
 def weekly_wave(credit_overnight: bool = True, drop_dir: str | None = None) -> dict:
     """Runs the wave that is due: the lowest N with a wave-<N>.csv in the drop folder and no
     wave yet. With no export, nothing runs and prakerja.export.missing is raised.
@@ -250,128 +299,18 @@ def weekly_wave(credit_overnight: bool = True, drop_dir: str | None = None) -> d
     stages = [s for s in Stage if not (credit_overnight and s in OVERNIGHT_STAGES)]
     with wave_lease(wave_id):
         summary = run_wave(wave_id, registrants_path=found["export"], stages=stages)
+    # Sign-off (wave-rules.md): the form, outside the lease; approved, the rollout credits
+    # now, or the overnight rollout does (credit_overnight).
+    if await_sign_off(wave_id, announce=credit_overnight)["approved"] and _waits_for_sign_off(
+        summary
+    ):
+        with wave_lease(wave_id):
+            summary = run_wave(wave_id, stages=stages)
     return {"ran": True, **_brief(summary)}
 
 
 # ---------------------------------------------------------------- overnight-rollout
-def _iso(moment: datetime) -> str:
-    return moment.replace(microsecond=0).isoformat() + "Z"
-
-
-def _jakarta(moment: datetime) -> str:
-    return moment.replace(tzinfo=ZoneInfo("UTC")).astimezone(JAKARTA).strftime("%d %b %H:%M")
-
-
-@flow(
-    name="paced-rollout",
-    flow_run_name="wave-{wave_id}-paced-rollout",
-    task_runner=batch_task_runner(64),  # threads, or Dask like the wave's stages
-)
-def paced_rollout(
-    wave_id: int,
-    batches_per_step: int = 8,
-    batch_size: int = 1000,
-    margin_minutes: int = 60,
-    max_pause_seconds: float = 300.0,
-) -> dict:
-    """Credits the wave's confirmed participants step by step, paced to its deadline."""
-    logger = get_run_logger()
-    with get_runtime().sessions() as session:
-        deadline = rollout_deadline(session, wave_id)
-        confirmed = confirmed_count(session, wave_id)
-    ranges = t.plan_batches_task(wave_id, [State.CONFIRMED.value], batch_size)
-    steps = [ranges[i : i + batches_per_step] for i in range(0, len(ranges), batches_per_step)]
-    total = len(ranges)
-    progress: UUID = create_progress_artifact(  # type: ignore[assignment]  # sync here
-        0.0,
-        key=f"wave-{wave_id}-rollout-progress",
-        description=f"wave {wave_id} rollout: 0 of {total} batches; deadline "
-        f"{_jakarta(deadline)} Asia/Jakarta",
-    )
-
-    def advise(steps_left: int, step_s: float):
-        return pace(
-            now=utcnow(),
-            deadline=deadline,
-            steps_left=steps_left,
-            step_s=step_s,
-            margin_s=margin_minutes * 60,
-            max_pause_s=max_pause_seconds,
-        )
-
-    late_sent = False
-
-    def warn_if_late(p, batches_left: int) -> None:
-        nonlocal late_sent
-        if not p.late or late_sent:
-            return
-        late_sent = True
-        logger.warning(
-            "wave %s rollout: projected finish %s is past the deadline %s",
-            wave_id,
-            _iso(p.fastest_finish),
-            _iso(deadline),
-        )
-        emit_event(
-            event="prakerja.rollout.late",
-            resource={"prefect.resource.id": f"prakerja.wave.{wave_id}"},
-            payload={
-                "wave_id": wave_id,
-                "stage": Stage.ROLLOUT.value,
-                "confirmed": confirmed,
-                "batches_total": total,
-                "batches_left": batches_left,
-                "projected_finish": _iso(p.fastest_finish),
-                "deadline": _iso(deadline),
-                "minutes_late": p.minutes_late(deadline),
-            },
-        )
-
-    if steps:
-        warn_if_late(advise(len(steps), 0.0), total)  # the deadline has already passed
-    reports: list[dict] = []
-    step_times: list[float] = []
-    done = 0
-    paused = 0.0
-    for i, step in enumerate(steps):
-        started = time.monotonic()
-        futures = [t.credit_task.submit(wave_id, r) for r in step]
-        reports += [f.result() for f in futures]
-        step_times.append(time.monotonic() - started)
-        done += len(step)
-        steps_left = len(steps) - i - 1
-        p = advise(steps_left, statistics.fmean(step_times))
-        warn_if_late(p, total - done)
-        update_progress_artifact(
-            progress,
-            100.0 * done / total,
-            description=f"wave {wave_id} rollout: {done} of {total} batches; projected finish "
-            f"{_jakarta(p.projected_finish)}, deadline {_jakarta(deadline)} Asia/Jakarta"
-            + (" (LATE)" if p.late else ""),
-        )
-        if steps_left and p.pause_s > 0:
-            paused += p.pause_s
-            SLEEP(p.pause_s)
-    summary = publish_stage(wave_id, Stage.ROLLOUT, reports)
-    if ranges:
-        summary["reconcile"] = publish_reconcile(wave_id, t.reconcile_task(wave_id))
-    summary["pacing"] = {
-        "batches": total,
-        "steps": len(steps),
-        "paused_s": round(paused, 1),
-        "deadline": _iso(deadline),
-        "late": late_sent,
-    }
-    return summary
-
-
-@task(name="waves-to-credit", cache_policy=NO_CACHE)  # answers from the database
-def waves_to_credit_task() -> list[dict]:
-    with get_runtime().sessions() as session:
-        return waves_to_credit(session)
-
-
-@flow(name="overnight-rollout", flow_run_name=_overnight_run_name)
+@flow(name=names.OVERNIGHT_ROLLOUT, flow_run_name=_overnight_run_name)
 def overnight_rollout(
     batches_per_step: Annotated[int, Field(ge=1, le=64)] = 8,
     batch_size: Annotated[int, Field(ge=10, le=10_000)] = 1000,
@@ -398,26 +337,34 @@ def overnight_rollout(
     lease_wait_s = get_runtime().settings.lease_wait_s
     numbers = [w["wave_id"] for w in waves]
     label_run(numbers, "wave-" + "+".join(map(str, numbers)) + "-overnight-rollout")
+    pacing = Pacing(
+        batches_per_step=batches_per_step,
+        batch_size=batch_size,
+        margin_minutes=margin_minutes,
+        max_pause_seconds=max_pause_seconds,
+    )
     results = []
     for w in waves:
         wave_id = w["wave_id"]
         # A wave still being run (e.g. its weekly run) is waited for, up to its deadline.
         wait_s = max(lease_wait_s, (w["rollout_deadline"] - utcnow()).total_seconds())
-        with wave_lease(wave_id, wait_s=wait_s), tags("prakerja", f"wave-{wave_id}"):
-            rollout = paced_rollout(
+        with wave_lease(wave_id, wait_s=wait_s):
+            # The wave's own rollout stage, paced; then its SMS; then it closes if done.
+            summary = run_wave(
                 wave_id,
-                batches_per_step=batches_per_step,
-                batch_size=batch_size,
-                margin_minutes=margin_minutes,
-                max_pause_seconds=max_pause_seconds,
+                stages=[Stage.ROLLOUT, Stage.ANNOUNCE],
+                keep_open=w["keep_open"],
+                pacing=pacing,
             )
-            summary = run_wave(wave_id, stages=[Stage.ANNOUNCE], keep_open=w["keep_open"])
-        results.append({**_brief(summary), "rollout": rollout["counts"], **rollout["pacing"]})
+        rollout = summary["stages"][Stage.ROLLOUT.value]
+        results.append(
+            {**_brief(summary), "rollout": rollout["counts"], **rollout.get("pacing", {})}
+        )
     return {"waves": results}
 
 
 # ---------------------------------------------------------------- rerun-wave, raise-quota
-@flow(name="rerun-wave", flow_run_name=_rerun_run_name)
+@flow(name=names.RERUN_WAVE, flow_run_name=_rerun_run_name)
 def rerun_wave(
     wave_id: WaveId,
     stages: list[Stage] | None = None,
@@ -434,26 +381,25 @@ def rerun_wave(
     """
     install_masking()
     label_run([wave_id])
+    audit_task(
+        "wave.rerun",
+        wave_id,
+        {"stages": [s.value for s in stages or []] or "all", "flow_run": current_run.name},
+    )
+    options = {
+        "stages": list(stages) if stages else None,
+        "draw_without_pending": draw_without_pending,
+    }
     with wave_lease(wave_id):
         keep_open = _wave_row(wave_id).keep_open
-        summary = run_wave(
-            wave_id,
-            stages=list(stages) if stages else None,
-            draw_without_pending=draw_without_pending,
-            keep_open=keep_open,
-        )
+        summary = run_wave(wave_id, keep_open=keep_open, **options)
+    if _waits_for_sign_off(summary) and await_sign_off(wave_id)["approved"]:
+        with wave_lease(wave_id):
+            summary = run_wave(wave_id, keep_open=_wave_row(wave_id).keep_open, **options)
     return _brief(summary)
 
 
-@task(name="raise-quota", cache_policy=NO_CACHE)  # answers from the database
-def raise_quota_task(wave_id: int, quota: int, lease_owner: str) -> dict:
-    """Changes the wave only while it is open and this run's lease holds it."""
-    from tasks.draw import raise_quota
-
-    return raise_quota(get_runtime().sessions, wave_id, quota, lease_owner=lease_owner)
-
-
-@flow(name="raise-quota", flow_run_name=_raise_quota_run_name)
+@flow(name=names.RAISE_QUOTA, flow_run_name=_raise_quota_run_name)
 def raise_quota_flow(
     wave_id: WaveId,
     quota: Quota,
@@ -467,8 +413,12 @@ def raise_quota_flow(
     """
     install_masking()
     label_run([wave_id])
+    actor = actor_here()
     with wave_lease(wave_id) as held:
-        raised = raise_quota_task(wave_id, quota, held.lease.owner)
+        raised = raise_quota_task(wave_id, quota, held.lease.owner, actor.who, actor.host)
         keep_open = _wave_row(wave_id).keep_open
         summary = run_wave(wave_id, keep_open=keep_open)
+    if _waits_for_sign_off(summary) and await_sign_off(wave_id)["approved"]:
+        with wave_lease(wave_id):
+            summary = run_wave(wave_id, keep_open=_wave_row(wave_id).keep_open)
     return {"quota": raised, **_brief(summary)}
