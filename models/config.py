@@ -11,7 +11,7 @@ environment.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -148,7 +148,7 @@ def read_settings(env: Mapping[str, str] | None = None) -> Settings:
 def _read(env: Mapping[str, str] | None) -> Settings:
     if env is None:
         return Settings()
-    given = {}
+    given: dict[str, Any] = {}
     for name in Settings.model_fields:
         value = env.get(Settings.env_name(name))
         if value:

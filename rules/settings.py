@@ -118,7 +118,10 @@ def check_setting(name: str, value: Any) -> Any:
     # A datetime is a date to Python; a TOML date-time is not a reference date.
     if isinstance(value, datetime) and info.annotation is date:
         raise SettingsError(f"{name}: must be a date (YYYY-MM-DD), not a date and time")
-    adapter = TypeAdapter(Annotated[info.annotation, info], config=_STRICT)  # type: ignore[valid-type]
+    adapter: TypeAdapter[Any] = TypeAdapter(
+        Annotated[info.annotation, info],  # type: ignore[arg-type]
+        config=_STRICT,
+    )
     try:
         return adapter.validate_python(value)
     except ValidationError as exc:
