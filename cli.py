@@ -371,7 +371,8 @@ def _settings_options(f):
         flag = "--" + name.replace("_", "-")
         help_text = info.description or ""
         if not info.is_required():
-            shown = {True: "on", False: "off"}.get(info.default, info.default)
+            default = info.default
+            shown = ("on" if default else "off") if isinstance(default, bool) else default
             help_text += f" [default: {shown}]"
         kind = info.annotation
         if kind is bool:

@@ -101,6 +101,8 @@ def test_every_setting_but_the_wave_number_is_a_flag_of_wave_run_with_its_bounds
     assert "--backfill / --no-backfill" in result.output
     assert "[national|provincial]" in result.output
     assert "Youngest age accepted. [default: 18]" in result.output
+    assert "(0: no sign-off). [default: 0]" in result.output  # 0 is not "off"
+    assert "from the waitlist. [default: on]" in result.output
     refused = CliRunner().invoke(main, ["wave", "run", "--wave", "1", "--min-age", "130"])
     assert refused.exit_code == 2
     assert "--min-age" in refused.output and "0<=x<=120" in refused.output
