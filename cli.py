@@ -23,6 +23,10 @@ def _setup_logging(verbose: bool = False) -> None:
 
     # This program's machines talk only to their partners: no telemetry calls.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")  # Prefect's client-side usage data (and notice)
+    # Prefect's temporary server (no PREFECT_API_URL) gets 20 s to start by default: not
+    # enough on a busy 2-core machine, where the wave then fails before its first stage.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
     logging.basicConfig(
         stream=sys.stderr,
@@ -30,11 +34,28 @@ def _setup_logging(verbose: bool = False) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("prakerja").setLevel(logging.DEBUG if verbose else logging.INFO)
-    # One "Finished in state Completed()" line per batch task is thousands of API log
-    # writes in a big wave; stage summaries and warnings still go through.
-    if not verbose:
-        logging.getLogger("prefect.task_runs").setLevel(logging.WARNING)
+    global _VERBOSE
+    _VERBOSE = verbose
+    # Prefect's run logs (a "Finished in state Completed()" per task, the stages' counts)
+    # still go to the Prefect API; the terminal shows one line per stage
+    # (tasks/stage_lines.py) and Prefect's warnings and errors, and all of it with -v.
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream in (
+            sys.stderr,
+            sys.__stderr__,
+        ):
+            if verbose:
+                handler.removeFilter(_quiet_prefect)
+            else:
+                handler.addFilter(_quiet_prefect)
     install_masking()
+
+
+_VERBOSE = False
+
+
+def _quiet_prefect(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or not record.name.startswith("prefect")
 
 
 def _refuse(message: str) -> None:
@@ -43,10 +64,13 @@ def _refuse(message: str) -> None:
 
 
 def _runtime(partners_config=None):
+    from models.schema import SchemaError
     from tasks.runtime import configure
 
     try:
         return configure(partners_config=partners_config)
+    except SchemaError as exc:  # older or newer than this code: `prakerja db upgrade`
+        _refuse(str(exc))
     except Exception as exc:  # noqa: BLE001 - the database cannot be opened: one line
         log.debug("the program database cannot be opened", exc_info=True)
         click.echo(f"error: {_database_failure(exc)}", err=True)
@@ -108,8 +132,11 @@ class _Main(click.Group):
         except Exception as exc:  # noqa: BLE001 - any other failure: exit 1, one line
             from sqlalchemy.exc import OperationalError
 
+            from models.schema import SchemaError
             from rules.masking import error_text
 
+            if isinstance(exc, SchemaError):  # a database this code must not use
+                _refuse(str(exc))
             log.debug("failure", exc_info=True)  # masked by tasks.log_masking.MaskingFilter
             if isinstance(exc, OperationalError):  # the database went away mid-command
                 click.echo(f"error: {_database_failure(exc)}", err=True)
@@ -181,8 +208,29 @@ def _progress(what: str, total: int):
 @click.option("--port", default=8700, show_default=True, type=int)
 @click.option("--seed", default="demo", show_default=True)
 @click.option("--faults", type=click.Path(exists=True, dir_okay=False), default=None)
-def simulator(host: str, port: int, seed: str, faults: str | None) -> None:
-    """Serves every simulated partner of partner-api.md.
+@click.option(
+    "--write-partners",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Once listening, write a partners file (for PRAKERJA_PARTNERS) pointing every "
+    "partner at this simulator's port.",
+)
+@click.option(
+    "--api-key-env",
+    default="PRAKERJA_SIMULATOR_API_KEY",
+    show_default=True,
+    help="The key variable that file names in every section (any non-empty key works).",
+)
+def simulator(
+    host: str,
+    port: int,
+    seed: str,
+    faults: str | None,
+    write_partners: str | None,
+    api_key_env: str,
+) -> None:
+    """Serves every simulated partner (registry, agencies, payment partners, card issuer,
+    SMS gateway) on one port.
 
     Its /_admin routes answer loopback clients, and others only with the token of
     $PRAKERJA_SIMULATOR_ADMIN_TOKEN (sent as "Authorization: Bearer <token>")."""
@@ -197,12 +245,18 @@ def simulator(host: str, port: int, seed: str, faults: str | None) -> None:
         token = admin_token_from_env()
     except ValueError as exc:
         _refuse(str(exc))
+    if write_partners is not None and not Path(write_partners).resolve().parent.is_dir():
+        _refuse(f"--write-partners {write_partners}: no such folder")
+    if not api_key_env.isidentifier():
+        _refuse("--api-key-env: must be an environment variable name")
 
     def listening(bound: int) -> None:  # the URL only once the port is ours
         shown = f"[{host}]" if ":" in host else host
         click.echo(f"partner simulator on http://{shown}:{bound} (seed {seed!r})", err=True)
         if token is None and host not in ("127.0.0.1", "localhost", "::1"):
             click.echo(f"  /_admin answers loopback only ({ADMIN_TOKEN_ENV} unset)", err=True)
+        if write_partners is not None:
+            _write_simulator_partners(Path(write_partners), host, bound, api_key_env)
 
     try:
         serve(host, port, seed, faults, admin_token=token, on_listening=listening)
@@ -210,6 +264,35 @@ def simulator(host: str, port: int, seed: str, faults: str | None) -> None:
         log.debug("bind failed", exc_info=True)
         click.echo(f"error: the partner simulator {exc}", err=True)
         sys.exit(EXIT_ERROR)
+
+
+def _write_simulator_partners(path: Path, host: str, port: int, api_key_env: str) -> None:
+    """The partners file for a simulator listening on `host:port`, written whole (a
+    temporary file renamed over it): whoever waits for it never reads half a file."""
+    from partners.config import simulator_partners_text
+
+    wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+    target = wildcard.get(host, host)
+    shown = f"[{target}]" if ":" in target else target
+    text = simulator_partners_text(f"http://{shown}:{port}", api_key_env)
+    text = text[text.index("\n[") + 1 :]  # the built-in file's own comments do not apply
+    loopback = target in ("localhost", "::1") or target.startswith("127.")
+    if not loopback:  # plain HTTP off loopback must be allowed by name (partners file rule)
+        key_line = f'api_key_env = "{api_key_env}"'
+        text = text.replace(key_line, f"{key_line}\nallow_insecure_http = true")
+    header = (
+        f"# Every partner on the simulator at http://{shown}:{port} "
+        "(written by `prakerja simulator --write-partners`).\n"
+        f"# Use: export PRAKERJA_PARTNERS={path.resolve()} {api_key_env}=simulator\n"
+    )
+    part = path.with_name(f".{path.name}.part")
+    part.write_text(header + text, encoding="utf-8")
+    part.replace(path)
+    click.echo(
+        f"  partners file {path}: export PRAKERJA_PARTNERS={path.resolve()} "
+        f"{api_key_env}=simulator",
+        err=True,
+    )
 
 
 # ---------------------------------------------------------------- portal
@@ -244,11 +327,14 @@ def portal(host: str, port: int, workers: int) -> None:
     except ConfigError as exc:
         _refuse(str(exc))
     from models.db import database_url
+    from models.schema import SchemaError
 
     try:
         from portal.store import Store, make_portal_engine
 
         Store(make_portal_engine(database_url()), b"-").close()  # tables, and reachable
+    except SchemaError as exc:
+        _refuse(str(exc))
     except Exception as exc:
         _refuse(f"the program database cannot be opened: {type(exc).__name__}")
     shown = f"[{host}]" if ":" in host else host
@@ -595,7 +681,18 @@ def run_wave_command(
 
             if execution.partner_limits == "prefect":
                 shared_limits.ensure_partner_limits(rt.partners_config)
-            summary = _run_flow(wave_id, registrants, keep_open, draw_without_pending, execution)
+            from tasks.stage_lines import StageLines
+
+            if not _prefect_api_url():
+                click.echo(
+                    f"wave {wave_id}: starting Prefect's temporary local server "
+                    "(PREFECT_API_URL is not set; about 10 s)",
+                    err=True,
+                )
+            with StageLines(wave_id, live=False if _VERBOSE else None):
+                summary = _run_flow(
+                    wave_id, registrants, keep_open, draw_without_pending, execution
+                )
         except Exception as exc:  # noqa: BLE001 - report any failure as exit 1
             from rules.masking import error_text
 
@@ -603,8 +700,10 @@ def run_wave_command(
             return EXIT_ERROR
     report = summary["report"]
     if not quiet:
+        click.echo(
+            f"wave {wave_id}: Prefect flow run wave-{wave_id} ({summary['flow_run_id']})", err=True
+        )
         _print_funnel(report)
-        click.echo(f"  Prefect flow run: wave-{wave_id} ({summary['flow_run_id']})")
     pending = report["outcomes"].get("PENDING", 0)
     left = summary["close"].get("work_left", {})
     sign_off = summary.get("sign_off") or {}
@@ -620,9 +719,10 @@ def run_wave_command(
         )
         return EXIT_SIGN_OFF
     if pending or left:
+        waiting = ", ".join(f"{k} {v:,}" for k, v in report["pending"].items() if v)
         click.echo(
-            f"wave {wave_id}: {pending} registrants pending "
-            f"{json.dumps(report['pending'])}; rerun to pick them up",
+            f"wave {wave_id}: {pending:,} registrants pending"
+            f"{f' ({waiting})' if waiting else ''}; rerun to pick them up",
             err=True,
         )
         return EXIT_PENDING
@@ -1010,6 +1110,51 @@ def blacklist_import(file: str, added_by: str) -> None:
     click.echo(f"{added} of {len(entries)} NIKs added to the revocation list", err=True)
 
 
+# ---------------------------------------------------------------- db
+@main.group()
+def db() -> None:
+    """The program database's schema (README: Schema and upgrades)."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Brings the program database (PRAKERJA_DATABASE_URL) to this release's schema."""
+    from models.db import make_engine
+    from models.schema import SchemaError, upgrade_database
+
+    try:
+        engine = make_engine()
+    except OSError as exc:  # a SQLite folder that cannot be made
+        click.echo(f"error: {_database_failure(exc)}", err=True)
+        sys.exit(EXIT_ERROR)
+    try:
+        done = upgrade_database(engine)
+    except SchemaError as exc:
+        _refuse(str(exc))
+    except Exception as exc:  # noqa: BLE001 - cannot connect, or a migration failed
+        from sqlalchemy.exc import OperationalError
+
+        from rules.masking import error_text
+
+        log.debug("upgrade failed", exc_info=True)
+        if isinstance(exc, OperationalError):
+            click.echo(f"error: {_database_failure(exc)}", err=True)
+        else:  # one transaction: nothing of the failed upgrade was kept
+            click.echo(f"error: the upgrade failed and was undone: {error_text(exc)}", err=True)
+        sys.exit(EXIT_ERROR)
+    finally:
+        engine.dispose()
+    where = f"the program database (PRAKERJA_DATABASE_URL={_shown_database_url()})"
+    after = ", ".join(done.after)
+    if done.created:
+        click.echo(f"{where} was empty: created at schema revision {after}")
+    elif done.changed:
+        before = ", ".join(done.before) or "none (made before schema revisions)"
+        click.echo(f"{where} upgraded from schema revision {before} to {after}")
+    else:
+        click.echo(f"{where} is at schema revision {after}: nothing to do")
+
+
 # ---------------------------------------------------------------- demo
 @main.command()
 @click.option("--registrants", "-n", type=click.IntRange(10), default=100_000, show_default=True)
@@ -1041,6 +1186,7 @@ def demo(registrants: int, seed: str, workdir: str) -> None:
         progress=_progress("generate", registrants),
     )
     quota = demo_quota(registrants)
+    reconciled = False
     with SimulatorProcess(seed) as sim:
         click.echo(
             f"demo: partner simulator at {sim.base_url}; running wave 1 "
@@ -1057,21 +1203,70 @@ def demo(registrants: int, seed: str, workdir: str) -> None:
             flags={"reference_date": None},
             partners_config=simulator_config(sim.base_url),
         )
+        if code in (EXIT_OK, EXIT_PENDING):
+            reconciled = _demo_reconcile(sim.base_url)
     if code in (EXIT_OK, EXIT_PENDING):
         _demo_dashboard(work, seed)
     elapsed = time.monotonic() - started
-    click.echo(f"\ndemo finished in {elapsed:.0f} s (exit {code}).")
+    click.echo(f"\ndemo finished in {elapsed:.0f} s{_setup_time_note()} (exit {code}).")
     click.echo(
         "Prefect: flow run `wave-1` (tag prakerja) is in this machine's Prefect "
-        "database; browse it with `prefect server start` then http://127.0.0.1:4200/runs"
+        f"database; browse it with `{_venv_command('prefect')} server start` then "
+        "http://127.0.0.1:4200/runs"
         if not os.environ.get("PREFECT_API_URL")
         else f"Prefect: flow run `wave-1` at {_ui_url()}/runs"
     )
     click.echo(
         f"Inspect it: PRAKERJA_DATABASE_URL={os.environ['PRAKERJA_DATABASE_URL']} "
-        ".venv/bin/prakerja wave report --wave 1"
+        f"{_venv_command('prakerja')} wave report --wave 1"
     )
+    if code in (EXIT_OK, EXIT_PENDING) and not reconciled:
+        code = EXIT_ERROR
     sys.exit(code)
+
+
+def _demo_reconcile(simulator_url: str) -> bool:
+    """The demo wave's ledger against the issuer's statement, while the simulator that
+    holds that statement still runs (it lives and dies with the demo: a later `wave
+    reconcile` on the demo database has no issuer to ask)."""
+    from partners.config import simulator_config
+    from tasks import render
+    from tasks.reporting import reconcile
+
+    rt = _runtime(simulator_config(simulator_url))
+    result = reconcile(rt.sessions, rt.partners.issuer, 1)
+    click.echo("")
+    render.reconcile(result)
+    click.echo(
+        "(The statement is the demo simulator's and ends with it: reconcile the demo wave "
+        "here, not later with `wave reconcile`.)"
+    )
+    return bool(result["ok"])
+
+
+def _setup_time_note() -> str:
+    """Whether the time includes creating .venv: `./prakerja` times its setup step and
+    passes it on (PRAKERJA_SETUP_SECONDS); the demo's own clock starts after it."""
+    from models.config import read_settings
+
+    setup = read_settings().setup_seconds
+    if setup is None:
+        return " (the demo itself; any setup of .venv before it is not included)"
+    if setup < 5:
+        return " (.venv already existed: no setup time)"
+    return f" (the demo itself; creating .venv took another {setup} s before it, once)"
+
+
+def _venv_command(name: str) -> str:
+    """How to call a command of this program's environment (`.venv/bin/prefect`) from
+    here: the environment's own bin folder, relative when it is below this folder."""
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        return name
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _demo_dashboard(work: Path, seed: str) -> None:

@@ -13,6 +13,7 @@ from models import names
 from models.enums import ReasonCode, Stage
 from rules.funnel import funnel_rows
 from rules.money import rupiah
+from tasks import progress
 from tasks.batches import report_task  # the wave's state, from the database
 from tasks.report_types import merge_reports
 
@@ -244,6 +245,7 @@ def track_progress(wave_id: int, futures: list, stage: str | None = None) -> Non
     if not total:
         return
     stage = stage or flow_run.flow_name or "stage"
+    progress.batches_planned(wave_id, stage, total)  # the CLI's live line (tasks/progress.py)
     logger = get_run_logger()
     try:
         # Called from a sync flow, async_dispatch runs it synchronously: a UUID (its
@@ -260,8 +262,10 @@ def track_progress(wave_id: int, futures: list, stage: str | None = None) -> Non
         logger.warning("wave %s %s: no progress artifact (%s)", wave_id, stage, type(exc).__name__)
         artifact = None
     done, last = 0, time.monotonic()
-    for _ in as_completed(futures):
+    for future in as_completed(futures):
         done += 1
+        if progress.active():
+            progress.batch_done(wave_id, stage, _report_of(future))
         now = time.monotonic()
         if artifact is None or (done < total and now - last < PROGRESS_EVERY_S):
             continue
@@ -274,3 +278,13 @@ def track_progress(wave_id: int, futures: list, stage: str | None = None) -> Non
             )
         except Exception as exc:  # noqa: BLE001
             logger.warning("wave %s %s: progress not updated (%s)", wave_id, stage, exc)
+
+
+def _report_of(future) -> dict | None:
+    """A finished batch's report (counts only), or None when it failed: the stage itself
+    raises that failure when it collects its results."""
+    try:
+        report = future.result(raise_on_failure=False)
+    except Exception:  # noqa: BLE001 - a result that cannot be read is the stage's concern
+        return None
+    return report if isinstance(report, dict) else None

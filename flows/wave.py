@@ -25,7 +25,7 @@ from flows.runners import batch_task_runner, partner_threads, worker_stage_threa
 from models.enums import ReasonCode, Stage, State
 from rules.pacing import Pacing
 from tasks import batches as t
-from tasks import draw, intake, workers
+from tasks import draw, intake, progress, workers
 from tasks.boundary import flow, task
 from tasks.execution import Execution
 from tasks.operations import draw_facts_task
@@ -223,12 +223,17 @@ def wave(
     for stage, run_stage in runbook:
         if stage in todo:
             started = time.monotonic()
-            summary["stages"][stage.value] = run_stage()
-            summary["stages"][stage.value]["seconds"] = round(time.monotonic() - started, 3)
+            progress.stage_started(wave_id, stage.value)  # the CLI's live line per stage
+            done = summary["stages"][stage.value] = run_stage()
+            done["seconds"] = round(time.monotonic() - started, 3)
+            progress.stage_finished(wave_id, stage.value, done, done["seconds"])
     if "sign_off" in summary["stages"].get(Stage.ROLLOUT.value, {}):
         summary["sign_off"] = summary["stages"][Stage.ROLLOUT.value]["sign_off"]
+    started = time.monotonic()
+    progress.stage_started(wave_id, "close")
     # A seat still owed (freed at the rollout of a run without the accounts stage, such as
     # the overnight rollout) keeps the wave open for the run that fills it.
     summary["close"] = t.close_wave_task(wave_id, keep_open or seats_to_refill_task(wave_id))
     summary["report"] = publish_wave(wave_id, t.report_task(wave_id))
+    progress.stage_finished(wave_id, "close", {}, time.monotonic() - started)
     return summary

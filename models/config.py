@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     simulator_admin_token: SecretStr | None = Field(
         None, description="Bearer token of the simulator's /_admin off loopback."
     )
+    setup_seconds: int | None = Field(
+        None, ge=0, description="Set by `./prakerja`: how long its setup of .venv took (demo)."
+    )
     # The registrant dashboard
     portal_secret: SecretStr | None = Field(
         None, description="Keys the portal's hashes of NIKs and codes; at least 32 characters."

@@ -1,13 +1,12 @@
 """Engine and sessions for the program database (SQLite by default, PostgreSQL in production)."""
 
 import logging
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import Session, create_engine
 
 import models.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 from models.config import DEFAULT_DATABASE_URL, read_settings
@@ -64,78 +63,16 @@ def make_engine(
 
 
 def init_db(engine: Engine) -> None:
-    """Creates missing tables; safe when several processes open a new database at once."""
-    from sqlalchemy.exc import SQLAlchemyError
+    """Opens the program database for this code: a new, empty one is made at the code's
+    schema revision (safe when several processes do it at once); one at another revision
+    raises models.schema.SchemaOutdatedError (run `prakerja db upgrade`) or
+    SchemaNewerError. Every command, flow and the dashboard open it through here."""
+    from models.schema import code_heads, database_heads, upgrade_database
 
-    for attempt in range(5):
-        try:
-            SQLModel.metadata.create_all(engine)
-            _add_missing_columns(engine)
-            _add_missing_indexes(engine)
+    with engine.connect() as conn:
+        if database_heads(conn) == code_heads():
             return
-        except SQLAlchemyError:
-            # Another process created a table between our check and our CREATE: look again.
-            if attempt == 4:
-                raise
-            time.sleep(0.2 * (attempt + 1))
-
-
-def _add_missing_columns(engine: Engine) -> None:
-    """Adds nullable columns that later versions put on existing tables (create_all
-    makes missing tables only): a database from an earlier version keeps working."""
-    from sqlalchemy import inspect
-
-    inspector = inspect(engine)
-    for table in SQLModel.metadata.sorted_tables:
-        have = {c["name"] for c in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name in have or not column.nullable:
-                continue
-            kind = column.type.compile(dialect=engine.dialect)
-            with engine.begin() as conn:
-                conn.exec_driver_sql(
-                    f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'
-                )
-
-
-def _add_missing_indexes(engine: Engine) -> None:
-    """Creates the indexes that later versions put on existing tables (create_all makes
-    the indexes of the tables it creates only), such as the ledger's one live credit per
-    (NIK, benefit). IF NOT EXISTS, and a lost race is looked at again: several processes
-    may open the database at once."""
-    from sqlalchemy import inspect
-    from sqlalchemy.exc import IntegrityError
-    from sqlalchemy.schema import CreateIndex
-
-    def existing() -> dict[str, set[str | None]]:  # reflected index names may be None
-        inspector = inspect(engine)
-        tables = set(inspector.get_table_names())
-        return {
-            t.name: {i["name"] for i in inspector.get_indexes(t.name)}
-            for t in SQLModel.metadata.sorted_tables
-            if t.name in tables
-        }
-
-    have = existing()
-    for table in SQLModel.metadata.sorted_tables:
-        for index in sorted(table.indexes, key=lambda i: str(i.name)):
-            if index.name in have.get(table.name, set()):
-                continue
-            try:
-                with engine.begin() as conn:
-                    conn.execute(CreateIndex(index, if_not_exists=True))
-            except IntegrityError:
-                # Another process made it meanwhile (PostgreSQL), or the rows already break
-                # a unique index: then say so (the error's text holds the rows' values, so it
-                # is not repeated) and carry on; reconciliation reports what broke it.
-                if index.name in existing().get(table.name, set()):
-                    continue
-                log.error(
-                    "index %s cannot be created: existing %s rows break it; see "
-                    "`prakerja wave reconcile`",
-                    index.name,
-                    table.name,
-                )
+    upgrade_database(engine, only_if_empty=True)
 
 
 def session_factory(engine: Engine) -> SessionFactory:

@@ -76,8 +76,14 @@ def plan_batches_task(wave_id: int, states: list[str], batch_size: int) -> list[
 
 @task(name="import-export", cache_policy=NO_CACHE)
 def import_export_task(wave_id: int, path: str | None, parse_elsewhere: bool = True) -> dict:
+    from tasks import progress
+
     result = intake.import_export(
-        get_runtime().sessions, wave_id, path, parse_elsewhere=parse_elsewhere
+        get_runtime().sessions,
+        wave_id,
+        path,
+        parse_elsewhere=parse_elsewhere,
+        progress=lambda rows: progress.records_so_far(wave_id, "intake", rows),
     )
     return {
         "rows": result.rows,

@@ -77,8 +77,27 @@ def _start_worker(
     database: str, config: PartnersConfig, limits: dict[str, SharedLimits], partner_limits: str
 ) -> None:
     _exit_with_parent()
+    _log_masked_to_stderr()
     install_shared_limits(limits)
     runtime.configure(database=database, partners_config=config, partner_limits=partner_limits)
+
+
+def _log_masked_to_stderr() -> None:
+    """A worker's own warnings (a partner's retries, say) go to stderr formatted and masked
+    like the run's, instead of through Python's bare fallback handler, unmasked."""
+    import logging
+    import sys
+
+    from tasks.log_masking import MaskingFilter, install_masking
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s | %(levelname)-7s | %(name)s - %(message)s")
+    )
+    handler.addFilter(MaskingFilter())
+    logging.getLogger().addHandler(handler)
+    install_masking()
 
 
 def _exit_with_parent() -> None:

@@ -23,13 +23,9 @@ DATABASES = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 
 
 def _fresh_postgres() -> str:
-    from sqlmodel import SQLModel, create_engine
+    from tests.schema_reset import drop_program_schema
 
-    import models.tables  # noqa: F401
-
-    engine = create_engine(POSTGRES_URL)
-    SQLModel.metadata.drop_all(engine)
-    engine.dispose()
+    drop_program_schema(POSTGRES_URL)
     return POSTGRES_URL
 
 

@@ -384,13 +384,9 @@ class PostgresProgramDB(ProgramDB):
 
 def empty_postgres(url: str) -> None:
     """Drops the program's tables: each test starts from an empty database."""
-    from sqlmodel import SQLModel, create_engine
+    from tests.schema_reset import drop_program_schema
 
-    import models.tables  # noqa: F401
-
-    engine = create_engine(url)
-    SQLModel.metadata.drop_all(engine)
-    engine.dispose()
+    drop_program_schema(url)
 
 
 class ChunkedIntakeRun(WaveProcess):

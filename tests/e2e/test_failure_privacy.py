@@ -391,8 +391,10 @@ def test_a_lock_held_by_another_connection_leaks_nothing(run_env, database_url, 
     deadline = time.monotonic() + STEP_TIMEOUT
     run = Run(_wave_args(wave_id, export), env, tmp_path)
     if sqlite:
-        # The lease is the last write before the flow starts; intake's insert comes next.
-        while not _one(database_url, f"SELECT lease_owner FROM wave WHERE wave_id = {wave_id}"):
+        # The run's audit row (after the lease) is the last write before the flow starts;
+        # intake's insert comes next.
+        ran = f"SELECT count(*) FROM audit WHERE wave_id = {wave_id} AND action = 'wave.run'"
+        while not _one(database_url, ran):
             assert run.proc.poll() is None, run.printed()[-4000:]
             assert time.monotonic() < deadline, "the run never took the wave's lease"
             time.sleep(0.02)

@@ -37,13 +37,9 @@ MESSAGE = "Hasil gelombang 1 <script>alert('x')</script> & lainnya"
 def _fresh_database(kind: str, folder: Path) -> str:
     if kind == "sqlite":
         return f"sqlite:///{folder}/portal.db"
-    from sqlmodel import SQLModel, create_engine
+    from tests.schema_reset import drop_program_schema
 
-    import models.tables  # noqa: F401
-
-    engine = create_engine(POSTGRES_URL)
-    SQLModel.metadata.drop_all(engine)
-    engine.dispose()
+    drop_program_schema(POSTGRES_URL)
     return POSTGRES_URL
 
 

@@ -169,10 +169,8 @@ def test_the_database_bucket_costs_little_and_paces_alone(database_url, monkeypa
         elapsed = time.monotonic() - started
         assert 0.45 <= elapsed < 1.5 and sum(waited) > 0
 
-        monkeypatch.setenv("PRAKERJA_PARTNER_LIMITS", "process")
-        assert partner_pacer(engine, config) is None
-        monkeypatch.setenv("PRAKERJA_PARTNER_LIMITS", "everywhere")
-        with pytest.raises(ValueError, match="PRAKERJA_PARTNER_LIMITS"):
-            partner_pacer(engine, config)
+        assert partner_pacer(engine, config, "process") is None
+        with pytest.raises(ValueError, match="partner limits"):
+            partner_pacer(engine, config, "everywhere")
     finally:
         engine.dispose()

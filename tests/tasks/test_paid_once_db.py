@@ -14,6 +14,7 @@ from sqlalchemy import insert, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from models.db import init_db
+from models.schema import SchemaOutdatedError, upgrade_database
 from models.tables import LedgerEntry, Registrant
 from partners.issuer import CreditResult, StatementEntry
 from rules.draw import draw_key
@@ -110,9 +111,15 @@ def add_ledger(sessions, *rows: dict) -> None:
 
 
 def drop_live_credit_index(sessions) -> None:
-    """A database of a version before the rule (the index is what init_db must add)."""
+    """A database of a release before the rule and before schema revisions (the index is
+    what `prakerja db upgrade` must add)."""
     with sessions() as session, session.begin():
         session.execute(text(f"DROP INDEX IF EXISTS {INDEX}"))
+        session.execute(text("DROP TABLE prakerja_schema_version"))
+        # ... and before what later revisions added (issue 13's sign-off and audit).
+        session.execute(text("DROP TABLE audit"))
+        session.execute(text("DROP TABLE sign_off"))
+        session.execute(text("ALTER TABLE wave DROP COLUMN sign_off"))
 
 
 def has_index(engine) -> bool:
@@ -141,7 +148,9 @@ def test_the_database_refuses_a_second_live_credit_for_a_nik_whatever_the_wave(s
     add_ledger(sessions, ledger_row(2, nik(1), "PENDING", benefit="incentive"))
 
 
-def test_init_db_adds_the_index_to_an_existing_database_once_even_from_many_at_once(sessions):
+def test_the_upgrade_adds_the_index_to_an_older_database_once_even_from_many_at_once(
+    sessions,
+):
     from tasks.runtime import get_runtime
 
     engine = get_runtime().engine
@@ -149,28 +158,31 @@ def test_init_db_adds_the_index_to_an_existing_database_once_even_from_many_at_o
     make_wave(sessions, wave_id=2)
     drop_live_credit_index(sessions)
     assert not has_index(engine)
+    with pytest.raises(SchemaOutdatedError, match="prakerja db upgrade"):
+        init_db(engine)  # no command runs on it before the upgrade
     errors: list[BaseException] = []
 
-    def open_database() -> None:
+    def upgrade() -> None:
         try:
-            init_db(engine)
+            upgrade_database(engine)
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=open_database) for _ in range(4)]
+    threads = [threading.Thread(target=upgrade) for _ in range(4)]
     for th in threads:
         th.start()
     for th in threads:
         th.join()
     assert not errors, errors
     assert has_index(engine)
-    init_db(engine)  # idempotent
+    init_db(engine)  # now it opens
+    assert not upgrade_database(engine).changed  # idempotent
     add_ledger(sessions, ledger_row(1, nik(1)))
     with pytest.raises(IntegrityError):
         add_ledger(sessions, ledger_row(2, nik(1)))
 
 
-def test_a_database_that_already_paid_someone_twice_still_opens_and_reconciliation_says_so(
+def test_a_database_that_already_paid_someone_twice_still_upgrades_and_reconciliation_says_so(
     sessions, caplog
 ):
     from tasks.runtime import get_runtime
@@ -181,7 +193,8 @@ def test_a_database_that_already_paid_someone_twice_still_opens_and_reconciliati
     drop_live_credit_index(sessions)
     add_ledger(sessions, ledger_row(1, nik(1), "APPLIED"), ledger_row(2, nik(1), "APPLIED"))
     add(sessions, 1, [nik(1)], "CREDITED", draw_round=0)
-    init_db(engine)  # does not fail: the program keeps working, and says why
+    upgrade_database(engine)  # does not fail: the program keeps working, and says why
+    init_db(engine)
     assert not has_index(engine)
     assert INDEX in caplog.text and nik(1) not in caplog.text
 

@@ -171,3 +171,20 @@ def test_a_breaker_opened_in_one_process_is_open_in_every_process():
     assert breaker.state == SharedCircuitBreaker.OPEN and not breaker.allow()
     breaker.record_success()  # a later success closes it for everyone again
     assert breaker.state == SharedCircuitBreaker.CLOSED and breaker.allow()
+
+
+def log_a_nik(rt: runtime.Runtime, nik: str) -> int:
+    import logging
+
+    logging.getLogger("prakerja.partners").warning("registry: no answer for %s", nik)
+    return os.getpid()
+
+
+def test_a_workers_warnings_reach_stderr_masked(configured, capfd):
+    nik = "3171011501900001"
+    pid = workers.run(log_a_nik, nik, workers=2)
+    workers.shutdown()  # its stderr flushed
+    err = capfd.readouterr().err
+    assert pid != os.getpid()
+    assert "registry: no answer for 3171" in err and "WARNING" in err
+    assert nik not in err
