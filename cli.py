@@ -9,7 +9,6 @@ import os
 import secrets
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 
 import click
@@ -305,11 +304,13 @@ def portal(host: str, port: int, workers: int) -> None:
     """Serves the registrant dashboard (portal.md) over the program database."""
     import uvicorn
 
+    from models.config import read_settings
     from partners.config import ConfigError, load_partners_config
     from portal.settings import MIN_SECRET, SECRET_ENV, is_loopback
 
     loopback = is_loopback(host)
-    secret = os.environ.get(SECRET_ENV)
+    given = read_settings().portal_secret
+    secret = given.get_secret_value() if given else None
     if secret is not None and len(secret) < MIN_SECRET:
         _refuse(f"{SECRET_ENV} must be at least {MIN_SECRET} characters")
     if secret is None:
@@ -397,7 +398,10 @@ def simulator_messages(url: str, template: str, last: int, as_json: bool) -> Non
     from rules.masking import mask_phone
 
     try:
-        token = os.environ.get("PRAKERJA_SIMULATOR_ADMIN_TOKEN")  # needed off loopback
+        from models.config import read_settings
+
+        admin = read_settings().simulator_admin_token  # needed off loopback
+        token = admin.get_secret_value() if admin else None
         answer = requests.get(
             f"{url.rstrip('/')}/_admin/messages",
             params={"template": template or None, "last": last},
@@ -437,39 +441,40 @@ def wave() -> None:
 
 
 def _settings_options(f):
-    opts = [
-        click.option(
-            "--reference-date",
-            type=click.DateTime(["%Y-%m-%d"]),
-            default=None,
-            help="Date ages are computed on (default: today, Asia/Jakarta).",
-        ),
-        click.option("--min-age", type=int, default=None, help="Default 18."),
-        click.option("--min-test-score", type=int, default=None, help="Default 60."),
-        click.option("--name-score-min", type=int, default=None, help="Default 80."),
-        click.option("--household-cap", type=int, default=None, help="Default 2; 0 = off."),
-        click.option(
-            "--allocation",
-            type=click.Choice(["national", "provincial"]),
-            default=None,
-            help="Default national.",
-        ),
-        click.option("--backfill/--no-backfill", default=None, help="Default on."),
-        click.option(
-            "--training-balance",
-            type=int,
-            default=None,
-            help="Rupiah per participant (default 1000000).",
-        ),
-        click.option(
-            "--sign-off",
-            type=click.IntRange(0, 2),
-            default=None,
-            help="Approvers needed before any credit (0, 1 or 2; default 0).",
-        ),
-    ]
-    for opt in reversed(opts):
-        f = opt(f)
+    """One flag per wave setting but the wave number (--wave), derived from
+    rules.settings.WaveSettings: name with dashes, its description as help, its bounds,
+    choices and default. A flag left out is None: a resumed wave keeps its value."""
+    from datetime import date
+    from typing import Literal, get_args, get_origin
+
+    from annotated_types import Ge, Le
+
+    from rules.settings import WaveSettings
+
+    for name, info in reversed(list(WaveSettings.model_fields.items())):
+        if name == "wave_id":
+            continue
+        flag = "--" + name.replace("_", "-")
+        help_text = info.description or ""
+        if not info.is_required():
+            default = info.default
+            shown = ("on" if default else "off") if isinstance(default, bool) else default
+            help_text += f" [default: {shown}]"
+        kind = info.annotation
+        if kind is bool:
+            f = click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help_text)(f)
+            continue
+        if kind is date:
+            ptype = click.DateTime(["%Y-%m-%d"])
+        elif get_origin(kind) is Literal:
+            ptype = click.Choice(list(get_args(kind)))
+        elif kind is int:
+            lo = next((m.ge for m in info.metadata if isinstance(m, Ge)), None)
+            hi = next((m.le for m in info.metadata if isinstance(m, Le)), None)
+            ptype = click.IntRange(lo, hi)
+        else:
+            ptype = click.STRING
+        f = click.option(flag, name, type=ptype, default=None, help=help_text)(f)
     return f
 
 
@@ -489,14 +494,6 @@ def _by_option(f):
     type=click.Path(dir_okay=False),
     default=None,
     help="The registrant export (required when the wave is created).",
-)
-@click.option(
-    "--quota", type=int, default=None, help="Participants to fund (required at creation)."
-)
-@click.option(
-    "--lottery-seed",
-    default=None,
-    help="Seed of the draw (default: a fresh random one; its SHA-256 is published).",
 )
 @click.option("--keep-open", is_flag=True, help="Do not close the wave when done.")
 @click.option(
@@ -624,7 +621,7 @@ def run_wave_command(
     if lottery_seed is not None:
         values["lottery_seed"] = lottery_seed
     given = set(values)
-    base = {f.name: getattr(existing, f.name) for f in fields(WaveSettings)} if existing else {}
+    base = {name: getattr(existing, name) for name in WaveSettings.model_fields} if existing else {}
     if existing is not None and base.get("sign_off") is None:
         base["sign_off"] = 0  # a wave from before the setting
     merged = {
@@ -634,8 +631,8 @@ def run_wave_command(
         **base,
         **values,
     }
-    settings = WaveSettings(**merged)
     try:
+        settings = WaveSettings(**merged)
         wave_row, created = create_or_resume_wave(
             rt.sessions,
             settings,
@@ -747,9 +744,9 @@ def _audit_run(sessions, by, wave_row, created, given, keep_open, registrants) -
     w = wave_row.wave_id
     if created:
         settings = {
-            f.name: getattr(wave_row, f.name)
-            for f in fields(WaveSettings)
-            if f.name not in ("wave_id", "lottery_seed")
+            name: getattr(wave_row, name)
+            for name in WaveSettings.model_fields
+            if name not in ("wave_id", "lottery_seed")
         }
         settings["lottery_seed_sha256"] = wave_row.lottery_seed_sha256
         settings["export_sha256"] = wave_row.source_sha256
@@ -1250,10 +1247,11 @@ def _demo_reconcile(simulator_url: str) -> bool:
 def _setup_time_note() -> str:
     """Whether the time includes creating .venv: `./prakerja` times its setup step and
     passes it on (PRAKERJA_SETUP_SECONDS); the demo's own clock starts after it."""
-    raw = os.environ.get("PRAKERJA_SETUP_SECONDS", "")
-    if not raw.isdigit():
+    from models.config import read_settings
+
+    setup = read_settings().setup_seconds
+    if setup is None:
         return " (the demo itself; any setup of .venv before it is not included)"
-    setup = int(raw)
     if setup < 5:
         return " (.venv already existed: no setup time)"
     return f" (the demo itself; creating .venv took another {setup} s before it, once)"

@@ -15,13 +15,13 @@ never a state message (an exception's text may quote data).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
 from models import names
+from models.config import Settings, read_settings
 
 WEBHOOK_ENV = "PRAKERJA_ALERT_WEBHOOK_URL"
 BLOCK_NAME = "prakerja-alerts"
@@ -216,7 +216,7 @@ def automation_name(alert: Alert) -> str:
     return PREFIX + alert.name
 
 
-def _automations(block_id: UUID) -> list:
+def _automations(block_id: UUID, silent_s: float = SILENT_RUN_AFTER_S) -> list:
     from prefect.client.schemas.objects import StateType
     from prefect.events.actions import ChangeFlowRunState, SendNotification
     from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
@@ -245,7 +245,6 @@ def _automations(block_id: UUID) -> list:
         )
     # A run whose process was killed sends no Failed state: after SILENT_ENV seconds (600)
     # without a heartbeat, mark it Crashed, which the "wave run failed" alert then reports.
-    silent_s = float(os.environ.get(SILENT_ENV) or SILENT_RUN_AFTER_S)
     out.append(
         AutomationCore(
             name=PREFIX + "silent run crashed",
@@ -335,13 +334,13 @@ def _comparable(automation) -> dict:
     return data
 
 
-def upsert_automations(block_id: UUID) -> dict[str, str]:
+def upsert_automations(block_id: UUID, silent_s: float = SILENT_RUN_AFTER_S) -> dict[str, str]:
     """name -> created / updated / unchanged (plus 'removed N duplicates')."""
     from prefect.client.orchestration import get_client
 
     results: dict[str, str] = {}
     with get_client(sync_client=True) as client:
-        for wanted in _automations(block_id):
+        for wanted in _automations(block_id, silent_s):
             found = client.read_automations_by_name(wanted.name)
             if not found:
                 client.create_automation(wanted)
@@ -359,12 +358,17 @@ def upsert_automations(block_id: UUID) -> dict[str, str]:
     return results
 
 
-def setup(webhook_url: str | None = None, block: str | None = None) -> dict:
-    """Creates or updates the notification target and every automation; idempotent."""
+def setup(
+    webhook_url: str | None = None, block: str | None = None, settings: Settings | None = None
+) -> dict:
+    """Creates or updates the notification target and every automation; idempotent.
+    `settings` (default: the environment's) give the webhook and the silent-run delay."""
+    settings = settings or read_settings()
     if block:
         block_id, block_state, target = existing_block(block), "existing", block
     else:
-        url = webhook_url or os.environ.get(WEBHOOK_ENV)
+        env_url = settings.alert_webhook_url
+        url = webhook_url or (env_url.get_secret_value() if env_url else None)
         if not url:
             raise SetupError(
                 f"no alert target: set {WEBHOOK_ENV} (a webhook receiving JSON subject/body), "
@@ -374,5 +378,5 @@ def setup(webhook_url: str | None = None, block: str | None = None) -> dict:
         target = f"{BLOCK_SLUG}/{BLOCK_NAME}"
     return {
         "block": {"name": target, "id": str(block_id), "state": block_state},
-        "automations": upsert_automations(block_id),
+        "automations": upsert_automations(block_id, settings.silent_run_after_s),
     }

@@ -19,7 +19,6 @@ a wrong value when the run is created. Descriptions come from the docstrings' Ar
 """
 
 import logging
-import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,7 +41,7 @@ from models.enums import Stage
 from models.tables import Wave
 from rules.money import rupiah
 from rules.pacing import Pacing
-from rules.settings import JAKARTA
+from rules.settings import JAKARTA, Quota, WaveId
 from tasks import batches as t
 from tasks import drop
 from tasks.boundary import flow
@@ -62,14 +61,8 @@ from tasks.operations import (
 )
 from tasks.runtime import get_runtime
 
-WaveNumber = Annotated[int, Field(ge=1, le=1_000_000)]
-# How long a run waits for a wave held by another live run before it gives up (fails).
-LEASE_WAIT_S = float(os.environ.get("PRAKERJA_LEASE_WAIT_S") or 600)
 # Stages the weekly wave leaves to the overnight rollout when credit_overnight is on.
 OVERNIGHT_STAGES = (Stage.ROLLOUT, Stage.ANNOUNCE)
-# How long a run paused for sign-off waits for the form before it ends (the approvals
-# can still be given with `prakerja wave sign-off`; the overnight rollout then credits).
-SIGN_OFF_WAIT_S = int(float(os.environ.get("PRAKERJA_SIGN_OFF_WAIT_S") or 24 * 3600))
 
 install_masking()
 
@@ -142,16 +135,16 @@ def wave_lease(wave_id: int, wait_s: float | None = None) -> Iterator[HeldLease]
     """
     rt = get_runtime()
     _wave_row(wave_id)  # a missing wave is refused at once, not waited for
-    wait = LEASE_WAIT_S if wait_s is None else wait_s
+    wait = rt.settings.lease_wait_s if wait_s is None else wait_s
     with hold_wave_lease(rt.sessions, wave_id, wait_s=wait, logger=_logger()) as held:
         yield held
 
 
 def run_wave(wave_id: int, **kwargs) -> dict:
     """The `wave` flow as a subflow run named `wave-<N>`, tagged `prakerja` and `wave-<N>`."""
-    # Where its batches run: this process's environment, read once as the run starts, then
-    # carried by the run (a Dask worker does what the run asked).
-    kwargs.setdefault("execution", Execution.from_env())
+    # Where its batches run: this process's settings, read once when it was configured,
+    # then carried by the run (a Dask worker does what the run asked).
+    kwargs.setdefault("execution", Execution.from_settings(get_runtime().settings))
     with tags("prakerja", f"wave-{wave_id}"):
         summary = wave_flow(wave_id=wave_id, **kwargs)
     pending = summary["report"]["outcomes"].get("PENDING", 0)
@@ -226,15 +219,17 @@ def _form(status: dict) -> type[SignOffForm]:
 def await_sign_off(wave_id: int, announce: bool = False) -> dict:
     """While the wave waits for sign-off: pause this run with the form, record each
     approval submitted, until enough different people approved (or the form is not
-    answered within SIGN_OFF_WAIT_S). Called outside the wave's lease: a paused run holds
-    nothing that keeps the overnight rollout from crediting the wave once approved."""
+    answered within PRAKERJA_SIGN_OFF_WAIT_S). Called outside the wave's lease: a paused run
+    holds nothing that keeps the overnight rollout from crediting the wave once approved."""
     logger = get_run_logger()
     status = t.sign_off_status_task(wave_id)
     if announce:
         publish_awaiting_sign_off(wave_id, status)
     while status["waiting"]:
         try:
-            answer = pause_flow_run(wait_for_input=_form(status), timeout=SIGN_OFF_WAIT_S)
+            answer = pause_flow_run(
+                wait_for_input=_form(status), timeout=int(get_runtime().settings.sign_off_wait_s)
+            )
         except FlowPauseTimeout:
             logger.warning("wave %s: no sign-off through the form in time", wave_id)
             break
@@ -288,7 +283,7 @@ def weekly_wave(credit_overnight: bool = True, drop_dir: str | None = None) -> d
     """
     install_masking()
     logger = get_run_logger()
-    folder = Path(drop_dir) if drop_dir else drop.drop_dir()
+    folder = Path(drop_dir) if drop_dir else drop.drop_dir(get_runtime().settings)
     found = find_due_wave_task(str(folder))
     if found["wave_id"] is None:
         expected = found["existing_max"] + 1
@@ -339,6 +334,7 @@ def overnight_rollout(
         label_run([], "overnight-rollout-nothing-to-credit")
         get_run_logger().info("no confirmed participant waits for a credit")
         return {"waves": []}
+    lease_wait_s = get_runtime().settings.lease_wait_s
     numbers = [w["wave_id"] for w in waves]
     label_run(numbers, "wave-" + "+".join(map(str, numbers)) + "-overnight-rollout")
     pacing = Pacing(
@@ -351,7 +347,7 @@ def overnight_rollout(
     for w in waves:
         wave_id = w["wave_id"]
         # A wave still being run (e.g. its weekly run) is waited for, up to its deadline.
-        wait_s = max(LEASE_WAIT_S, (w["rollout_deadline"] - utcnow()).total_seconds())
+        wait_s = max(lease_wait_s, (w["rollout_deadline"] - utcnow()).total_seconds())
         with wave_lease(wave_id, wait_s=wait_s):
             # The wave's own rollout stage, paced; then its SMS; then it closes if done.
             summary = run_wave(
@@ -370,7 +366,7 @@ def overnight_rollout(
 # ---------------------------------------------------------------- rerun-wave, raise-quota
 @flow(name=names.RERUN_WAVE, flow_run_name=_rerun_run_name)
 def rerun_wave(
-    wave_id: WaveNumber,
+    wave_id: WaveId,
     stages: list[Stage] | None = None,
     draw_without_pending: bool = False,
 ) -> dict:
@@ -405,8 +401,8 @@ def rerun_wave(
 
 @flow(name=names.RAISE_QUOTA, flow_run_name=_raise_quota_run_name)
 def raise_quota_flow(
-    wave_id: WaveNumber,
-    quota: Annotated[int, Field(ge=1, le=100_000_000)],
+    wave_id: WaveId,
+    quota: Quota,
 ) -> dict:
     """Raises an open wave's quota (never lowers it) and processes the new seats: they are
     drawn from the waitlist in draw order, checked and credited like the others.

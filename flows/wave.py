@@ -7,7 +7,6 @@ work still to do, so a rerun resumes exactly the pending part.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 
@@ -36,13 +35,13 @@ from tasks.runtime import get_runtime
 # Registrants per batch task. A task sends its people to a partner in the partner's own
 # batch_size, several calls side by side (partners.client), and writes its results in
 # one transaction: big tasks keep Prefect's per-task cost small beside the work.
-DEFAULT_BATCH = 10_000
 LOCAL_BATCH = 50_000  # set-based SQL: big pages are cheap
 
 
 def batch_size() -> int:
-    """PRAKERJA_BATCH_SIZE (small in crash tests), read when a stage plans its batches."""
-    return int(os.environ.get("PRAKERJA_BATCH_SIZE") or DEFAULT_BATCH)
+    """PRAKERJA_BATCH_SIZE (small in crash tests): the process's settings (models/config.py),
+    read when it was configured."""
+    return get_runtime().settings.batch_size
 
 
 def on(stage, execution: Execution, threads: Callable[[Execution], int]):
@@ -203,9 +202,10 @@ def wave(
     """Runs every stage of a wave still to do, then closes it if nothing is pending.
 
     `execution` (tasks/execution.py) says where its batches run; without it, from this
-    process's environment, read once here. `pacing` spreads the rollout's credits to the
-    wave's deadline (the overnight rollout); without it they go as fast as allowed."""
-    run = execution or Execution.from_env()
+    process's settings (models/config.py), read once when it was configured. `pacing`
+    spreads the rollout's credits to the wave's deadline (the overnight rollout); without
+    it they go as fast as allowed."""
+    run = execution or Execution.from_settings(get_runtime().settings)
     todo = set(stages or list(Stage))
     runbook = [
         (Stage.INTAKE, lambda: intake_stage(wave_id, registrants_path, run.workers() > 0)),

@@ -1,7 +1,6 @@
 """Engine and sessions for the program database (SQLite by default, PostgreSQL in production)."""
 
 import logging
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -10,27 +9,25 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
 import models.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+from models.config import DEFAULT_DATABASE_URL, read_settings
 
+__all__ = ["DEFAULT_DATABASE_URL", "database_url", "init_db", "make_engine", "session_factory"]
 log = logging.getLogger(__name__)
-DEFAULT_DATABASE_URL = "sqlite:///./var/prakerja.db"
 SessionFactory = Callable[[], Session]
-# Per SQLite connection (KiB-sized pages are only allocated as they are used).
-SQLITE_CACHE_MB = int(os.environ.get("PRAKERJA_SQLITE_CACHE_MB") or 32)
 SQLITE_CHECKPOINT_PAGES = 10_000  # about 40 MB of WAL between checkpoints
 
 
 def database_url(env: Mapping[str, str] | None = None) -> str:
-    values = os.environ if env is None else env
-    return values.get("PRAKERJA_DATABASE_URL") or DEFAULT_DATABASE_URL
+    """PRAKERJA_DATABASE_URL of `env` (default: this process's environment)."""
+    return read_settings(env).database_url
 
 
-def sqlite_busy_timeout_s() -> float:
-    """How long a SQLite write waits for another connection's lock before failing."""
-    return float(os.environ.get("PRAKERJA_SQLITE_BUSY_TIMEOUT_S") or 60)
-
-
-def make_engine(url: str | None = None) -> Engine:
-    """An engine for `url`; SQLite gets WAL, a busy timeout and its folder created.
+def make_engine(
+    url: str | None = None, *, sqlite_cache_mb: int = 32, sqlite_busy_timeout_s: float = 60.0
+) -> Engine:
+    """An engine for `url` (default: the environment's); SQLite gets WAL, a busy timeout
+    (how long a write waits for another connection's lock) and its folder created; its page
+    cache is per connection (KiB-sized pages are only allocated as they are used).
 
     `hide_parameters`: a database error's text never carries its statement's parameters
     (rows of names, NIKs, phones...), wherever it is logged or stored."""
@@ -39,7 +36,7 @@ def make_engine(url: str | None = None) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        busy_s = sqlite_busy_timeout_s()
+        busy_s = sqlite_busy_timeout_s
         engine = create_engine(
             url,
             connect_args={"timeout": busy_s, "check_same_thread": False},
@@ -55,7 +52,7 @@ def make_engine(url: str | None = None) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             # A bigger page cache than SQLite's 2 MB keeps a big wave's upper B-tree pages
             # in memory; a rarer checkpoint copies each hot page once instead of per batch.
-            cur.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_MB * 1024}")
+            cur.execute(f"PRAGMA cache_size=-{sqlite_cache_mb * 1024}")
             cur.execute(f"PRAGMA wal_autocheckpoint={SQLITE_CHECKPOINT_PAGES}")
             cur.close()
 

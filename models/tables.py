@@ -11,21 +11,25 @@ from sqlalchemy import BigInteger, DateTime, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from models.enums import LedgerStatus, MessageStatus, State, WaveStatus
+from rules.settings import defaults
+
+# The wave settings' defaults are defined once, by rules.settings.WaveSettings.
+WAVE_DEFAULTS = defaults()
 
 
 class Wave(SQLModel, table=True):
     wave_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
     quota: int
     reference_date: date
-    min_age: int = 18
-    min_test_score: int = 60
-    name_score_min: int = 80
-    household_cap: int = 2
-    allocation: str = "national"
+    min_age: int = WAVE_DEFAULTS["min_age"]
+    min_test_score: int = WAVE_DEFAULTS["min_test_score"]
+    name_score_min: int = WAVE_DEFAULTS["name_score_min"]
+    household_cap: int = WAVE_DEFAULTS["household_cap"]
+    allocation: str = WAVE_DEFAULTS["allocation"]
     lottery_seed: str
     lottery_seed_sha256: str
-    backfill: bool = True
-    training_balance: int = Field(default=1_000_000, sa_type=BigInteger)
+    backfill: bool = WAVE_DEFAULTS["backfill"]
+    training_balance: int = Field(default=WAVE_DEFAULTS["training_balance"], sa_type=BigInteger)
     rollout_deadline: datetime = Field(sa_type=DateTime)
     status: str = WaveStatus.OPEN
     keep_open: bool = False
@@ -49,7 +53,7 @@ class Wave(SQLModel, table=True):
     announce_message: str | None = Field(default=None, sa_type=Text)
     # Approvers needed before any credit (wave-rules.md, "Sign-off before money"); NULL in
     # a database from before the setting means 0.
-    sign_off: int | None = Field(default=0)
+    sign_off: int | None = Field(default=WAVE_DEFAULTS["sign_off"])
 
 
 class Registrant(SQLModel, table=True):

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import ipaddress
-import math
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 PARTNERS_ENV = "PRAKERJA_PARTNERS"
 BUILTIN_PATH = Path(__file__).with_name("default_partners.toml")
@@ -19,11 +20,10 @@ SIMULATOR_ROOT = "http://127.0.0.1:8700"
 # Sent when a section names no key variable: only the built-in simulator file may do that
 # (any other file must name an api_key_env in every section).
 SIMULATOR_API_KEY = "simulator"
-EFFECTS = ("exclude", "prioritize")
 
-_ID = re.compile(r"[a-z0-9][a-z0-9._-]*")
-_CATEGORY = re.compile(r"[A-Z_]+")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_CATEGORY = re.compile(r"^[A-Z_]+$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class ConfigError(ValueError):
@@ -75,11 +75,14 @@ def load_partners_config(
 ) -> PartnersConfig:
     """Reads and checks a partners file: `path`, else $PRAKERJA_PARTNERS, else the built-in one.
 
-    Key variables are read from `env` (default: the process environment).
+    Key variables (the file's api_key_env) are read from `env` (default: the process
+    environment): which ones is the file's to say, so they are not settings of their own.
     """
     env = os.environ if env is None else env
     if path is None:
-        path = env.get(PARTNERS_ENV) or BUILTIN_PATH
+        from models.config import read_settings
+
+        path = read_settings(env).partners or BUILTIN_PATH
     source = str(Path(path))
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -131,27 +134,86 @@ def simulator_partners_text(root_url: str, api_key_env: str = SIMULATOR_KEY_ENV)
     return _SECTION_HEADER.sub(lambda m: f'{m.group(1)}\napi_key_env = "{api_key_env}"', text)
 
 
-_COMMON_FIELDS = frozenset(
-    {
-        "base_url",
-        "api_key_env",
-        "allow_insecure_http",
-        "batch_size",
-        "max_rps",
-        "max_concurrency",
-        "timeout_s",
-        "connect_timeout_s",
-        "retry_attempts",
-        "retry_total_s",
-        "retry_backoff_s",
-        "retry_backoff_max_s",
-        "breaker_threshold",
-        "breaker_cooldown_s",
-    }
-)
-_AGENCY_FIELDS = _COMMON_FIELDS | {"id", "category", "effect"}
-_PROVIDER_FIELDS = _COMMON_FIELDS | {"id"}
-_SECTIONS = ("registry", "agencies", "payment_providers", "card_issuer", "notifier")
+# ---------------------------------------------------------------- the file's shape
+# What a section may say, checked by pydantic (unknown fields and sections refused, strict
+# types: `true` is not a batch size). Defaults are the runtime settings' own (above).
+_R, _P = RetrySettings, PartnerSettings
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveNumber = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeNumber = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    base_url: Annotated[str, Field(min_length=1)]
+    api_key_env: Annotated[str, Field(pattern=_ENV_NAME.pattern)] | None = None
+    allow_insecure_http: bool = False
+    batch_size: PositiveInt = _P.batch_size
+    max_rps: PositiveNumber = _P.max_rps
+    max_concurrency: PositiveInt = _P.max_concurrency
+    timeout_s: PositiveNumber = _P.timeout_s
+    connect_timeout_s: PositiveNumber = _P.connect_timeout_s
+    retry_attempts: PositiveInt = _R.attempts
+    retry_total_s: PositiveNumber = _R.total_s
+    retry_backoff_s: NonNegativeNumber = _R.backoff_s
+    retry_backoff_max_s: NonNegativeNumber = _R.backoff_max_s
+    breaker_threshold: PositiveInt = _P.breaker_threshold
+    breaker_cooldown_s: NonNegativeNumber = _P.breaker_cooldown_s
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http:// or https:// URL")
+        if parts.query or parts.fragment:
+            raise ValueError("must have no query or fragment")
+        return url
+
+
+class _ProviderSection(_Section):
+    id: Annotated[str, Field(pattern=_ID.pattern)]
+
+
+class _AgencySection(_ProviderSection):
+    category: Annotated[str, Field(pattern=_CATEGORY.pattern)]
+    effect: Literal["exclude", "prioritize"]
+
+
+class _PartnersFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    registry: _Section
+    agencies: Annotated[list[_AgencySection], Field(min_length=1)]
+    payment_providers: Annotated[list[_ProviderSection], Field(min_length=1)]
+    card_issuer: _Section
+    notifier: _Section
+
+
+# A refusal's wording per field, whatever pydantic's check was (type or bound).
+_FIELD_MESSAGES = {
+    **{
+        name: "must be a positive integer"
+        for name in ("batch_size", "max_concurrency", "retry_attempts", "breaker_threshold")
+    },
+    **{name: "must be a positive number" for name in ("max_rps", "timeout_s", "connect_timeout_s")},
+    **{
+        name: "must be a non-negative number"
+        for name in (
+            "retry_total_s",
+            "retry_backoff_s",
+            "retry_backoff_max_s",
+            "breaker_cooldown_s",
+        )
+    },
+    "retry_total_s": "must be a positive number",
+    "allow_insecure_http": "must be true or false",
+    "api_key_env": "must be an environment variable name",
+    "id": "must be lowercase letters, digits, '.', '_' or '-'",
+    "category": "must match [A-Z_]+",
+    "effect": "must be 'exclude' or 'prioritize'",
+}
 
 
 class _Parser:
@@ -164,183 +226,126 @@ class _Parser:
         return ConfigError(f"partners file {self.source}: {where}: {message}")
 
     def config(self, data: dict[str, Any]) -> PartnersConfig:
-        for name in data:
-            if name not in _SECTIONS:
-                raise self.fail(f"[{name}]", "unknown section")
-        agencies = tuple(self.agency(i, t) for i, t in enumerate(self.tables(data, "agencies"), 1))
-        providers = [
-            self.provider(i, t) for i, t in enumerate(self.tables(data, "payment_providers"), 1)
-        ]
-        self.unique(agencies, "agencies")
-        self.unique(providers, "payment_providers")
+        try:
+            shape = _PartnersFile.model_validate(data)
+        except ValidationError as exc:
+            # An unknown name is the likelier cause of a "missing" one (a typo): said first.
+            errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+            raise self.refusal(data, errors[0]) from None
+        self.unique_ids(shape.agencies, "agencies")
+        self.unique_ids(shape.payment_providers, "payment_providers")
+        agencies = tuple(
+            AgencySettings(
+                id=a.id, category=a.category, effect=a.effect, **self.common(a, self.entry(i, a))
+            )
+            for i, a in enumerate(shape.agencies)
+        )
+        providers = {
+            p.id: PartnerSettings(id=p.id, **self.common(p, self.entry(i, p, "payment_providers")))
+            for i, p in enumerate(shape.payment_providers)
+        }
         return PartnersConfig(
-            registry=self.single(data, "registry", "registry"),
+            registry=PartnerSettings(id="registry", **self.common(shape.registry, "[registry]")),
             agencies=agencies,
-            payment_providers={p.id: p for p in providers},
-            card_issuer=self.single(data, "card_issuer", "card-issuer"),
-            notifier=self.single(data, "notifier", "notifier"),
+            payment_providers=providers,
+            card_issuer=PartnerSettings(
+                id="card-issuer", **self.common(shape.card_issuer, "[card_issuer]")
+            ),
+            notifier=PartnerSettings(id="notifier", **self.common(shape.notifier, "[notifier]")),
             source=self.source,
         )
 
-    def single(self, data: dict[str, Any], name: str, partner_id: str) -> PartnerSettings:
-        table = data.get(name)
-        where = f"[{name}]"
-        if table is None:
-            raise self.fail(where, "required")
-        if not isinstance(table, dict):
-            raise self.fail(where, "must be a table")
-        self.known(table, _COMMON_FIELDS, where)
-        return PartnerSettings(id=partner_id, **self.common(table, where))
+    def refusal(self, data: dict[str, Any], error: Any) -> ConfigError:
+        """pydantic's first error as "<section>[ #n (id)].<field>: <message>"."""
+        loc = list(error["loc"])
+        section = str(loc.pop(0))
+        if section not in _PartnersFile.model_fields:
+            return self.fail(f"[{section}]", "unknown section")
+        many = section in ("agencies", "payment_providers")
+        where = f"[[{section}]]" if many else f"[{section}]"
+        if many and loc and isinstance(loc[0], int):
+            number = loc.pop(0)
+            entry = data[section][number]
+            entry_id = entry.get("id") if isinstance(entry, dict) else None
+            label = f" ({entry_id})" if isinstance(entry_id, str) and entry_id else ""
+            where = f"[[{section}]] #{number + 1}{label}"
+        kind = error["type"]
+        if not loc:  # the section itself
+            if kind == "missing":
+                return self.fail(where, "required")
+            if kind == "too_short":
+                return self.fail(where, "at least one is required")
+            shape = "an array of tables" if many else "a table"
+            return self.fail(where, f"must be {shape}")
+        field = str(loc[0])
+        where = f"{where}.{field}"
+        if kind == "extra_forbidden":
+            return self.fail(where, "unknown field")
+        if kind == "missing":
+            return self.fail(where, "required")
+        if kind == "value_error":
+            return self.fail(where, str(error["msg"]).removeprefix("Value error, "))
+        return self.fail(where, _FIELD_MESSAGES.get(field, str(error["msg"])))
 
-    def tables(self, data: dict[str, Any], name: str) -> list[dict[str, Any]]:
-        tables = data.get(name)
-        where = f"[[{name}]]"
-        if tables is None:
-            raise self.fail(where, "required")
-        if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
-            raise self.fail(where, "must be an array of tables")
-        if not tables:
-            raise self.fail(where, "at least one is required")
-        return tables
+    def entry(self, index: int, section: _ProviderSection, name: str = "agencies") -> str:
+        return f"[[{name}]] #{index + 1} ({section.id})"
 
-    def agency(self, number: int, table: dict[str, Any]) -> AgencySettings:
-        where = self.entry_where("agencies", number, table)
-        self.known(table, _AGENCY_FIELDS, where)
-        category = self.required(table, "category", where, str)
-        if not _CATEGORY.fullmatch(category):
-            raise self.fail(f"{where}.category", "must match [A-Z_]+")
-        effect = self.required(table, "effect", where, str)
-        if effect not in EFFECTS:
-            raise self.fail(f"{where}.effect", "must be 'exclude' or 'prioritize'")
-        return AgencySettings(
-            id=self.entry_id(table, where),
-            category=category,
-            effect=effect,
-            **self.common(table, where),
-        )
-
-    def provider(self, number: int, table: dict[str, Any]) -> PartnerSettings:
-        where = self.entry_where("payment_providers", number, table)
-        self.known(table, _PROVIDER_FIELDS, where)
-        return PartnerSettings(id=self.entry_id(table, where), **self.common(table, where))
-
-    def entry_where(self, name: str, number: int, table: dict[str, Any]) -> str:
-        entry_id = table.get("id")
-        label = f" ({entry_id})" if isinstance(entry_id, str) and entry_id else ""
-        return f"[[{name}]] #{number}{label}"
-
-    def entry_id(self, table: dict[str, Any], where: str) -> str:
-        entry_id = self.required(table, "id", where, str)
-        if not _ID.fullmatch(entry_id):
-            raise self.fail(f"{where}.id", "must be lowercase letters, digits, '.', '_' or '-'")
-        return entry_id
-
-    def unique(self, entries: Any, name: str) -> None:
+    def unique_ids(self, entries: list, name: str) -> None:
         seen: set[str] = set()
-        for number, entry in enumerate(entries, 1):
+        for index, entry in enumerate(entries):
             if entry.id in seen:
-                raise self.fail(f"[[{name}]] #{number} ({entry.id}).id", "duplicate id")
+                raise self.fail(f"{self.entry(index, entry, name)}.id", "duplicate id")
             seen.add(entry.id)
 
-    def known(self, table: dict[str, Any], allowed: frozenset[str], where: str) -> None:
-        for name in table:
-            if name not in allowed:
-                raise self.fail(f"{where}.{name}", "unknown field")
-
-    def required(self, table: dict[str, Any], name: str, where: str, kind: type) -> Any:
-        if name not in table:
-            raise self.fail(f"{where}.{name}", "required")
-        value = table[name]
-        if not isinstance(value, kind) or (kind is str and not value):
-            raise self.fail(f"{where}.{name}", f"must be a non-empty {kind.__name__}")
-        return value
-
-    def common(self, table: dict[str, Any], where: str) -> dict[str, Any]:
-        def get(name: str, check: Callable[[Any, str], Any], default: Any) -> Any:
-            if name not in table:
-                return default
-            return check(table[name], f"{where}.{name}")
-
-        defaults = RetrySettings()
-        retry = RetrySettings(
-            attempts=get("retry_attempts", self.positive_int, defaults.attempts),
-            total_s=get("retry_total_s", self.positive_number, defaults.total_s),
-            backoff_s=get("retry_backoff_s", self.non_negative_number, defaults.backoff_s),
-            backoff_max_s=get(
-                "retry_backoff_max_s", self.non_negative_number, defaults.backoff_max_s
-            ),
-        )
-        if retry.backoff_max_s < retry.backoff_s:
+    def common(self, section: _Section, where: str) -> dict[str, Any]:
+        """What the file's fields mean at run time: the key read from its variable, the
+        URL checked for clear text, the retry fields as one RetrySettings."""
+        if section.retry_backoff_max_s < section.retry_backoff_s:
             raise self.fail(f"{where}.retry_backoff_max_s", "must be at least retry_backoff_s")
         return {
-            "base_url": self.base_url(table, where),
-            "api_key": self.api_key(table, where),
-            "batch_size": get("batch_size", self.positive_int, 1000),
-            "max_rps": get("max_rps", self.positive_number, 50.0),
-            "max_concurrency": get("max_concurrency", self.positive_int, 8),
-            "timeout_s": get("timeout_s", self.positive_number, 10.0),
-            "connect_timeout_s": get("connect_timeout_s", self.positive_number, 3.0),
-            "retry": retry,
-            "breaker_threshold": get("breaker_threshold", self.positive_int, 5),
-            "breaker_cooldown_s": get("breaker_cooldown_s", self.non_negative_number, 30.0),
+            "base_url": self.base_url(section, where),
+            "api_key": self.api_key(section, where),
+            "batch_size": section.batch_size,
+            "max_rps": section.max_rps,
+            "max_concurrency": section.max_concurrency,
+            "timeout_s": section.timeout_s,
+            "connect_timeout_s": section.connect_timeout_s,
+            "retry": RetrySettings(
+                attempts=section.retry_attempts,
+                total_s=section.retry_total_s,
+                backoff_s=section.retry_backoff_s,
+                backoff_max_s=section.retry_backoff_max_s,
+            ),
+            "breaker_threshold": section.breaker_threshold,
+            "breaker_cooldown_s": section.breaker_cooldown_s,
         }
 
-    def base_url(self, table: dict[str, Any], where: str) -> str:
-        url = self.required(table, "base_url", where, str)
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise self.fail(f"{where}.base_url", "must be an http:// or https:// URL")
-        if parts.query or parts.fragment:
-            raise self.fail(f"{where}.base_url", "must have no query or fragment")
-        insecure = table.get("allow_insecure_http", False)
-        if not isinstance(insecure, bool):
-            raise self.fail(f"{where}.allow_insecure_http", "must be true or false")
-        if parts.scheme == "http" and not insecure and not _is_loopback(parts.hostname):
-            # Personal data and keys never travel in clear text by accident (interfaces.md).
-            raise self.fail(
-                f"{where}.base_url",
-                f"http:// to a host that is not loopback ({parts.hostname}): use https://, "
-                f"or set allow_insecure_http = true in {where}",
-            )
+    def base_url(self, section: _Section, where: str) -> str:
+        parts = urlsplit(section.base_url)
+        if parts.scheme == "http" and not section.allow_insecure_http:
+            if not _is_loopback(parts.hostname):
+                # Personal data and keys never travel in clear text by accident (interfaces.md).
+                raise self.fail(
+                    f"{where}.base_url",
+                    f"http:// to a host that is not loopback ({parts.hostname}): use https://, "
+                    f"or set allow_insecure_http = true in {where}",
+                )
         # Paths of partner-api.md start with "/", so a trailing one would double it.
-        return url.rstrip("/")
+        return section.base_url.rstrip("/")
 
-    def api_key(self, table: dict[str, Any], where: str) -> str:
-        if "api_key_env" not in table:
+    def api_key(self, section: _Section, where: str) -> str:
+        name = section.api_key_env
+        if name is None:
             if self.builtin:
                 return SIMULATOR_API_KEY
             raise self.fail(
                 f"{where}.api_key_env",
                 "required: name the environment variable that holds this partner's API key",
             )
-        name = table["api_key_env"]
-        if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
-            raise self.fail(f"{where}.api_key_env", "must be an environment variable name")
         key = self.env.get(name)
         if not key:
             raise self.fail(f"{where}.api_key_env", f"environment variable {name} is not set")
         return key
-
-    def positive_int(self, value: Any, where: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise self.fail(where, "must be a positive integer")
-        return value
-
-    def positive_number(self, value: Any, where: str) -> float:
-        number = self.non_negative_number(value, where)
-        if number <= 0:
-            raise self.fail(where, "must be a positive number")
-        return number
-
-    def non_negative_number(self, value: Any, where: str) -> float:
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-            or value < 0
-        ):
-            raise self.fail(where, "must be a non-negative number")
-        return float(value)
 
 
 def _is_loopback(host: str | None) -> bool:

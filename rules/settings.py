@@ -1,10 +1,18 @@
-"""Wave settings of wave-rules.md: defaults, validation, and the dates they imply."""
+"""Wave settings of wave-rules.md: the one definition of each setting (type, bounds,
+default, meaning), and the dates they imply.
+
+The CLI's flags (cli.py), the drop folder's TOML (deployments/drop.py), the deployments'
+parameters (deployments/operations.py) and the `Wave` table's defaults (models/tables.py)
+are all derived from `WaveSettings`: a new setting is one field here.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from datetime import date, datetime, time, timedelta
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 JAKARTA = ZoneInfo("Asia/Jakarta")
 
@@ -13,23 +21,129 @@ class SettingsError(ValueError):
     """A wave setting the rules refuse; the message names the setting."""
 
 
-@dataclass(frozen=True)
-class WaveSettings:
-    wave_id: int
-    quota: int
-    lottery_seed: str
-    reference_date: date
-    min_age: int = 18
-    min_test_score: int = 60
-    name_score_min: int = 80
-    household_cap: int = 2
-    allocation: str = "national"
-    backfill: bool = True
-    training_balance: int = 1_000_000
-    sign_off: int = 0  # approvers needed before any credit (wave-rules.md)
+# Shared with the deployments' parameters: the UI's run form shows these bounds and the
+# server refuses a value outside them when the run is created.
+WaveId = Annotated[int, Field(ge=1, le=1_000_000, description="The wave's number.")]
+Quota = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=100_000_000,
+        description="Participants to fund; may be raised (never lowered) while the wave "
+        "runs; required when the wave is created.",
+    ),
+]
+
+
+class WaveSettings(BaseModel):
+    """A wave's settings, recorded with the wave. Refused values raise SettingsError
+    naming the setting ("min_age: must be ...")."""
+
+    # strict: True is not a number and "5" is not a quota, wherever the value comes from.
+    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
+
+    wave_id: WaveId
+    quota: Quota
+    lottery_seed: Annotated[
+        str,
+        Field(
+            min_length=1,
+            description="Seed of the draw (default: a fresh random one); its SHA-256 is "
+            "published when the wave is created, the seed itself at the draw.",
+        ),
+    ]
+    reference_date: Annotated[
+        date, Field(description="Date ages are computed on (default: today, Asia/Jakarta).")
+    ]
+    min_age: Annotated[int, Field(ge=0, le=120, description="Youngest age accepted.")] = 18
+    min_test_score: Annotated[
+        int, Field(ge=0, le=100, description="Pass mark of the motivation and ability test.")
+    ] = 60
+    name_score_min: Annotated[
+        int, Field(ge=0, le=100, description="Least registry name-similarity score accepted.")
+    ] = 80
+    household_cap: Annotated[
+        int,
+        Field(
+            ge=0, le=1000, description="Most participants per family card over all waves; 0 = off."
+        ),
+    ] = 2
+    allocation: Annotated[
+        Literal["national", "provincial"],
+        Field(description="One national quota, or the quota split over provinces."),
+    ] = "national"
+    backfill: Annotated[
+        bool,
+        Field(
+            description="Replace a drawn registrant whose payout account fails, from the waitlist."
+        ),
+    ] = True
+    training_balance: Annotated[
+        int,
+        Field(ge=1, le=1_000_000_000, description="Rupiah credited to each participant."),
+    ] = 1_000_000
+    sign_off: Annotated[
+        int,
+        Field(ge=0, le=2, description="Approvers needed before any credit (0: no sign-off)."),
+    ] = 0
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise SettingsError(_first_error(exc)) from None
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return self.model_dump()
+
+
+def defaults() -> dict[str, Any]:
+    """Setting name -> its default, for the settings that have one."""
+    return {
+        name: info.default
+        for name, info in WaveSettings.model_fields.items()
+        if not info.is_required()
+    }
+
+
+_STRICT = ConfigDict(strict=True)
+
+
+def check_setting(name: str, value: Any) -> Any:
+    """`value` checked as the setting `name` alone (e.g. one key of a drop-folder TOML);
+    SettingsError names it."""
+    info = WaveSettings.model_fields.get(name)
+    if info is None:
+        raise SettingsError(f"{name}: unknown setting")
+    # A datetime is a date to Python; a TOML date-time is not a reference date.
+    if isinstance(value, datetime) and info.annotation is date:
+        raise SettingsError(f"{name}: must be a date (YYYY-MM-DD), not a date and time")
+    adapter: TypeAdapter[Any] = TypeAdapter(
+        Annotated[info.annotation, info],  # type: ignore[arg-type]
+        config=_STRICT,
+    )
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        raise SettingsError(f"{name}: {_message(exc.errors()[0])}") from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    name = ".".join(str(p) for p in error["loc"]) or "settings"
+    return f"{name}: {_message(error)}"
+
+
+def _message(error: Any) -> str:
+    # Never the value itself: a seed must not reach a log or an error line.
+    if error["type"] == "missing":
+        return "required"
+    if error["type"] == "extra_forbidden":
+        return "unknown setting"
+    msg = str(error["msg"])
+    for start in ("Input should", "Value should", "String should"):
+        msg = msg.replace(start, "must")
+    return msg
 
 
 def jakarta_today(now: datetime | None = None) -> date:
@@ -40,49 +154,3 @@ def default_rollout_deadline(draw_day: date) -> datetime:
     """06:00 Asia/Jakarta the morning after the draw, as naive UTC."""
     local = datetime.combine(draw_day + timedelta(days=1), time(6, 0), tzinfo=JAKARTA)
     return local.astimezone(ZoneInfo("UTC")).replace(tzinfo=None)
-
-
-def validate(s: WaveSettings) -> WaveSettings:
-    def need(ok: bool, name: str, msg: str) -> None:
-        if not ok:
-            raise SettingsError(f"{name}: {msg}")
-
-    need(type(s.wave_id) is int and s.wave_id > 0, "wave_id", "must be a positive integer")
-    need(type(s.quota) is int and s.quota > 0, "quota", "must be a positive integer")
-    need(
-        isinstance(s.lottery_seed, str) and s.lottery_seed != "",
-        "lottery_seed",
-        "must be non-empty text",
-    )
-    need(type(s.min_age) is int and 0 <= s.min_age <= 120, "min_age", "must be 0-120")
-    need(
-        type(s.min_test_score) is int and 0 <= s.min_test_score <= 100,
-        "min_test_score",
-        "must be 0-100",
-    )
-    need(
-        type(s.name_score_min) is int and 0 <= s.name_score_min <= 100,
-        "name_score_min",
-        "must be 0-100",
-    )
-    need(
-        type(s.household_cap) is int and s.household_cap >= 0,
-        "household_cap",
-        "must be 0 (off) or more",
-    )
-    need(
-        s.allocation in ("national", "provincial"),
-        "allocation",
-        "must be 'national' or 'provincial'",
-    )
-    need(
-        type(s.training_balance) is int and s.training_balance > 0,
-        "training_balance",
-        "must be a positive integer number of rupiah",
-    )
-    need(
-        type(s.sign_off) is int and 0 <= s.sign_off <= 2,
-        "sign_off",
-        "must be 0, 1 or 2 approvers",
-    )
-    return s

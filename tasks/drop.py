@@ -14,34 +14,17 @@ in the folder: the weekly run draws a fresh one and publishes its SHA-256 before
 
 from __future__ import annotations
 
-import os
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from rules.settings import SettingsError
+from models.config import Settings
+from rules.settings import SettingsError, check_setting
 
-DROP_ENV = "PRAKERJA_DROP_DIR"
-DEFAULT_DROP_DIR = "var/drop"
 _EXPORT = re.compile(r"wave-([1-9][0-9]{0,8})\.csv")
-
-# name -> accepted Python types (bool is not an int here)
-_SETTINGS: dict[str, tuple[type, ...]] = {
-    "quota": (int,),
-    "reference_date": (date,),
-    "min_age": (int,),
-    "min_test_score": (int,),
-    "name_score_min": (int,),
-    "household_cap": (int,),
-    "allocation": (str,),
-    "backfill": (bool,),
-    "training_balance": (int,),
-    "sign_off": (int,),
-}
 
 
 @dataclass(frozen=True)
@@ -51,9 +34,8 @@ class DueWave:
     settings_file: Path
 
 
-def drop_dir(env: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if env is None else env
-    return Path(env.get(DROP_ENV) or DEFAULT_DROP_DIR)
+def drop_dir(settings: Settings) -> Path:
+    return Path(settings.drop_dir)
 
 
 def exports_in(folder: Path) -> dict[int, Path]:
@@ -78,7 +60,8 @@ def due_wave(folder: Path, existing: Iterable[int]) -> DueWave | None:
 
 
 def read_wave_settings(path: Path) -> dict[str, Any]:
-    """The settings TOML of a dropped wave; unknown keys and wrong types are refused."""
+    """The settings TOML of a dropped wave (any wave setting but the wave number and the
+    seed); unknown keys, wrong types and values out of bounds are refused."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -88,19 +71,17 @@ def read_wave_settings(path: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"{path.name}: malformed TOML: {exc}") from None
     for key, value in data.items():
-        if key == "lottery_seed":
-            raise SettingsError(
-                f"{path.name}: lottery_seed: not accepted here; the weekly wave draws a fresh "
-                "seed and publishes its SHA-256 before the draw"
+        if key in ("lottery_seed", "wave_id"):
+            why = (
+                "the weekly wave draws a fresh seed and publishes its SHA-256 before the draw"
+                if key == "lottery_seed"
+                else "the wave's number is in the file name"
             )
-        if key not in _SETTINGS:
-            raise SettingsError(f"{path.name}: {key}: unknown setting")
-        types = _SETTINGS[key]
-        ok = isinstance(value, types) and not (bool not in types and isinstance(value, bool))
-        if key == "reference_date" and isinstance(value, datetime):
-            ok = False  # a date, not a date-time
-        if not ok:
-            raise SettingsError(f"{path.name}: {key}: {value!r} is not a {types[0].__name__}")
+            raise SettingsError(f"{path.name}: {key}: not accepted here; {why}")
+        try:
+            check_setting(key, value)  # the type and bounds of rules.settings.WaveSettings
+        except SettingsError as exc:
+            raise SettingsError(f"{path.name}: {exc}") from None
     if "quota" not in data:
         raise SettingsError(f"{path.name}: quota: required")
     return dict(data)

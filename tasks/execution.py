@@ -17,6 +17,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from models.config import Settings, read_settings
+
 MAX_DEFAULT_WORKERS = 6
 
 TaskRunnerName = Literal["threads", "dask"]
@@ -67,25 +69,20 @@ class Execution(BaseModel):
         return 0 if count <= 1 else count
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Execution:
-        """The execution a deployment's run gets: from its process's environment, read once
-        when the run starts (README, "Configuration")."""
-        env = os.environ if env is None else env
-        values: dict = {}
-        if runner := (env.get("PRAKERJA_TASK_RUNNER") or "").strip():
-            values["task_runner"] = runner
-        if address := (env.get("PRAKERJA_DASK_ADDRESS") or "").strip():
-            values["dask_address"] = address
-        if workers := (env.get("PRAKERJA_WORKER_PROCESSES") or "").strip():
-            try:
-                values["worker_processes"] = int(workers)
-            except ValueError:
-                raise ValueError(
-                    f"PRAKERJA_WORKER_PROCESSES must be a whole number, not {workers!r}"
-                ) from None
-        if limits := (env.get("PRAKERJA_PARTNER_LIMITS") or "").strip().lower():
-            values["partner_limits"] = limits
-        if (env.get("PRAKERJA_SHARED_RATE_LIMITS") or "").lower() in ("1", "true", "yes"):
-            values["partner_limits"] = "prefect"
+    def from_settings(cls, settings: Settings, **overrides) -> Execution:
+        """The execution the process's settings (models/config.py: PRAKERJA_TASK_RUNNER,
+        _DASK_ADDRESS, _WORKER_PROCESSES, _PARTNER_LIMITS, _SHARED_RATE_LIMITS) ask for,
+        with `overrides` (the CLI's flags) over them."""
+        values: dict = {
+            "task_runner": settings.task_runner,
+            "dask_address": settings.dask_address,
+            "worker_processes": settings.worker_processes,
+            "partner_limits": "prefect" if settings.shared_rate_limits else settings.partner_limits,
+        }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(values)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Execution:
+        """The execution of a process's environment (default: this one's), read now."""
+        return cls.from_settings(read_settings(env), **overrides)

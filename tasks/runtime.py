@@ -1,7 +1,8 @@
 """What every task needs from its process: the database and the partners, built once.
 
-Tasks stay plain functions of (session factory, partners, ids); this module is where a
-process (CLI, worker, test) decides which database and partners they get.
+Tasks stay plain functions of (session factory, partners, ids); this module holds what
+the composition root (tasks/wiring.py) built for a process (CLI, worker, test) from its
+settings (models/config.py), read once when the process configures it.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 
-from models.db import SessionFactory, database_url, init_db, make_engine, session_factory
-from partners.config import PartnersConfig, load_partners_config
-from partners.wiring import Partners, build_partners
-from tasks import shared_limits
+from models.config import Settings, read_settings
+from models.db import SessionFactory, init_db, session_factory
+from partners.config import PartnersConfig
+from partners.wiring import Partners
+from tasks import wiring
 
 
 @dataclass
@@ -26,6 +28,8 @@ class Runtime:
     # What every partner request also takes a token from (tasks/execution.py): set by the
     # run's Execution, which every partner batch task carries.
     partner_limits: str = "database"
+    # The process's settings (models/config.py), read once by configure().
+    settings: Settings = field(default_factory=Settings)
     _partners: Partners | None = field(default=None, repr=False)
     _pacer: object = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -36,13 +40,12 @@ class Runtime:
         with self._lock:
             if self._partners is None:
                 if self.partners_config is None:
-                    self.partners_config = load_partners_config()
+                    self.partners_config = wiring.load_partners(self.settings)
                 # Every request also takes a token shared with the program's other
                 # processes (other waves, deployments): by default in the database.
-                self._pacer = shared_limits.partner_pacer(
+                self._partners, self._pacer = wiring.build_partner_clients(
                     self.engine, self.partners_config, self.partner_limits
                 )
-                self._partners = build_partners(self.partners_config, shared_pacer=self._pacer)
             return self._partners
 
     def use_partner_limits(self, mode: str) -> None:
@@ -82,17 +85,22 @@ def configure(
     database: str | None = None,
     partners_config: PartnersConfig | None = None,
     partner_limits: str = "database",
+    settings: Settings | None = None,
 ) -> Runtime:
-    """Sets this process's runtime (the CLI calls it before running a flow)."""
+    """Sets this process's runtime (the CLI calls it before running a flow); `settings`
+    default to the environment's, read here once."""
     global _current
     for hook in _on_replace:
         hook()
-    engine = make_engine(database or database_url())
+    settings = settings or read_settings()
+    engine = wiring.build_engine(settings, database)
     init_db(engine)
     with _current_lock:
         if _current is not None:
             _current.dispose()
-        _current = Runtime(engine, session_factory(engine), partners_config, partner_limits)
+        _current = Runtime(
+            engine, session_factory(engine), partners_config, partner_limits, settings
+        )
     return _current
 
 

@@ -15,7 +15,7 @@ from models.db import SessionFactory
 from models.enums import WaveStatus
 from models.tables import Wave
 from rules.draw import seed_sha256
-from rules.settings import SettingsError, WaveSettings, default_rollout_deadline, validate
+from rules.settings import SettingsError, WaveSettings, default_rollout_deadline
 from tasks.common import utcnow
 
 LEASE_SECONDS = 60
@@ -32,8 +32,8 @@ def create_or_resume_wave(
     keep_open: bool = False,
 ) -> tuple[Wave, bool]:
     """Returns (wave, created). A resumed wave keeps its settings: a flag that disagrees
-    with them, or another export file, is refused rather than silently ignored."""
-    validate(settings)
+    with them, or another export file, is refused rather than silently ignored.
+    (`settings` were checked when they were made: WaveSettings refuses a bad value.)"""
     args = (sessions, settings, source_path, source_sha256, given, keep_open)
     try:
         return _create_or_resume(*args)
@@ -141,7 +141,10 @@ def host_identity() -> str:
     """What tells this machine (and container) apart from another with the same hostname:
     a digest of the boot id, the machine id and the pid namespace, where available.
     PRAKERJA_HOST_ID replaces it (tests simulate two hosts with it)."""
-    override = os.environ.get(HOST_ID_ENV, "").strip()
+    from models.config import read_settings
+
+    # Read at each call (a lease is taken rarely): tests switch hosts between two calls.
+    override = (read_settings().host_id or "").strip()
     if override:
         return override.replace(":", "-")
     try:

@@ -4,7 +4,6 @@ import asyncio
 import hmac
 import ipaddress
 import math
-import os
 import socket
 import subprocess
 import sys
@@ -384,7 +383,10 @@ def _mangle(
 def admin_token_from_env(env: Any = None) -> str | None:
     """The admin token of $PRAKERJA_SIMULATOR_ADMIN_TOKEN, None when unset; ValueError when
     it is too short to be one."""
-    token = (os.environ if env is None else env).get(ADMIN_TOKEN_ENV) or None
+    from models.config import read_settings
+
+    secret = read_settings(env).simulator_admin_token
+    token = secret.get_secret_value() if secret else None
     if token is not None and len(token) < ADMIN_TOKEN_MIN_CHARS:
         raise ValueError(f"{ADMIN_TOKEN_ENV}: at least {ADMIN_TOKEN_MIN_CHARS} characters")
     return token

@@ -139,7 +139,7 @@ def test_a_deployment_run_that_lost_its_lease_stops_before_its_next_write(
 
         # Credit batches of 3, one at a time; the lease looked stale at every statement
         # (its heartbeat held up), so each write first checks who holds the wave.
-        monkeypatch.setenv("PRAKERJA_BATCH_SIZE", "3")
+        monkeypatch.setattr(rt, "settings", rt.settings.model_copy(update={"batch_size": 3}))
         monkeypatch.setattr(flows.wave, "partner_threads", lambda _execution: 1)
         if HAS_LEASE_MODULE:
             monkeypatch.setattr("tasks.lease.LEASE_RENEW_S", 3600.0)

@@ -77,8 +77,10 @@ def test_the_due_wave_is_the_lowest_export_without_a_wave(tmp_path):
 
 
 def test_the_drop_folder_comes_from_the_environment():
-    assert str(drop.drop_dir({})) == "var/drop"
-    assert str(drop.drop_dir({"PRAKERJA_DROP_DIR": "/srv/drop"})) == "/srv/drop"
+    from models.config import read_settings
+
+    assert str(drop.drop_dir(read_settings({}))) == "var/drop"
+    assert str(drop.drop_dir(read_settings({"PRAKERJA_DROP_DIR": "/srv/drop"}))) == "/srv/drop"
 
 
 def test_wave_settings_are_read_and_checked(tmp_path):

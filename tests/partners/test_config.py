@@ -278,3 +278,51 @@ def test_a_copy_of_the_built_in_file_needs_its_keys_and_the_helper_names_them(tm
     assert config.notifier.base_url == "http://127.0.0.1:55123/notify"
     assert {a.api_key for a in config.agencies} == {SECRET}
     assert config.registry.api_key == config.card_issuer.api_key == SECRET
+
+
+# ------------------------------------------------ the file's pydantic model (issue 12)
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            ("retry_attempts = 4", "retry_attempts = 4.5"),
+            "[registry].retry_attempts: must be a pos",
+        ),
+        (("retry_attempts = 4", "max_rps = nan"), "[registry].max_rps: must be a positive number"),
+        (
+            ("retry_attempts = 4", "retry_backoff_s = 9"),
+            "[registry].retry_backoff_max_s: must be at least retry_backoff_s",
+        ),
+        (('id = "wallet-a"', 'id = "Wallet A"'), "[[payment_providers]] #1 (Wallet A).id: must be"),
+        (('effect = "exclude"', "effect = 1"), "#1 (civil-service).effect: must be 'exclude' or"),
+        (('id = "manpower"\n', ""), "[[agencies]] #2.id: required"),
+        (("[registry]", "registry = 5\n[other]"), "[other]: unknown section"),
+        (
+            ('api_key_env = "PRAKERJA_NOTIFIER_API_KEY"', 'api_key_env = "2 words"'),
+            "[notifier].api_key_env: must be an environment variable name",
+        ),
+    ],
+)
+def test_the_file_model_names_section_and_field(tmp_path, change, expected):
+    assert expected in refusal(tmp_path, GOOD.replace(*change))
+
+
+def test_a_section_of_the_wrong_shape_is_named(tmp_path):
+    text = "notifier = 5\n" + GOOD[: GOOD.index("[notifier]")]
+    assert refusal(tmp_path, text).endswith("[notifier]: must be a table")
+    head, tail = GOOD.split("[[payment_providers]]")
+    empty = "payment_providers = []\n" + head + tail[tail.index("[card_issuer]") :]
+    assert refusal(tmp_path, empty).endswith("[[payment_providers]]: at least one is required")
+
+
+def test_partner_defaults_are_the_runtime_settings_defaults(tmp_path):
+    from partners.config import PartnerSettings, RetrySettings
+
+    config = load_partners_config(write(tmp_path, GOOD), env=ENV)
+    issuer = config.card_issuer
+    assert (issuer.batch_size, issuer.max_rps, issuer.timeout_s) == (
+        PartnerSettings.batch_size,
+        PartnerSettings.max_rps,
+        PartnerSettings.timeout_s,
+    )
+    assert issuer.retry == RetrySettings()

@@ -1,0 +1,163 @@
+"""The program's environment: every PRAKERJA_* variable, its type, default and meaning.
+
+Read once, when a process starts (the CLI, a deployment's run, the portal, a worker):
+`read_settings()`. Nothing reads these variables anywhere else, and nothing at import time;
+the values are handed to what needs them (tasks/wiring.py builds the engine, the partner
+clients and the limiter backend from them). A child process gets the same settings with
+`Settings.model_validate(settings.handover())`, or through `handover_env()` in its
+environment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PREFIX = "PRAKERJA_"
+DEFAULT_DATABASE_URL = "sqlite:///./var/prakerja.db"
+PARTNER_LIMITS = ("database", "prefect", "process")
+
+
+class Settings(BaseSettings):
+    """One field per variable: `database_url` is PRAKERJA_DATABASE_URL. An empty variable
+    counts as unset."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX, extra="ignore", frozen=True, env_ignore_empty=True
+    )
+
+    # The program database
+    database_url: str = Field(
+        DEFAULT_DATABASE_URL, description="The program database (SQLite file or PostgreSQL URL)."
+    )
+    sqlite_cache_mb: int = Field(
+        32, ge=1, le=65_536, description="Page cache per SQLite connection, in MB."
+    )
+    sqlite_busy_timeout_s: float = Field(
+        60.0, gt=0, description="How long a SQLite write waits for another's lock, in seconds."
+    )
+    # Partners
+    partners: str | None = Field(
+        None, description="The partners file (TOML); unset: the built-in simulator file."
+    )
+    partner_limits: str = Field(
+        "database",
+        description="Where partner rate limits are shared: database (every process of this "
+        "database), prefect (Prefect global rate limits) or process (none beyond it).",
+    )
+    shared_rate_limits: bool = Field(
+        False, description="1: Prefect global rate limits (as `wave run --shared-rate-limits`)."
+    )
+    # Running waves
+    batch_size: int = Field(
+        10_000, ge=1, le=1_000_000, description="Registrants per batch task of a partner stage."
+    )
+    task_runner: Literal["threads", "dask"] = Field(
+        "threads", description="Where batch tasks run (as `wave run --task-runner`)."
+    )
+    dask_address: str | None = Field(
+        None, description="The Dask scheduler with task_runner dask, e.g. tcp://host:8786."
+    )
+    worker_processes: int | None = Field(
+        None, ge=0, description="Worker processes for batches (unset: three per core, at most 6)."
+    )
+    host_id: str | None = Field(
+        None, description="This machine's identity in wave leases (unset: derived from the host)."
+    )
+    lease_wait_s: float = Field(
+        600.0, ge=0, description="How long a deployment run waits for a wave another run holds."
+    )
+    sign_off_wait_s: float = Field(
+        24 * 3600.0,
+        gt=0,
+        description="How long a deployment run paused for sign-off waits for the form "
+        "(the approvals can still be given with `prakerja wave sign-off` after).",
+    )
+    # Operations
+    drop_dir: str = Field("var/drop", description="The drop folder of the weekly wave.")
+    alert_webhook_url: SecretStr | None = Field(
+        None, description="Webhook receiving the alerts' JSON {subject, body} (`prakerja alerts`)."
+    )
+    silent_run_after_s: float = Field(
+        600.0, gt=0, description="A run silent (no heartbeat) this long is marked Crashed."
+    )
+    simulator_admin_token: SecretStr | None = Field(
+        None, description="Bearer token of the simulator's /_admin off loopback."
+    )
+    setup_seconds: int | None = Field(
+        None, ge=0, description="Set by `./prakerja`: how long its setup of .venv took (demo)."
+    )
+    # The registrant dashboard
+    portal_secret: SecretStr | None = Field(
+        None, description="Keys the portal's hashes of NIKs and codes; at least 32 characters."
+    )
+    portal_secure_cookie: bool = Field(
+        True, description="Mark the session cookie Secure (off only when served on loopback)."
+    )
+    portal_code_window_ms: int = Field(
+        50, ge=1, le=1000, description="How long sign-in codes are collected into one call."
+    )
+
+    @field_validator("partner_limits", mode="before")
+    @classmethod
+    def _known_limits(cls, value: object) -> object:
+        chosen = str(value).strip().lower()
+        if chosen not in PARTNER_LIMITS:
+            raise ValueError(
+                f"{PREFIX}PARTNER_LIMITS must be one of {', '.join(PARTNER_LIMITS)}, not {value!r}"
+            )
+        return chosen
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        return PREFIX + field.upper()
+
+    def handover(self) -> dict:
+        """Plain values (secrets revealed) that rebuild these settings in another process:
+        `Settings.model_validate(settings.handover())`."""
+        return {
+            name: value.get_secret_value() if isinstance(value, SecretStr) else value
+            for name, value in self
+        }
+
+    def handover_env(self) -> dict[str, str]:
+        """These settings as PRAKERJA_* variables, for a child process's environment."""
+        out = {}
+        for name, value in self.handover().items():
+            if value is not None:
+                out[self.env_name(name)] = str(int(value) if isinstance(value, bool) else value)
+        return out
+
+
+class SettingsEnvError(ValueError):
+    """A PRAKERJA_* variable holds a value its setting refuses; the message names it."""
+
+
+def read_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """The settings of this process's environment (or of `env`, e.g. a test's); a refused
+    value raises SettingsEnvError naming its variable (never showing a secret's value)."""
+    try:
+        return _read(env)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = Settings.env_name(str(error["loc"][0])) if error["loc"] else PREFIX + "*"
+        msg = str(error["msg"]).removeprefix("Value error, ").replace("Input should", "must")
+        raise SettingsEnvError(f"{name}: {msg}") from None
+
+
+def _read(env: Mapping[str, str] | None) -> Settings:
+    if env is None:
+        return Settings()
+    given: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        value = env.get(Settings.env_name(name))
+        if value:
+            given[name] = value
+    # Explicit values win over the process environment; unset ones take their default.
+    defaults = {
+        name: info.default for name, info in Settings.model_fields.items() if name not in given
+    }
+    return Settings(**defaults, **given)

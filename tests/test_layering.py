@@ -1,0 +1,133 @@
+"""The layers of the design hold (README, "Architecture"): checked on the source, so a
+new import across a layer fails here before it becomes a cycle or an I/O-bound rule."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYERS = ("rules", "models", "partners", "tasks", "flows", "deployments", "portal")
+# package -> packages (or modules) it must never import
+FORBIDDEN = {
+    "rules": {"partners", "tasks", "flows", "deployments", "portal", "cli"},
+    "models": {"partners", "tasks", "flows", "deployments", "portal", "cli"},
+    "partners": {"tasks", "flows", "deployments", "portal", "cli"},
+    "tasks": {"flows", "deployments", "portal", "cli"},
+    "flows": {"deployments", "portal", "cli"},
+    "portal": {"tasks", "flows", "deployments", "cli"},
+}
+# Known crossings, each with its reason; the list may only shrink.
+ALLOWED: set[tuple[str, str]] = set()
+IO_MODULES = {
+    "os",
+    "requests",
+    "httpx",
+    "sqlalchemy",
+    "sqlmodel",
+    "prefect",
+    "socket",
+    "subprocess",
+}
+
+
+def _modules(package: str) -> list[Path]:
+    return sorted(p for p in (ROOT / package).rglob("*.py") if "simulator" not in p.parts[:-1])
+
+
+def _imports(path: Path) -> list[str]:
+    names: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+    return names
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_no_layer_imports_one_above_it(package):
+    crossings = []
+    for path in _modules(package):
+        rel = str(path.relative_to(ROOT))
+        for name in _imports(path):
+            if name.split(".")[0] in FORBIDDEN[package] and (rel, name) not in ALLOWED:
+                crossings.append(f"{rel} imports {name}")
+    assert crossings == []
+
+
+def test_models_take_from_rules_only_the_wave_settings_definition():
+    for path in _modules("models"):
+        for name in _imports(path):
+            if name.split(".")[0] == "rules":
+                assert name == "rules.settings", f"{path.name} imports {name}"
+
+
+def test_rules_do_no_io():
+    for path in _modules("rules"):
+        io = [n for n in _imports(path) if n.split(".")[0] in IO_MODULES]
+        assert io == [], f"{path.name} imports {io}"
+
+
+def _reads_environment(node: ast.AST) -> bool:
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Attribute) and sub.attr in ("environ", "getenv"):
+            return True
+        if isinstance(sub, ast.Name) and sub.id in ("environ", "getenv"):
+            return True
+    return False
+
+
+def test_nothing_reads_the_environment_at_import_time():
+    """Module-level statements (not function bodies) never touch os.environ: settings
+    are read once, by models/config.py's read_settings, when a process starts."""
+    offenders = []
+    for package in LAYERS:
+        for path in _modules(package):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for stmt in tree.body:
+                if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                    # a class body runs at import too; its methods do not
+                    body = stmt.body if isinstance(stmt, ast.ClassDef) else []
+                    stmts = [s for s in body if not isinstance(s, ast.FunctionDef)]
+                else:
+                    stmts = [stmt]
+                offenders += [
+                    f"{path.relative_to(ROOT)}:{s.lineno}" for s in stmts if _reads_environment(s)
+                ]
+    assert offenders == []
+
+
+def _names_a_prakerja_variable(arg: ast.AST) -> bool:
+    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+        return arg.value.startswith("PRAKERJA_")
+    return isinstance(arg, ast.Name | ast.Attribute) and (
+        getattr(arg, "id", None) or getattr(arg, "attr", "")
+    ).endswith("_ENV")
+
+
+def test_prakerja_variables_are_read_only_through_the_settings():
+    """No os.environ.get / os.getenv / os.environ[...] of a PRAKERJA_* variable anywhere
+    in the layers: models/config.py's Settings reads them (the partners file's
+    api_key_env variables are the file's, not settings, and read by partners/config.py)."""
+    found = []
+    for package in LAYERS:
+        for path in _modules(package):
+            rel = str(path.relative_to(ROOT))
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("get", "getenv")
+                    and _reads_environment(node.func)
+                    and node.args
+                    and _names_a_prakerja_variable(node.args[0])
+                ) or (
+                    isinstance(node, ast.Subscript)
+                    and _reads_environment(node.value)
+                    and _names_a_prakerja_variable(node.slice)
+                ):
+                    found.append(f"{rel}:{node.lineno}")
+    assert found == []
