@@ -122,7 +122,8 @@ def drop_live_credit_index(sessions) -> None:
         session.execute(text("ALTER TABLE wave DROP COLUMN sign_off"))
         session.execute(text("DROP INDEX ix_registrant_wave_state_reason"))
         session.execute(text("DROP INDEX ix_registrant_pending"))
-        session.execute(text("CREATE INDEX ix_registrant_wave_state ON registrant (wave_id, state)"))
+        old = "CREATE INDEX ix_registrant_wave_state ON registrant (wave_id, state)"
+        session.execute(text(old))
 
 
 def has_index(engine) -> bool:
