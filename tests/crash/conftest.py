@@ -352,7 +352,7 @@ def exported_outcomes(env: dict[str, str], out: Path) -> dict[int, tuple[str, st
 # ------------------------------------------------------------------ kill points in every stage
 # (tests/crash/test_kill_stages.py): the same helpers on PostgreSQL too, smaller intake
 # transactions, and the wave's worker processes.
-INTAKE_CHUNK_ROWS = 2  # rows per intake transaction in these runs (20,000 in production)
+INTAKE_CHUNK_ROWS = 1  # rows per intake transaction in these runs (20,000 in production)
 
 
 class PostgresProgramDB(ProgramDB):

@@ -170,7 +170,7 @@ def test_kill_9_in_every_stage_and_of_a_worker_converges(crash_wave, sim, progra
         return snap
 
     try:
-        # 1. Intake part-way. Rows go in 2 at a time, in a second or less: a look that
+        # 1. Intake part-way. Rows go in 1 at a time, in a second or two: a look that
         # comes too late (intake settled) starts the wave again from an empty database.
         for attempt in range(3):
             run = reach(

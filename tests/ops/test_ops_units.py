@@ -298,7 +298,13 @@ def test_the_report_counts_waiting_credits_from_the_ledger(sessions):
             nik, card = f"31710101019000{i:02d}", f"CARD{i}"
             session.add(
                 Registrant(
-                    wave_id=5, line=i + 2, nik=nik, state=state, reason=reason, card_number=card
+                    wave_id=5,
+                    line=i + 2,
+                    nik=nik,
+                    state=state,
+                    reason=reason,
+                    draw_round=1,  # a card holder was drawn
+                    card_number=card,
                 )
             )
             if ledger is not None:
