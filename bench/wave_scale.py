@@ -51,14 +51,7 @@ def partner_settings(root_url: str):
 
 def faults_file(path: Path, config) -> Path:
     lines = ['seed = "bench"', "[default]", f"latency_ms = {LATENCY_MS}"]
-    partners = [
-        config.registry,
-        *config.agencies,
-        *config.payment_providers.values(),
-        config.card_issuer,
-        config.notifier,
-    ]
-    for p in partners:
+    for p in config.every():
         lines += [f'[partners."{p.id}"]', f"max_rps = {p.max_rps}"]
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -330,7 +323,7 @@ def main() -> None:
         result["stages"] = stages
         util: dict[str, float] = {}
         active: dict[str, float] = {}
-        burst_of = {p.id: p.max_concurrency for p in workers.all_partners(config)}
+        burst_of = {p.id: p.max_concurrency for p in config.every()}
         for stage, partners in STAGE_PARTNERS.items():
             sec = stages.get(stage, {}).get("seconds")
             if not sec:

@@ -69,6 +69,16 @@ class PartnersConfig:
     notifier: PartnerSettings
     source: str
 
+    def every(self) -> list[PartnerSettings]:
+        """Every partner of the file, each once."""
+        return [
+            self.registry,
+            *self.agencies,
+            *self.payment_providers.values(),
+            self.card_issuer,
+            self.notifier,
+        ]
+
 
 def load_partners_config(
     path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None

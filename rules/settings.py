@@ -1,8 +1,8 @@
 """Wave settings of wave-rules.md: the one definition of each setting (type, bounds,
 default, meaning), and the dates they imply.
 
-The CLI's flags (cli.py), the drop folder's TOML (deployments/drop.py), the deployments'
-parameters (deployments/operations.py) and the `Wave` table's defaults (models/tables.py)
+The CLI's flags (cli.py), the drop folder's TOML (tasks/drop.py), the deployments'
+parameters (flows/operations.py) and the `Wave` table's defaults (models/tables.py)
 are all derived from `WaveSettings`: a new setting is one field here.
 """
 

@@ -53,23 +53,13 @@ def limit_name(partner_id: str) -> str:
     return f"prakerja-partner-{partner_id}"
 
 
-def _partners(config: PartnersConfig) -> list:
-    return [
-        config.registry,
-        *config.agencies,
-        *config.payment_providers.values(),
-        config.card_issuer,
-        config.notifier,
-    ]
-
-
 def ensure_partner_limits(config: PartnersConfig) -> list[str]:
     """Creates or updates one global rate limit per partner at its max_rps."""
     from prefect import get_client
 
     names = []
     with get_client(sync_client=True) as client:
-        for p in _partners(config):
+        for p in config.every():
             client.upsert_global_concurrency_limit_by_name(
                 limit_name(p.id),
                 limit=max(1, math.ceil(p.max_rps)),
@@ -131,7 +121,7 @@ class DatabaseRateLimits:
                 # As the client's own bucket: parallel callers may start together.
                 "burst": max(1.0, min(float(p.max_concurrency), float(p.max_rps))),
             }
-            for p in _partners(config)
+            for p in config.every()
         }
 
     @classmethod

@@ -32,7 +32,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from partners.config import PartnersConfig, PartnerSettings, load_partners_config
+from partners.config import PartnersConfig, load_partners_config
 from partners.limits import (
     SharedCircuitBreaker,
     SharedLimits,
@@ -44,16 +44,6 @@ from tasks import runtime
 _pool: ProcessPoolExecutor | None = None
 _pool_key: tuple | None = None
 _lock = threading.Lock()
-
-
-def all_partners(config: PartnersConfig) -> list[PartnerSettings]:
-    return [
-        config.registry,
-        *config.agencies,
-        *config.payment_providers.values(),
-        config.card_issuer,
-        config.notifier,
-    ]
 
 
 def partner_limits(config: PartnersConfig, context) -> dict[str, SharedLimits]:
@@ -69,7 +59,7 @@ def partner_limits(config: PartnersConfig, context) -> dict[str, SharedLimits]:
             context.BoundedSemaphore(p.max_concurrency),
             SharedCircuitBreaker(p.breaker_threshold, p.breaker_cooldown_s, context=context),
         )
-        for p in all_partners(config)
+        for p in config.every()
     }
 
 
