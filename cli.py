@@ -1271,11 +1271,15 @@ def _venv_command(name: str) -> str:
 
 def _demo_dashboard(work: Path, seed: str) -> None:
     """Announces the demo wave and says how to sign in to the dashboard as a registrant."""
+    from tasks.audit import Actor
     from tasks.portal_index import announce_wave, demo_sign_ins
 
     rt = _runtime()
-    announce_wave(
-        rt.sessions, 1, "Demo: hasil gelombang 1 sudah diumumkan. / Wave 1 results are out."
+    announce_wave(  # an announcement like any other: in the audit trail
+        rt.sessions,
+        1,
+        "Demo: hasil gelombang 1 sudah diumumkan. / Wave 1 results are out.",
+        actor=Actor.here(None),
     )
     people = demo_sign_ins(rt.sessions, 1)
     guide = work / "try-the-dashboard.txt"

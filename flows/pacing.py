@@ -24,8 +24,7 @@ from rules.settings import JAKARTA
 from tasks import batches as t
 from tasks.common import utcnow
 from tasks.execution import Execution
-from tasks.operations import confirmed_count, rollout_deadline
-from tasks.runtime import get_runtime
+from tasks.operations import rollout_facts_task
 
 # Injected in tests (the pacing never really sleeps there).
 SLEEP = time.sleep
@@ -45,9 +44,8 @@ def credit_paced(
     """Credits `ranges` step by step, paced to the wave's deadline: the batch reports and
     what the pacing did."""
     logger = get_run_logger()
-    with get_runtime().sessions() as session:
-        deadline = rollout_deadline(session, wave_id)
-        confirmed = confirmed_count(session, wave_id)
+    facts = rollout_facts_task(wave_id)
+    deadline, confirmed = facts["deadline"], facts["confirmed"]
     per = pacing.batches_per_step
     steps = [ranges[i : i + per] for i in range(0, len(ranges), per)]
     total = len(ranges)

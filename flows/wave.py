@@ -10,8 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from prefect.cache_policies import NO_CACHE
-
 from flows.pacing import credit_paced
 from flows.publish import (
     publish_awaiting_sign_off,
@@ -25,8 +23,8 @@ from flows.runners import batch_task_runner, partner_threads, worker_stage_threa
 from models.enums import ReasonCode, Stage, State
 from rules.pacing import Pacing
 from tasks import batches as t
-from tasks import draw, intake, progress, workers
-from tasks.boundary import flow, task
+from tasks import intake, progress, workers
+from tasks.boundary import flow
 from tasks.execution import Execution
 from tasks.operations import draw_facts_task
 from tasks.report_types import merge_reports
@@ -173,12 +171,6 @@ def rollout_refilling(
     return summary
 
 
-@task(name="seats-to-refill", cache_policy=NO_CACHE)
-def seats_to_refill_task(wave_id: int) -> bool:
-    with get_runtime().sessions() as session:
-        return draw.seats_to_refill(session, wave_id)
-
-
 @flow(name="announce", flow_run_name="wave-{wave_id}-announce")
 def announce_stage(wave_id: int, execution: Execution) -> dict:
     ranges = t.plan_message_batches_task(wave_id, batch_size())
@@ -233,7 +225,7 @@ def wave(
     progress.stage_started(wave_id, "close")
     # A seat still owed (freed at the rollout of a run without the accounts stage, such as
     # the overnight rollout) keeps the wave open for the run that fills it.
-    summary["close"] = t.close_wave_task(wave_id, keep_open or seats_to_refill_task(wave_id))
+    summary["close"] = t.close_wave_task(wave_id, keep_open or t.seats_to_refill_task(wave_id))
     summary["report"] = publish_wave(wave_id, t.report_task(wave_id))
     progress.stage_finished(wave_id, "close", {}, time.monotonic() - started)
     return summary

@@ -238,3 +238,13 @@ def sign_off_status_task(wave_id: int) -> dict:
     seats and the digest of the confirmed list, never a person."""
     with get_runtime().sessions() as session:
         return signoff.sign_off_status(session, wave_id)
+
+
+@task(
+    name="seats-to-refill", retries=2, retry_delay_seconds=DB_RETRY_DELAYS_S, cache_policy=NO_CACHE
+)
+def seats_to_refill_task(wave_id: int) -> bool:
+    """Whether a seat freed at the rollout (PRIOR_RECIPIENT) still waits for the next in
+    line: the wave stays open for the run that fills it."""
+    with get_runtime().sessions() as session:
+        return draw.seats_to_refill(session, wave_id)

@@ -91,6 +91,16 @@ def rollout_deadline(session: Session, wave_id: int) -> datetime:
     return load_wave(session, wave_id).rollout_deadline
 
 
+@task(name="rollout-facts", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+def rollout_facts_task(wave_id: int) -> dict:
+    """What the overnight rollout paces to: the wave's deadline and who is to credit."""
+    with get_runtime().sessions() as session:
+        return {
+            "deadline": rollout_deadline(session, wave_id),
+            "confirmed": confirmed_count(session, wave_id),
+        }
+
+
 @task(name="draw-facts", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
 def draw_facts_task(wave_id: int) -> dict:
     with get_runtime().sessions() as session:

@@ -4,6 +4,7 @@ that stands on its own. Real subprocesses, the real simulator, a real Prefect se
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -206,3 +207,11 @@ def test_the_demo_reconciles_while_its_simulator_runs_and_says_what_its_time_cou
     for stage in STAGES:
         assert re.search(rf"^wave 1 {stage}: ", result.stderr, re.M), result.stderr
     assert "prefect.task_runs" not in result.stderr
+    # The demo's announcement is an operator action like `wave announce`: audited.
+    demo_db = f"sqlite:///{tmp_path / 'demo' / 'prakerja-demo.db'}"
+    trail = run(["audit", "--wave", "1", "--json"], dict(env, PRAKERJA_DATABASE_URL=demo_db))
+    assert [row["action"] for row in json.loads(trail.stdout)] == [
+        "wave.created",
+        "wave.run",
+        "wave.announced",
+    ], trail.stderr
