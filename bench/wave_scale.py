@@ -98,18 +98,21 @@ def run_plain(rt, export: Path) -> tuple[float, dict]:
     from flows.runners import partner_threads, worker_stage_threads
     from flows.wave import LOCAL_BATCH, batch_size
     from models.enums import State
+    from readmodels import reporting
+    from runtime import workers
+    from runtime.execution import Execution
     from tasks import (
         accounts,
         announce,
         draw,
         eligibility,
+        identity,
         intake,
-        reporting,
         rollout,
-        workers,
+        screening,
+        waves,
     )
     from tasks.common import plan_batches
-    from tasks.execution import Execution
 
     execution = Execution.from_env()
     BATCH = batch_size()
@@ -148,7 +151,7 @@ def run_plain(rt, export: Path) -> tuple[float, dict]:
         lambda: batches(
             [State.AWAIT_IDENTITY.value],
             BATCH,
-            lambda r: workers.run(workers.identity_job, 1, r, workers=n_workers),
+            lambda r: workers.run(identity.identity_job, 1, r, workers=n_workers),
             WORKER_STAGE_THREADS,
         ),
     )
@@ -157,7 +160,7 @@ def run_plain(rt, export: Path) -> tuple[float, dict]:
         lambda: batches(
             [State.AWAIT_SCREENING.value],
             BATCH,
-            lambda r: workers.run(workers.screening_job, 1, r, workers=n_workers),
+            lambda r: workers.run(screening.screening_job, 1, r, workers=n_workers),
             WORKER_STAGE_THREADS,
         ),
     )
@@ -195,7 +198,7 @@ def run_plain(rt, export: Path) -> tuple[float, dict]:
             list(pool.map(lambda r: announce.send_messages_batch(s, p.notifier, 1, r), ranges))
 
     timed("announce", sms)
-    reporting.close_wave_if_done(s, 1, keep_open=False)
+    waves.close_wave_if_done(s, 1, keep_open=False)
     with s() as session:
         report = reporting.wave_report(session, 1)
     return time.monotonic() - started, {"seconds": seconds, "report": report}
@@ -256,7 +259,8 @@ def main() -> None:
     from partners.simulator.generate import generate_export
     from partners.simulator.server import SimulatorProcess
     from rules.funnel import demo_quota
-    from tasks import runtime, workers
+    from runtime import app as runtime
+    from runtime import workers
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="wave-scale-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -305,7 +309,7 @@ def main() -> None:
         after = stats(sim)
         result["wall_s"] = round(wall, 1)
         result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-        from tasks.execution import Execution
+        from runtime.execution import Execution
 
         result["worker_processes"] = Execution.from_env().workers()
         result["worker_peak_rss_mb"] = workers.peak_rss_mb()

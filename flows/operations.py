@@ -10,7 +10,7 @@ them: prefect.yaml, `prakerja serve`, the automations).
 
 (`<stamp>`: `YYYYmmdd-HHMMSS`, Jakarta time.)
 
-Every run is tagged `prakerja` and `wave-<N>`, holds the wave's lease (tasks/lease.py) while
+Every run is tagged `prakerja` and `wave-<N>`, holds the wave's lease (services/lease.py) while
 it works on the wave, and runs the `wave` flow (named `wave-<N>`) for the stages: the same
 stage subflows as `prakerja wave run` (the overnight rollout is the rollout stage, paced).
 Parameters are typed, so the UI's run form shows choices and bounds and the server refuses
@@ -20,13 +20,11 @@ a wrong value when the run is created. Descriptions come from the docstrings' Ar
 
 import logging
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
-from prefect import get_run_logger, tags
+from prefect import get_run_logger
 from prefect.events import emit_event
 from prefect.exceptions import FlowPauseTimeout, MissingContextError
 from prefect.flow_runs import pause_flow_run
@@ -35,20 +33,21 @@ from prefect.runtime import flow_run as current_run
 from pydantic import Field
 
 from flows.publish import publish_awaiting_sign_off, publish_draw
-from flows.wave import wave as wave_flow
+from flows.wave import run_wave_flow
 from models import names
 from models.enums import Stage
 from models.tables import Wave
+from readmodels.summaries import SignOffStatus, WaveSummary
 from rules.money import rupiah
 from rules.pacing import Pacing
 from rules.settings import JAKARTA, Quota, WaveId
+from runtime.app import current
+from runtime.boundary import flow
+from runtime.log_masking import install_masking
+from services.runs import RunEnd, RunOutcome, raise_quota, run_wave
 from tasks import batches as t
 from tasks import drop
-from tasks.boundary import flow
 from tasks.common import utcnow
-from tasks.execution import Execution
-from tasks.lease import HeldLease, hold_wave_lease
-from tasks.log_masking import install_masking
 from tasks.operations import (
     actor_here,
     audit_task,
@@ -59,7 +58,7 @@ from tasks.operations import (
     record_sign_off_task,
     waves_to_credit_task,
 )
-from tasks.runtime import get_runtime
+from tasks.waves import WaveBusyError
 
 # Stages the weekly wave leaves to the overnight rollout when credit_overnight is on.
 OVERNIGHT_STAGES = (Stage.ROLLOUT, Stage.ANNOUNCE)
@@ -116,58 +115,44 @@ def _logger():
 
 
 def _wave_row(wave_id: int) -> Wave:
-    with get_runtime().sessions() as session:
+    with current().sessions() as session:
         row = session.get(Wave, wave_id)
     if row is None:
         raise LookupError(f"wave {wave_id} does not exist")
     return row
 
 
-@contextmanager
-def wave_lease(wave_id: int, wait_s: float | None = None) -> Iterator[HeldLease]:
-    """Holds the wave's lease, exactly as `prakerja wave run` does (tasks/lease.py).
-
-    A wave held by another live run is waited for, up to `wait_s` (PRAKERJA_LEASE_WAIT_S,
-    default 600 s), then this run fails: one wave never runs twice at once. A holder that
-    died is replaced at once (same host) or after its 60 s lease (another host). A run
-    whose lease another run took (after a pause or an outage longer than the lease) fails
-    with LeaseLost before its next write to the program database.
-    """
-    rt = get_runtime()
-    _wave_row(wave_id)  # a missing wave is refused at once, not waited for
-    wait = rt.settings.lease_wait_s if wait_s is None else wait_s
-    with hold_wave_lease(rt.sessions, wave_id, wait_s=wait, logger=_logger()) as held:
-        yield held
-
-
-def run_wave(wave_id: int, **kwargs) -> dict:
-    """The `wave` flow as a subflow run named `wave-<N>`, tagged `prakerja` and `wave-<N>`."""
-    # Where its batches run: this process's settings, read once when it was configured,
-    # then carried by the run (a Dask worker does what the run asked).
-    kwargs.setdefault("execution", Execution.from_settings(get_runtime().settings))
-    with tags("prakerja", f"wave-{wave_id}"):
-        summary = wave_flow(wave_id=wave_id, **kwargs)
-    pending = summary["report"]["outcomes"].get("PENDING", 0)
-    if pending:
+def _run_flow(wave_id: int, **options) -> WaveSummary:
+    """The `wave` flow as a subflow of this run (flows/wave.py), for the run service; a
+    run that leaves registrants pending says how to pick them up."""
+    summary = run_wave_flow(wave_id, **options)
+    if summary.pending:
         get_run_logger().warning(
             "wave %s: %d registrants pending %s; run the deployment rerun-wave to pick them up",
             wave_id,
-            pending,
-            summary["report"]["pending"],
+            summary.pending,
+            summary.pending_by_stage,
         )
     return summary
 
 
-def _brief(summary: dict) -> dict:
-    """What a run returns: counts only (results are stored in clear when persisted)."""
-    report = summary["report"]
-    return {
-        "wave_id": summary["wave_id"],
-        "status": report["status"],
-        "funnel": report["funnel"],
-        "pending": report["pending"],
-        "work_left": summary["close"].get("work_left", {}),
-    }
+def _finished(outcome: RunOutcome) -> WaveSummary:
+    """The run service's outcome as this flow run's end: a summary, or the run fails with
+    its one line (a missing wave, a wave another run holds past the wait, a failure)."""
+    if outcome.summary is None or outcome.end in (RunEnd.FAILED, RunEnd.BUSY, RunEnd.REFUSED):
+        if outcome.end == RunEnd.BUSY:
+            raise WaveBusyError(outcome.message)
+        raise RuntimeError(outcome.message or f"wave {outcome.wave_id}: {outcome.end}")
+    return outcome.summary
+
+
+def _lease_wait_s() -> float:
+    """How long a deployment's run waits for a wave another live run holds
+    (PRAKERJA_LEASE_WAIT_S, default 600 s), then fails: one wave never runs twice at once.
+    A holder that died is replaced at once (same host) or after its 60 s lease (another
+    host). A run whose lease another run took (after a pause or an outage longer than the
+    lease) fails with LeaseLost before its next write to the program database."""
+    return current().settings.lease_wait_s
 
 
 # ---------------------------------------------------------------- sign-off (pause, form)
@@ -187,20 +172,19 @@ class SignOffForm(RunInput):
     draw_digest: str = Field(description="SHA-256 of the seed, seats and confirmed list.")
 
 
-def _form(status: dict) -> type[SignOffForm]:
-    seats = status["seats"]
+def _form(status: SignOffStatus) -> type[SignOffForm]:
+    seats = status.seats
     shown = (
         ", ".join(f"{p}: {n}" for p, n in sorted(seats.items()))
         if isinstance(seats, dict)
         else str(seats)
     )
-    given = ", ".join(a["by"] for a in status["approvals"]) or "none yet"
     description = (
-        f"## Wave {status['wave_id']} waits for sign-off\n\n"
-        f"- seats: **{shown}**\n- confirmed participants: **{status['confirmed']}**\n"
-        f"- total amount: **{rupiah(status['total_amount'])}**\n"
-        f"- draw digest: `{status['digest']}`\n\n"
-        f"Approvals: {len(status['approvals'])} of {status['required']} ({given}). "
+        f"## Wave {status.wave_id} waits for sign-off\n\n"
+        f"- seats: **{shown}**\n- confirmed participants: **{status.confirmed}**\n"
+        f"- total amount: **{rupiah(status.total_amount)}**\n"
+        f"- draw digest: `{status.digest}`\n\n"
+        f"Approvals: {len(status.approvals)} of {status.required} ({status.approvers}). "
         "Type your name and tick *approve* to approve crediting this wave as shown; "
         "each approver must be a different person."
     )
@@ -208,15 +192,15 @@ def _form(status: dict) -> type[SignOffForm]:
         description=description,
         approver="",
         approve=False,
-        wave=status["wave_id"],
+        wave=status.wave_id,
         seats=shown,
-        confirmed_participants=status["confirmed"],
-        total_rupiah=status["total_amount"],
-        draw_digest=status["digest"],
+        confirmed_participants=status.confirmed,
+        total_rupiah=status.total_amount,
+        draw_digest=status.digest,
     )
 
 
-def await_sign_off(wave_id: int, announce: bool = False) -> dict:
+def await_sign_off(wave_id: int, announce: bool = False) -> SignOffStatus:
     """While the wave waits for sign-off: pause this run with the form, record each
     approval submitted, until enough different people approved (or the form is not
     answered within PRAKERJA_SIGN_OFF_WAIT_S). Called outside the wave's lease: a paused run
@@ -225,10 +209,10 @@ def await_sign_off(wave_id: int, announce: bool = False) -> dict:
     status = t.sign_off_status_task(wave_id)
     if announce:
         publish_awaiting_sign_off(wave_id, status)
-    while status["waiting"]:
+    while status.waiting:
         try:
             answer = pause_flow_run(
-                wait_for_input=_form(status), timeout=int(get_runtime().settings.sign_off_wait_s)
+                wait_for_input=_form(status), timeout=int(current().settings.sign_off_wait_s)
             )
         except FlowPauseTimeout:
             logger.warning("wave %s: no sign-off through the form in time", wave_id)
@@ -251,10 +235,6 @@ def await_sign_off(wave_id: int, announce: bool = False) -> dict:
                 )
         status = t.sign_off_status_task(wave_id)
     return status
-
-
-def _waits_for_sign_off(summary: dict) -> bool:
-    return bool((summary.get("sign_off") or {}).get("waiting"))
 
 
 # ---------------------------------------------------------------- weekly-wave
@@ -283,7 +263,7 @@ def weekly_wave(credit_overnight: bool = True, drop_dir: str | None = None) -> d
     """
     install_masking()
     logger = get_run_logger()
-    folder = Path(drop_dir) if drop_dir else drop.drop_dir(get_runtime().settings)
+    folder = Path(drop_dir) if drop_dir else drop.drop_dir(current().settings)
     found = find_due_wave_task(str(folder))
     if found["wave_id"] is None:
         expected = found["existing_max"] + 1
@@ -297,16 +277,23 @@ def weekly_wave(credit_overnight: bool = True, drop_dir: str | None = None) -> d
     # The seed's SHA-256 is public before anyone can see who is eligible.
     publish_draw(wave_id, draw_facts_task(wave_id))
     stages = [s for s in Stage if not (credit_overnight and s in OVERNIGHT_STAGES)]
-    with wave_lease(wave_id):
-        summary = run_wave(wave_id, registrants_path=found["export"], stages=stages)
     # Sign-off (wave-rules.md): the form, outside the lease; approved, the rollout credits
     # now, or the overnight rollout does (credit_overnight).
-    if await_sign_off(wave_id, announce=credit_overnight)["approved"] and _waits_for_sign_off(
-        summary
-    ):
-        with wave_lease(wave_id):
-            summary = run_wave(wave_id, stages=stages)
-    return {"ran": True, **_brief(summary)}
+    outcome = run_wave(
+        current(),
+        wave_id,
+        run_flow=_run_flow,
+        registrants=found["export"],
+        stages=stages,
+        keep_open=False,
+        wait_s=_lease_wait_s(),
+        sign_off=lambda w, s: (
+            await_sign_off(w, announce=credit_overnight).approved and s.waits_for_sign_off
+        ),
+        reraise=True,
+        logger=_logger(),
+    )
+    return {"ran": True, **_finished(outcome).brief()}
 
 
 # ---------------------------------------------------------------- overnight-rollout
@@ -334,7 +321,7 @@ def overnight_rollout(
         label_run([], "overnight-rollout-nothing-to-credit")
         get_run_logger().info("no confirmed participant waits for a credit")
         return {"waves": []}
-    lease_wait_s = get_runtime().settings.lease_wait_s
+    lease_wait_s = current().settings.lease_wait_s
     numbers = [w["wave_id"] for w in waves]
     label_run(numbers, "wave-" + "+".join(map(str, numbers)) + "-overnight-rollout")
     pacing = Pacing(
@@ -348,18 +335,22 @@ def overnight_rollout(
         wave_id = w["wave_id"]
         # A wave still being run (e.g. its weekly run) is waited for, up to its deadline.
         wait_s = max(lease_wait_s, (w["rollout_deadline"] - utcnow()).total_seconds())
-        with wave_lease(wave_id, wait_s=wait_s):
-            # The wave's own rollout stage, paced; then its SMS; then it closes if done.
-            summary = run_wave(
+        # The wave's own rollout stage, paced; then its SMS; then it closes if done.
+        summary = _finished(
+            run_wave(
+                current(),
                 wave_id,
+                run_flow=_run_flow,
                 stages=[Stage.ROLLOUT, Stage.ANNOUNCE],
                 keep_open=w["keep_open"],
                 pacing=pacing,
+                wait_s=wait_s,
+                reraise=True,
+                logger=_logger(),
             )
-        rollout = summary["stages"][Stage.ROLLOUT.value]
-        results.append(
-            {**_brief(summary), "rollout": rollout["counts"], **rollout.get("pacing", {})}
         )
+        rollout = summary.stages[Stage.ROLLOUT.value]
+        results.append({**summary.brief(), "rollout": rollout.counts, **(rollout.pacing or {})})
     return {"waves": results}
 
 
@@ -386,17 +377,18 @@ def rerun_wave(
         wave_id,
         {"stages": [s.value for s in stages or []] or "all", "flow_run": current_run.name},
     )
-    options = {
-        "stages": list(stages) if stages else None,
-        "draw_without_pending": draw_without_pending,
-    }
-    with wave_lease(wave_id):
-        keep_open = _wave_row(wave_id).keep_open
-        summary = run_wave(wave_id, keep_open=keep_open, **options)
-    if _waits_for_sign_off(summary) and await_sign_off(wave_id)["approved"]:
-        with wave_lease(wave_id):
-            summary = run_wave(wave_id, keep_open=_wave_row(wave_id).keep_open, **options)
-    return _brief(summary)
+    outcome = run_wave(
+        current(),
+        wave_id,
+        run_flow=_run_flow,
+        stages=list(stages) if stages else None,
+        draw_without_pending=draw_without_pending,
+        wait_s=_lease_wait_s(),
+        sign_off=lambda w, s: s.waits_for_sign_off and await_sign_off(w).approved,
+        reraise=True,
+        logger=_logger(),
+    )
+    return _finished(outcome).brief()
 
 
 @flow(name=names.RAISE_QUOTA, flow_run_name=_raise_quota_run_name)
@@ -414,11 +406,25 @@ def raise_quota_flow(
     install_masking()
     label_run([wave_id])
     actor = actor_here()
-    with wave_lease(wave_id) as held:
-        raised = raise_quota_task(wave_id, quota, held.lease.owner, actor.who, actor.host)
-        keep_open = _wave_row(wave_id).keep_open
-        summary = run_wave(wave_id, keep_open=keep_open)
-    if _waits_for_sign_off(summary) and await_sign_off(wave_id)["approved"]:
-        with wave_lease(wave_id):
-            summary = run_wave(wave_id, keep_open=_wave_row(wave_id).keep_open)
-    return {"quota": raised, **_brief(summary)}
+
+    raised: list[dict] = []
+
+    def raise_now(_sessions, wave_id_: int, quota_: int, *, lease_owner: str, actor) -> dict:
+        # Under the lease, as a task of this run (its own state in the UI).
+        raised.append(raise_quota_task(wave_id_, quota_, lease_owner, actor.who, actor.host))
+        return raised[-1]
+
+    outcome = raise_quota(
+        current(),
+        wave_id,
+        quota,
+        run_flow=_run_flow,
+        by=actor.who,
+        via="prefect",
+        wait_s=_lease_wait_s(),
+        sign_off=lambda w, s: s.waits_for_sign_off and await_sign_off(w).approved,
+        raise_now=raise_now,
+        logger=_logger(),
+    )
+    summary = _finished(outcome)
+    return {"quota": raised[0] if raised else None, **summary.brief()}

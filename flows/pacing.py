@@ -21,9 +21,9 @@ from models import names
 from models.enums import Stage
 from rules.pacing import Pacing, pace
 from rules.settings import JAKARTA
+from runtime.execution import Execution
 from tasks import batches as t
 from tasks.common import utcnow
-from tasks.execution import Execution
 from tasks.operations import rollout_facts_task
 
 # Injected in tests (the pacing never really sleeps there).

@@ -11,11 +11,12 @@ from prefect.events import emit_event
 
 from models import names
 from models.enums import ReasonCode, Stage
+from readmodels.report_types import merge_reports
+from readmodels.summaries import SignOffStatus
 from rules.funnel import funnel_rows
 from rules.money import rupiah
-from tasks import progress
+from runtime import progress
 from tasks.batches import stage_state_task  # the wave's state, from the database
-from tasks.report_types import merge_reports
 
 
 def stage_artifact_key(wave_id: int, stage: Stage) -> str:
@@ -37,7 +38,7 @@ def stage_markdown(wave_id: int, stage: Stage, merged: dict, wave_state: dict) -
     """The stage artifact: the wave's state at this stage (from the database, so a rerun
     with nothing to do shows the last state, never an empty table), then what this run
     did and the partner failures it left pending."""
-    from tasks.reporting import stage_view
+    from readmodels.reporting import stage_view
 
     md = f"## Wave {wave_id}: {stage.value}\n\n### The wave at this stage\n\n"
     md += "| | count |\n|---|---|\n"
@@ -128,31 +129,30 @@ def publish_wave(wave_id: int, report: dict) -> dict:
             "pending": report["pending"],
             "funnel": report["funnel"],
             "credited_amount": report["credited_amount"],
-            # from the ledger: refused credits are not waiting (tasks/reporting.py)
+            # from the ledger: refused credits are not waiting (readmodels/reporting.py)
             "waiting_for_credit": report["waiting_for_credit"],
         },
     )
     return report
 
 
-def publish_awaiting_sign_off(wave_id: int, status: dict) -> dict:
+def publish_awaiting_sign_off(wave_id: int, status: SignOffStatus) -> SignOffStatus:
     """The wave waits for sign-off (wave-rules.md): an artifact `wave-<N>-sign-off` with
     what approvers approve, and, when it really waits (its accounts are done), the event
     `prakerja.wave.awaiting-sign-off` that the automation turns into a notification."""
-    if not status.get("waiting"):
+    if not status.waiting:
         return status
-    approvals = ", ".join(a["by"] for a in status["approvals"]) or "none yet"
     rows = [
-        ("seats", status["seats"]),
-        ("confirmed participants", status["confirmed"]),
-        ("total amount", rupiah(status["total_amount"])),
-        ("draw digest", f"`{status['digest']}`"),
-        ("approvals", f"{len(status['approvals'])} of {status['required']} ({approvals})"),
+        ("seats", status.seats),
+        ("confirmed participants", status.confirmed),
+        ("total amount", rupiah(status.total_amount)),
+        ("draw digest", f"`{status.digest}`"),
+        ("approvals", f"{len(status.approvals)} of {status.required} ({status.approvers})"),
     ]
     md = f"## Wave {wave_id}: waiting for sign-off\n\n| | |\n|---|---|\n"
     md += "\n".join(f"| {k} | {v} |" for k, v in rows)
     md += (
-        f"\n\nNo credit is sent until {status['required']} different people approved: "
+        f"\n\nNo credit is sent until {status.required} different people approved: "
         f"`prakerja wave sign-off --wave {wave_id} --by NAME`, or the form of a paused run."
     )
     create_markdown_artifact(
@@ -161,20 +161,20 @@ def publish_awaiting_sign_off(wave_id: int, status: dict) -> dict:
     get_run_logger().warning(
         "wave %s waits for sign-off: %d of %d approvals",
         wave_id,
-        len(status["approvals"]),
-        status["required"],
+        len(status.approvals),
+        status.required,
     )
     emit_event(
         event="prakerja.wave.awaiting-sign-off",
         resource={"prefect.resource.id": f"prakerja.wave.{wave_id}"},
         payload={
             "wave_id": wave_id,
-            "seats": status["seats"],
-            "confirmed": status["confirmed"],
-            "amount": status["total_amount"],
-            "required": status["required"],
-            "approvals": len(status["approvals"]),
-            "digest": status["digest"],
+            "seats": status.seats,
+            "confirmed": status.confirmed,
+            "amount": status.total_amount,
+            "required": status.required,
+            "approvals": len(status.approvals),
+            "digest": status.digest,
         },
     )
     return status
@@ -245,7 +245,7 @@ def track_progress(wave_id: int, futures: list, stage: str | None = None) -> Non
     if not total:
         return
     stage = stage or flow_run.flow_name or "stage"
-    progress.batches_planned(wave_id, stage, total)  # the CLI's live line (tasks/progress.py)
+    progress.batches_planned(wave_id, stage, total)  # the CLI's live line (runtime/progress.py)
     logger = get_run_logger()
     try:
         # Called from a sync flow, async_dispatch runs it synchronously: a UUID (its

@@ -1,6 +1,6 @@
 """Where a stage's batch tasks run: threads in the run's process, or a Dask cluster.
 
-Chosen by the run's `Execution` (tasks/execution.py), which the wave flow takes as a
+Chosen by the run's `Execution` (runtime/execution.py), which the wave flow takes as a
 parameter: the CLI builds it from its flags, a deployment's run from its environment.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from tasks.execution import Execution
+from runtime.execution import Execution
 
 
 def batch_task_runner(execution: Execution, threads: int) -> TaskRunner:

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
+
+from prefect import tags
+from prefect.runtime import flow_run
 
 from flows.pacing import credit_paced
 from flows.publish import (
@@ -21,14 +25,16 @@ from flows.publish import (
 )
 from flows.runners import batch_task_runner, partner_threads, worker_stage_threads
 from models.enums import ReasonCode, Stage, State
+from readmodels.report_types import merge_reports
+from readmodels.summaries import CloseResult, StageSummary, WaveSummary
 from rules.pacing import Pacing
+from runtime import progress, workers
+from runtime.app import current
+from runtime.boundary import flow
+from runtime.execution import Execution
 from tasks import batches as t
-from tasks import intake, progress, workers
-from tasks.boundary import flow
-from tasks.execution import Execution
+from tasks import intake
 from tasks.operations import draw_facts_task
-from tasks.report_types import merge_reports
-from tasks.runtime import get_runtime
 
 # Registrants per batch task. A task sends its people to a partner in the partner's own
 # batch_size, several calls side by side (partners.client), and writes its results in
@@ -39,7 +45,7 @@ LOCAL_BATCH = 50_000  # set-based SQL: big pages are cheap
 def batch_size() -> int:
     """PRAKERJA_BATCH_SIZE (small in crash tests): the process's settings (models/config.py),
     read when it was configured."""
-    return get_runtime().settings.batch_size
+    return current().settings.batch_size
 
 
 def on(stage, execution: Execution, threads: Callable[[Execution], int]):
@@ -136,7 +142,7 @@ def rollout_stage(wave_id: int, execution: Execution, pacing: Pacing | None = No
     """Credits the confirmed: at once, or (the overnight rollout) paced to the deadline;
     nothing before enough approvals of the list as it stands (sign-off before money)."""
     sign_off = t.sign_off_status_task(wave_id)
-    if not sign_off["approved"]:
+    if not sign_off.approved:
         publish_awaiting_sign_off(wave_id, sign_off)
         return {"stage": Stage.ROLLOUT.value, "counts": {}, "failures": [], "sign_off": sign_off}
     size = pacing.batch_size if pacing else batch_size()
@@ -190,14 +196,14 @@ def wave(
     keep_open: bool = False,
     execution: Execution | None = None,
     pacing: Pacing | None = None,
-) -> dict:
+) -> WaveSummary:
     """Runs every stage of a wave still to do, then closes it if nothing is pending.
 
-    `execution` (tasks/execution.py) says where its batches run; without it, from this
+    `execution` (runtime/execution.py) says where its batches run; without it, from this
     process's settings (models/config.py), read once when it was configured. `pacing`
     spreads the rollout's credits to the wave's deadline (the overnight rollout); without
     it they go as fast as allowed."""
-    run = execution or Execution.from_settings(get_runtime().settings)
+    run = execution or current().execution
     todo = set(stages or list(Stage))
     runbook = [
         (Stage.INTAKE, lambda: intake_stage(wave_id, registrants_path, run.workers() > 0)),
@@ -209,23 +215,38 @@ def wave(
         (Stage.ROLLOUT, lambda: rollout_refilling(wave_id, Stage.ACCOUNTS in todo, run, pacing)),
         (Stage.ANNOUNCE, lambda: on(announce_stage, run, partner_threads)(wave_id, run)),
     ]
-    summary: dict = {"wave_id": wave_id, "stages": {}}
+    summary = WaveSummary(wave_id=wave_id, flow_run_name=flow_run.name)
     if todo & {Stage.IDENTITY, Stage.SCREENING} and intake.is_big_export(registrants_path):
         workers.warm_up(run.workers())  # they start during intake; a small wave lazily
     for stage, run_stage in runbook:
         if stage in todo:
             started = time.monotonic()
             progress.stage_started(wave_id, stage.value)  # the CLI's live line per stage
-            done = summary["stages"][stage.value] = run_stage()
+            done = run_stage()
             done["seconds"] = round(time.monotonic() - started, 3)
             progress.stage_finished(wave_id, stage.value, done, done["seconds"])
-    if "sign_off" in summary["stages"].get(Stage.ROLLOUT.value, {}):
-        summary["sign_off"] = summary["stages"][Stage.ROLLOUT.value]["sign_off"]
+            summary.stages[stage.value] = StageSummary.model_validate(done)
+    rollout = summary.stages.get(Stage.ROLLOUT.value)
+    if rollout is not None and rollout.sign_off is not None:
+        summary.sign_off = rollout.sign_off
     started = time.monotonic()
     progress.stage_started(wave_id, "close")
     # A seat still owed (freed at the rollout of a run without the accounts stage, such as
     # the overnight rollout) keeps the wave open for the run that fills it.
-    summary["close"] = t.close_wave_task(wave_id, keep_open or t.seats_to_refill_task(wave_id))
-    summary["report"] = publish_wave(wave_id, t.report_task(wave_id))
+    closed = t.close_wave_task(wave_id, keep_open or t.seats_to_refill_task(wave_id))
+    summary.close = CloseResult.model_validate(closed)
+    summary.report = publish_wave(wave_id, t.report_task(wave_id))
     progress.stage_finished(wave_id, "close", {}, time.monotonic() - started)
+    return summary
+
+
+def run_wave_flow(wave_id: int, **options: Any) -> WaveSummary:
+    """The `wave` flow tagged `prakerja` and `wave-<N>`: a flow run of its own when the CLI
+    calls it, a subflow inside a deployment's run; its summary, with its flow run's id.
+    A failed run raises its (cleaned) failure. The run service (services/runs.py) calls
+    it for both."""
+    with tags("prakerja", f"wave-{wave_id}"):
+        state = wave(wave_id=wave_id, return_state=True, **options)
+    summary = state.result()
+    summary.flow_run_id = str(state.state_details.flow_run_id)
     return summary

@@ -2,7 +2,7 @@
 
 Read once, when a process starts (the CLI, a deployment's run, the portal, a worker):
 `read_settings()`. Nothing reads these variables anywhere else, and nothing at import time;
-the values are handed to what needs them (tasks/wiring.py builds the engine, the partner
+the values are handed to what needs them (runtime/wiring.py builds the engine, the partner
 clients and the limiter backend from them). A child process gets the same settings with
 `Settings.model_validate(settings.handover())`, or through `handover_env()` in its
 environment.
@@ -10,20 +10,104 @@ environment.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PREFIX = "PRAKERJA_"
 DEFAULT_DATABASE_URL = "sqlite:///./var/prakerja.db"
 PARTNER_LIMITS = ("database", "prefect", "process")
+MAX_DEFAULT_WORKERS = 6
+
+TaskRunnerName = Literal["threads", "dask"]
+PartnerLimits = Literal["database", "prefect", "process"]
 
 
-class Settings(BaseSettings):
+class ExecutionFields(BaseModel):
+    """How a run executes its batches: declared once, here. They are settings
+    (PRAKERJA_TASK_RUNNER, ...) and the fields of the `Execution` that travels with a run."""
+
+    task_runner: TaskRunnerName = Field(
+        "threads", description="Where batch tasks run (as `wave run --task-runner`)."
+    )
+    dask_address: str | None = Field(
+        None, description="The Dask scheduler with task_runner dask, e.g. tcp://host:8786."
+    )
+    worker_processes: int | None = Field(
+        None, ge=0, description="Worker processes for batches (unset: three per core, at most 6)."
+    )
+    partner_limits: PartnerLimits = Field(
+        "database",
+        description="Where partner rate limits are shared: database (every process of this "
+        "database), prefect (Prefect global rate limits) or process (none beyond it).",
+    )
+
+    @field_validator("partner_limits", mode="before")
+    @classmethod
+    def _known_limits(cls, value: object) -> object:
+        chosen = str(value).strip().lower()
+        if chosen not in PARTNER_LIMITS:
+            raise ValueError(
+                f"{PREFIX}PARTNER_LIMITS must be one of {', '.join(PARTNER_LIMITS)}, not {value!r}"
+            )
+        return chosen
+
+
+class Execution(ExecutionFields):
+    """Where a run's batches run and how its partner calls share limits: the process's
+    settings (`Settings.execution()`), with the run's own choices (the CLI's flags) over
+    them. The wave flow takes it as a parameter and every batch task carries it, so that a
+    Dask worker started elsewhere does what the run asked, whatever its own environment."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @model_validator(mode="after")
+    def _dask_needs_address(self) -> Execution:
+        if self.task_runner == "dask" and not self.dask_address:
+            raise ValueError("dask_address: required with task_runner 'dask'")
+        return self
+
+    def workers(self) -> int:
+        """Worker processes a stage's batches get; 0 means the calling process does them.
+
+        On Dask the Dask workers are the processes; with Prefect's global rate limits the
+        limits are held by the server, not by a pool's shared memory.
+        """
+        if self.task_runner == "dask" or self.partner_limits == "prefect":
+            return 0
+        count = self.worker_processes
+        if count is None:
+            # Three per core: a worker runs one batch at a time and spends much of it
+            # waiting for partners (screening asks each agency in turn), so the others keep
+            # the core busy meanwhile. On 2 cores, 6 screened a million 10% faster than 4.
+            count = min(3 * (os.cpu_count() or 1), MAX_DEFAULT_WORKERS)
+        return 0 if count <= 1 else count
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> Execution:
+        return settings.execution(**overrides)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Execution:
+        """The execution of an environment's settings (a test's or a deployment's `env`)."""
+        return read_settings(env).execution(**overrides)
+
+
+class Settings(BaseSettings, ExecutionFields):
     """One field per variable: `database_url` is PRAKERJA_DATABASE_URL. An empty variable
-    counts as unset."""
+    counts as unset. The execution fields (task_runner, dask_address, worker_processes,
+    partner_limits) are declared once, in ExecutionFields."""
 
     model_config = SettingsConfigDict(
         env_prefix=PREFIX, extra="ignore", frozen=True, env_ignore_empty=True
@@ -43,26 +127,12 @@ class Settings(BaseSettings):
     partners: str | None = Field(
         None, description="The partners file (TOML); unset: the built-in simulator file."
     )
-    partner_limits: str = Field(
-        "database",
-        description="Where partner rate limits are shared: database (every process of this "
-        "database), prefect (Prefect global rate limits) or process (none beyond it).",
-    )
     shared_rate_limits: bool = Field(
         False, description="1: Prefect global rate limits (as `wave run --shared-rate-limits`)."
     )
     # Running waves
     batch_size: int = Field(
         10_000, ge=1, le=1_000_000, description="Registrants per batch task of a partner stage."
-    )
-    task_runner: Literal["threads", "dask"] = Field(
-        "threads", description="Where batch tasks run (as `wave run --task-runner`)."
-    )
-    dask_address: str | None = Field(
-        None, description="The Dask scheduler with task_runner dask, e.g. tcp://host:8786."
-    )
-    worker_processes: int | None = Field(
-        None, ge=0, description="Worker processes for batches (unset: three per core, at most 6)."
     )
     host_id: str | None = Field(
         None, description="This machine's identity in wave leases (unset: derived from the host)."
@@ -101,15 +171,17 @@ class Settings(BaseSettings):
         50, ge=1, le=1000, description="How long sign-in codes are collected into one call."
     )
 
-    @field_validator("partner_limits", mode="before")
-    @classmethod
-    def _known_limits(cls, value: object) -> object:
-        chosen = str(value).strip().lower()
-        if chosen not in PARTNER_LIMITS:
-            raise ValueError(
-                f"{PREFIX}PARTNER_LIMITS must be one of {', '.join(PARTNER_LIMITS)}, not {value!r}"
-            )
-        return chosen
+    def execution(self, **overrides: Any) -> Execution:
+        """The run's Execution: these settings (PRAKERJA_SHARED_RATE_LIMITS=1 meaning
+        partner_limits prefect), with `overrides` (the CLI's flags; None: not given) over
+        them."""
+        values: dict[str, Any] = {
+            name: getattr(self, name) for name in ExecutionFields.model_fields
+        }
+        if self.shared_rate_limits:
+            values["partner_limits"] = "prefect"
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return Execution.model_validate(values)
 
     @classmethod
     def env_name(cls, field: str) -> str:

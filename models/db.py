@@ -9,9 +9,16 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
 import models.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
-from models.config import DEFAULT_DATABASE_URL, read_settings
+from models.config import DEFAULT_DATABASE_URL, Settings, read_settings
 
-__all__ = ["DEFAULT_DATABASE_URL", "database_url", "init_db", "make_engine", "session_factory"]
+__all__ = [
+    "DEFAULT_DATABASE_URL",
+    "database_url",
+    "engine_for",
+    "init_db",
+    "make_engine",
+    "session_factory",
+]
 log = logging.getLogger(__name__)
 SessionFactory = Callable[[], Session]
 SQLITE_CHECKPOINT_PAGES = 10_000  # about 40 MB of WAL between checkpoints
@@ -23,11 +30,18 @@ def database_url(env: Mapping[str, str] | None = None) -> str:
 
 
 def make_engine(
-    url: str | None = None, *, sqlite_cache_mb: int = 32, sqlite_busy_timeout_s: float = 60.0
+    url: str | None = None,
+    *,
+    sqlite_cache_mb: int = 32,
+    sqlite_busy_timeout_s: float = 60.0,
+    autocommit: bool = False,
+    pool_size: int = 10,
 ) -> Engine:
-    """An engine for `url` (default: the environment's); SQLite gets WAL, a busy timeout
-    (how long a write waits for another connection's lock) and its folder created; its page
+    """The one engine factory of the program (runs, workers and the dashboard alike): an
+    engine for `url` (default: the environment's); SQLite gets WAL, a busy timeout (how
+    long a write waits for another connection's lock) and its folder created; its page
     cache is per connection (KiB-sized pages are only allocated as they are used).
+    `autocommit` (the dashboard's SQLite engine): transactions are begun by hand.
 
     `hide_parameters`: a database error's text never carries its statement's parameters
     (rows of names, NIKs, phones...), wherever it is logged or stored."""
@@ -37,10 +51,14 @@ def make_engine(
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         busy_s = sqlite_busy_timeout_s
+        options: dict = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
+        if pool_size != 10:
+            options.update(pool_size=pool_size, max_overflow=pool_size)
         engine = create_engine(
             url,
             connect_args={"timeout": busy_s, "check_same_thread": False},
             hide_parameters=True,
+            **options,
         )
 
         @event.listens_for(engine, "connect")
@@ -58,7 +76,31 @@ def make_engine(
 
         return engine
     return create_engine(
-        url, pool_size=10, max_overflow=10, pool_pre_ping=True, hide_parameters=True
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        hide_parameters=True,
+    )
+
+
+def engine_for(settings: Settings, url: str | None = None, *, portal: bool = False) -> Engine:
+    """The program database's engine as the settings tune it (`url`, else
+    settings.database_url). `portal`: the dashboard's engine: short autocommitted reads
+    and hand-begun writes, a larger pool for its concurrent requests, and a shorter wait
+    for a lock (a person waits on the other end)."""
+    if portal:
+        return make_engine(
+            url or settings.database_url,
+            sqlite_cache_mb=settings.sqlite_cache_mb,
+            sqlite_busy_timeout_s=min(30.0, settings.sqlite_busy_timeout_s),
+            autocommit=True,
+            pool_size=20,
+        )
+    return make_engine(
+        url or settings.database_url,
+        sqlite_cache_mb=settings.sqlite_cache_mb,
+        sqlite_busy_timeout_s=settings.sqlite_busy_timeout_s,
     )
 
 

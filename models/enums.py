@@ -84,6 +84,22 @@ class Stage(StrEnum):
     ANNOUNCE = "announce"
 
 
+def stage_of_reason(reason: str) -> Stage | None:
+    """The stage whose check gives `reason` (wave-rules.md's order): every ReasonCode by
+    REASON_STAGE, and the configured agencies' EXCLUDED_<CATEGORY> by their prefix."""
+    if reason.startswith("EXCLUDED_"):
+        return Stage.SCREENING
+    try:
+        return REASON_STAGE.get(ReasonCode(reason))
+    except ValueError:
+        return None
+
+
+def reasons_of(stage: Stage) -> frozenset[str]:
+    """The reason codes a stage gives (the screening's configured ones aside)."""
+    return frozenset(r.value for r, s in REASON_STAGE.items() if s == stage)
+
+
 class State(StrEnum):
     """Where a registrant is inside the program (stored; finer than Outcome)."""
 
@@ -122,3 +138,38 @@ class MessageStatus(StrEnum):
     QUEUED = "QUEUED"
     ACCEPTED = "ACCEPTED"
     REJECTED = "REJECTED"
+
+
+# Which stage gives which reason: data, next to ReasonCode, read wherever reasons are
+# grouped by stage (the funnel, the stage artifacts, the stage lines).
+REASON_STAGE: dict[ReasonCode, Stage] = {
+    ReasonCode.MALFORMED_ROW: Stage.INTAKE,
+    ReasonCode.MISSING_FIELD: Stage.INTAKE,
+    ReasonCode.INVALID_NIK: Stage.INTAKE,
+    ReasonCode.NIK_DATA_MISMATCH: Stage.INTAKE,
+    ReasonCode.DUPLICATE_NIK: Stage.INTAKE,
+    ReasonCode.EMAIL_UNVERIFIED: Stage.INTAKE,
+    ReasonCode.UNDERAGE: Stage.LOCAL_ELIGIBILITY,
+    ReasonCode.TEST_FAILED: Stage.LOCAL_ELIGIBILITY,
+    ReasonCode.PRIOR_RECIPIENT: Stage.LOCAL_ELIGIBILITY,
+    ReasonCode.BLACKLISTED: Stage.LOCAL_ELIGIBILITY,
+    ReasonCode.NIK_NOT_FOUND: Stage.IDENTITY,
+    ReasonCode.DECEASED: Stage.IDENTITY,
+    ReasonCode.BIRTH_DATE_MISMATCH: Stage.IDENTITY,
+    ReasonCode.NAME_MISMATCH: Stage.IDENTITY,
+    ReasonCode.KK_MISMATCH: Stage.IDENTITY,
+    ReasonCode.EXCLUDED_CIVIL_SERVANT: Stage.SCREENING,
+    ReasonCode.EXCLUDED_MILITARY_POLICE: Stage.SCREENING,
+    ReasonCode.EXCLUDED_STUDENT: Stage.SCREENING,
+    ReasonCode.EXCLUDED_VILLAGE_OFFICIAL: Stage.SCREENING,
+    ReasonCode.EXCLUDED_LEGISLATOR: Stage.SCREENING,
+    ReasonCode.EXCLUDED_SOE_BOARD: Stage.SCREENING,
+    ReasonCode.EXCLUDED_SOCIAL_AID: Stage.SCREENING,
+    ReasonCode.HOUSEHOLD_CAP: Stage.DRAW,
+    ReasonCode.QUOTA_FULL: Stage.DRAW,
+    ReasonCode.ACCOUNT_NOT_FOUND: Stage.ACCOUNTS,
+    ReasonCode.ACCOUNT_NIK_MISMATCH: Stage.ACCOUNTS,
+    ReasonCode.ACCOUNT_NOT_KYC: Stage.ACCOUNTS,
+    ReasonCode.ACCOUNT_BLOCKED: Stage.ACCOUNTS,
+    ReasonCode.CREDIT_REJECTED: Stage.ROLLOUT,
+}

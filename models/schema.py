@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 UPGRADE_COMMAND = "prakerja db upgrade"
 # Tables in the program database that are not the program's schema: Alembic's own, and the
-# partner buckets' (tasks/shared_limits.py makes it when first needed, UNLOGGED).
+# partner buckets' (partners/shared_limits.py makes it when first needed, UNLOGGED).
 # Alembic's record of the revision, under the program's own name: a PostgreSQL database
 # shared with Prefect's server holds Prefect's `alembic_version` already.
 VERSION_TABLE = "prakerja_schema_version"

@@ -24,7 +24,13 @@ import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 from partners.config import PartnerSettings
-from partners.limits import CircuitBreaker, RateLimiter, SharedRateLimiter, shared_limits_for
+from partners.limits import (
+    CircuitBreaker,
+    Limiter,
+    RateLimiter,
+    SharedLimits,
+    SharedRateLimiter,
+)
 
 T = TypeVar("T")
 LOGGER = logging.getLogger("prakerja.partners")
@@ -105,12 +111,13 @@ class PartnerClient:
         clock: Callable[[], float] = time.monotonic,
         session_factory: Callable[[], requests.Session] = requests.Session,
         logger: logging.Logger = LOGGER,
-        shared_pacer: Callable[[str], None] | None = None,
+        limiter: Limiter | None = None,
+        shared: SharedLimits | None = None,
     ) -> None:
         self.settings = settings
         # Called with the partner id before every request: a limit shared by all the
-        # processes of the program (tasks/shared_limits.py, wired by tasks/runtime.py).
-        self._shared_pacer = shared_pacer
+        # processes of the program (partners/limits.py's Limiter, chosen by build_app).
+        self._shared_pacer = limiter
         self._sleep = sleep
         self._clock = clock
         self._session_factory = session_factory
@@ -133,7 +140,6 @@ class PartnerClient:
             settings.breaker_threshold, settings.breaker_cooldown_s, clock
         )
         # In a worker process, the limits and breaker shared by all workers replace these.
-        shared = shared_limits_for(settings.id)
         if shared is not None:
             self._limiter, self._slots, self.breaker = shared
         # Lowered when the partner answers 413: its real limit is below the configured one.

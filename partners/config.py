@@ -83,16 +83,18 @@ class PartnersConfig:
 def load_partners_config(
     path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
 ) -> PartnersConfig:
-    """Reads and checks a partners file: `path`, else $PRAKERJA_PARTNERS, else the built-in one.
+    """Reads and checks a partners file: `path` (the process's settings.partners, read once
+    at start-up), else PRAKERJA_PARTNERS of a given `env`, else the built-in one.
 
     Key variables (the file's api_key_env) are read from `env` (default: the process
     environment): which ones is the file's to say, so they are not settings of their own.
     """
-    env = os.environ if env is None else env
-    if path is None:
+    if path is None and env is not None:
         from models.config import read_settings
 
-        path = read_settings(env).partners or BUILTIN_PATH
+        path = read_settings(env).partners
+    env = os.environ if env is None else env
+    path = path or BUILTIN_PATH
     source = str(Path(path))
     try:
         text = Path(path).read_text(encoding="utf-8")

@@ -1,11 +1,48 @@
-"""Politeness towards a partner: a rate limiter and a circuit breaker, both thread-safe."""
+"""Politeness towards a partner: how fast and how many at once it is called, and when not.
+
+One interface, `Limiter`: what every partner request takes first, a token of the
+partner's budget shared beyond the client (partner_id -> waits until its token is due).
+Its implementations, chosen by the run's `Execution.partner_limits` through
+`limiter_for` (called by runtime/app.py's build_app, nowhere else):
+
+- `database` (default): partners/shared_limits.py's DatabaseRateLimits, one bucket per
+  partner beside the program's data, shared by every process of the program;
+- `prefect`: Prefect global rate limits (partners/shared_limits.py's take_partner_slot);
+- `process`: None, nothing beyond the process.
+
+Beneath it, each client keeps its own `RateLimiter`, concurrency semaphore and
+`CircuitBreaker`; a worker pool's processes get one shared-memory set per partner
+(`SharedLimits`, made by the pool and handed to each worker's clients explicitly through
+build_app, never through a global), so that together they keep within the partner's
+limits as one process would.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from partners.config import PartnersConfig
+
+
+class Limiter(Protocol):
+    """Takes one token of the partner's shared budget, waiting until it is due."""
+
+    def __call__(self, partner_id: str, /) -> None: ...
+
+
+def limiter_for(mode: str, *, engine: Engine, config: PartnersConfig) -> Limiter | None:
+    """The Limiter of partner limits `mode` (database, prefect, process): None for
+    `process` (or a database no other process can open)."""
+    from partners.shared_limits import partner_pacer
+
+    return partner_pacer(engine, config, mode)
+
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -50,7 +87,7 @@ class RateLimiter:
 class SharedRateLimiter:
     """RateLimiter's token bucket in shared memory: one budget for several processes.
 
-    Made before the processes start (tasks.workers) and handed to them when they are
+    Made before the processes start (runtime.workers) and handed to them when they are
     spawned; time.monotonic is the same clock in every process of the machine.
     """
 
@@ -75,21 +112,11 @@ class SharedRateLimiter:
         return wait
 
 
-# partner id -> (rate limiter, concurrency semaphore, circuit breaker) shared with other
-# processes; set only in worker processes (tasks.workers), where it replaces each
-# client's own limits. The semaphore is a multiprocessing one (no common type with
-# threading's).
+# A worker pool's limits of one partner: (rate limiter, concurrency semaphore, circuit
+# breaker) in shared memory, made before the workers start (runtime/workers.py) and given
+# to each worker's clients through build_app, where they replace the client's own. The
+# semaphore is a multiprocessing one (no common type with threading's).
 SharedLimits = tuple["SharedRateLimiter", Any, "SharedCircuitBreaker"]
-_SHARED: dict[str, SharedLimits] = {}
-
-
-def install_shared_limits(limits: dict[str, SharedLimits]) -> None:
-    _SHARED.clear()
-    _SHARED.update(limits)
-
-
-def shared_limits_for(partner_id: str) -> SharedLimits | None:
-    return _SHARED.get(partner_id)
 
 
 class CircuitBreaker:

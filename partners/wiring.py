@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from partners.agency import AgencyClient
 from partners.config import PartnersConfig
 from partners.issuer import IssuerClient
+from partners.limits import Limiter, SharedLimits
 from partners.notifier import NotifierClient
 from partners.payment import PaymentClient
 from partners.registry import RegistryClient
@@ -35,17 +36,24 @@ def build_partners(
     config: PartnersConfig,
     *,
     sleep: Callable[[float], None] = time.sleep,
-    shared_pacer: Callable[[str], None] | None = None,
+    limiter: Limiter | None = None,
+    shared: Mapping[str, SharedLimits] | None = None,
 ) -> Partners:
-    """One client per configured partner; agencies keep the file's order."""
+    """One client per configured partner; agencies keep the file's order. `limiter`:
+    shared beyond the process (partners/limits.py); `shared`: a worker pool's limits per
+    partner id, replacing each client's own."""
+    shared = shared or {}
+
+    def options(partner_id: str) -> dict:
+        return {"sleep": sleep, "limiter": limiter, "shared": shared.get(partner_id)}
+
     return Partners(
-        registry=RegistryClient(config.registry, sleep=sleep, shared_pacer=shared_pacer),
-        agencies=[AgencyClient(a, sleep=sleep, shared_pacer=shared_pacer) for a in config.agencies],
+        registry=RegistryClient(config.registry, **options(config.registry.id)),
+        agencies=[AgencyClient(a, **options(a.id)) for a in config.agencies],
         payments={
-            pid: PaymentClient(p, sleep=sleep, shared_pacer=shared_pacer)
-            for pid, p in config.payment_providers.items()
+            pid: PaymentClient(p, **options(p.id)) for pid, p in config.payment_providers.items()
         },
-        issuer=IssuerClient(config.card_issuer, sleep=sleep, shared_pacer=shared_pacer),
-        notifier=NotifierClient(config.notifier, sleep=sleep, shared_pacer=shared_pacer),
+        issuer=IssuerClient(config.card_issuer, **options(config.card_issuer.id)),
+        notifier=NotifierClient(config.notifier, **options(config.notifier.id)),
         config=config,
     )

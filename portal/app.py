@@ -209,7 +209,7 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        store = Store(make_portal_engine(settings.database_url), secret)
+        store = Store(make_portal_engine(settings.database_url, settings), secret)
         sender = _build_sender(settings)
         state["portal"] = Portal(settings, store, sender)
         try:

@@ -22,10 +22,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
-from models.db import init_db
+from models.config import Settings
+from models.db import engine_for, init_db, make_engine
 
 CODE_TTL_S = 5 * 60
 WINDOW_S = 15 * 60
@@ -67,29 +68,13 @@ class Verification:
     retry_after: int = 0
 
 
-def make_portal_engine(url: str) -> Engine:
-    """An engine for the portal's short reads and writes; parameters never in errors."""
-    if url.startswith("sqlite"):
-        engine = create_engine(
-            url,
-            connect_args={"timeout": 30, "check_same_thread": False},
-            # Transactions are begun by hand (BEGIN IMMEDIATE for writes, below).
-            isolation_level="AUTOCOMMIT",
-            pool_size=20,
-            max_overflow=20,
-            hide_parameters=True,
-        )
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.close()
-
-        return engine
-    return create_engine(url, pool_size=20, max_overflow=20, hide_parameters=True)
+def make_portal_engine(url: str, settings: Settings | None = None) -> Engine:
+    """The dashboard's engine, from the program's one engine factory (models/db.py):
+    autocommitted on SQLite (transactions are begun by hand: BEGIN IMMEDIATE for writes,
+    below); parameters never in errors."""
+    if settings is None:
+        return make_engine(url, sqlite_busy_timeout_s=30.0, autocommit=True, pool_size=20)
+    return engine_for(settings, url, portal=True)
 
 
 def _times(csv: str, since: float) -> list[float]:

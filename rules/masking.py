@@ -122,7 +122,7 @@ def error_text(exc: BaseException) -> str:
     parameters (rows of people), nor PostgreSQL's DETAIL (the duplicate key's value) or
     CONTEXT (the COPY row). Whatever remains goes through `mask_text`.
     """
-    if getattr(type(exc), "already_cleaned", False):  # tasks.boundary.CleanedError
+    if getattr(type(exc), "already_cleaned", False):  # runtime.boundary.CleanedError
         return mask_text(str(exc))
     orig = getattr(exc, "orig", None)  # sqlalchemy.exc.DBAPIError wraps the driver's error
     name = type(exc).__name__

@@ -8,11 +8,11 @@ from models.db import SessionFactory
 from models.enums import PendingReason, ReasonCode, Stage, State
 from partners.client import PartnerFailure
 from partners.payment import PaymentClient
+from readmodels.report_types import BatchReport
 from rules.eligibility import account_reason
 from rules.money import card_number_for
 from tasks.common import CLEAR_PENDING, R, bulk_update, pending_change, rows_in_range, utcnow
 from tasks.eligibility import participants_elsewhere
-from tasks.report_types import BatchReport
 
 # A provider the partners file does not name cannot hold the account: the registrant
 # is told ACCOUNT_NOT_FOUND (documented in the README) rather than left waiting forever.

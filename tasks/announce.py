@@ -11,8 +11,8 @@ from models.enums import MessageStatus, Stage
 from models.tables import Message
 from partners.client import PartnerFailure
 from partners.notifier import NotifierClient
+from readmodels.report_types import BatchReport
 from tasks.common import bulk_update, utcnow
-from tasks.report_types import BatchReport
 
 M = Message.__table__  # type: ignore[attr-defined]
 

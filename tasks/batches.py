@@ -10,21 +10,25 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from models import names
+from readmodels import reporting
+from readmodels.summaries import SignOffStatus
+from runtime import workers
+from runtime.app import App, current
+from runtime.boundary import task
+from runtime.execution import Execution
 from tasks import (
     accounts,
     announce,
     draw,
     eligibility,
+    identity,
     intake,
-    reporting,
     rollout,
+    screening,
     signoff,
-    workers,
+    waves,
 )
-from tasks.boundary import task
 from tasks.common import plan_batches
-from tasks.execution import Execution
-from tasks.runtime import Runtime, get_runtime
 
 # Every task here answers from the database (who is in which state now), not from its
 # arguments alone, and some are called again with the same arguments in one flow run (the
@@ -35,10 +39,10 @@ from tasks.runtime import Runtime, get_runtime
 DB_RETRY_DELAYS_S: list[float] = [2, 10]
 
 
-def runtime_for(execution: Execution | None) -> Runtime:
-    """This process's runtime, with the run's shared partner limits: a batch task carries
+def runtime_for(execution: Execution | None) -> App:
+    """This process's app, with the run's shared partner limits: a batch task carries
     its run's Execution, so that a Dask worker started elsewhere does what the run asked."""
-    return get_runtime(execution.partner_limits if execution is not None else None)
+    return current(execution.partner_limits if execution is not None else None)
 
 
 def publish_failures(wave_id: int, report: dict) -> dict:
@@ -69,17 +73,17 @@ def publish_failures(wave_id: int, report: dict) -> dict:
 
 @task(name="plan-batches", retries=2, retry_delay_seconds=DB_RETRY_DELAYS_S, cache_policy=NO_CACHE)
 def plan_batches_task(wave_id: int, states: list[str], batch_size: int) -> list[tuple[int, int]]:
-    rt = get_runtime()
+    rt = current()
     with rt.sessions() as session:
         return plan_batches(session, wave_id, states, batch_size)
 
 
 @task(name="import-export", cache_policy=NO_CACHE)
 def import_export_task(wave_id: int, path: str | None, parse_elsewhere: bool = True) -> dict:
-    from tasks import progress
+    from runtime import progress
 
     result = intake.import_export(
-        get_runtime().sessions,
+        current().sessions,
         wave_id,
         path,
         parse_elsewhere=parse_elsewhere,
@@ -97,7 +101,7 @@ def portal_index_task(wave_id: int) -> dict:
     """The dashboard's NIK index of the wave, once intake is done (tasks/portal_index.py)."""
     from tasks.portal_index import build_portal_index
 
-    return build_portal_index(get_runtime().sessions, wave_id)
+    return build_portal_index(current().sessions, wave_id)
 
 
 @task(
@@ -107,7 +111,7 @@ def portal_index_task(wave_id: int) -> dict:
     cache_policy=NO_CACHE,
 )
 def local_eligibility_task(wave_id: int, id_range: tuple[int, int]) -> dict:
-    return eligibility.check_local_eligibility_batch(get_runtime().sessions, wave_id, id_range)
+    return eligibility.check_local_eligibility_batch(current().sessions, wave_id, id_range)
 
 
 @task(name="verify-identity-batch", cache_policy=NO_CACHE)
@@ -118,14 +122,14 @@ def verify_identity_task(
     in_worker: bool = False,
 ) -> dict:
     # With more than one batch, in a worker process, side by side with the others.
-    report = _in_worker(workers.identity_job, wave_id, id_range, execution, in_worker)
+    report = _in_worker(identity.identity_job, wave_id, id_range, execution, in_worker)
     return publish_failures(wave_id, report)
 
 
 def _in_worker(job, wave_id, id_range, execution: Execution | None, in_worker: bool) -> dict:
-    runtime_for(execution)
-    count = (execution or Execution.from_env()).workers() if in_worker else 0
-    return workers.run(job, wave_id, id_range, workers=count)
+    app = runtime_for(execution)
+    count = (execution or app.execution).workers() if in_worker else 0
+    return workers.run(job, wave_id, id_range, workers=count, app=app)
 
 
 @task(name="screen-batch", cache_policy=NO_CACHE)
@@ -135,7 +139,7 @@ def screen_task(
     execution: Execution | None = None,
     in_worker: bool = False,
 ) -> dict:
-    report = _in_worker(workers.screening_job, wave_id, id_range, execution, in_worker)
+    report = _in_worker(screening.screening_job, wave_id, id_range, execution, in_worker)
     return publish_failures(wave_id, report)
 
 
@@ -146,14 +150,14 @@ def screen_task(
     cache_policy=NO_CACHE,
 )
 def draw_task(wave_id: int, without_pending: bool) -> dict:
-    return draw.draw_participants(get_runtime().sessions, wave_id, without_pending=without_pending)
+    return draw.draw_participants(current().sessions, wave_id, without_pending=without_pending)
 
 
 @task(
     name="fill-free-seats", retries=2, retry_delay_seconds=DB_RETRY_DELAYS_S, cache_policy=NO_CACHE
 )
 def fill_free_seats_task(wave_id: int) -> dict:
-    return draw.fill_free_seats(get_runtime().sessions, wave_id)
+    return draw.fill_free_seats(current().sessions, wave_id)
 
 
 @task(name="verify-accounts-batch", cache_policy=NO_CACHE)
@@ -183,7 +187,7 @@ def credit_task(
     cache_policy=NO_CACHE,
 )
 def plan_message_batches_task(wave_id: int, batch_size: int) -> list[tuple[int, int]]:
-    return announce.plan_message_batches(get_runtime().sessions, wave_id, batch_size)
+    return announce.plan_message_batches(current().sessions, wave_id, batch_size)
 
 
 @task(name="send-messages-batch", cache_policy=NO_CACHE)
@@ -203,20 +207,20 @@ def reconcile_task(wave_id: int, execution: Execution | None = None) -> dict:
 
 @task(name="wave-report", retries=2, retry_delay_seconds=DB_RETRY_DELAYS_S, cache_policy=NO_CACHE)
 def report_task(wave_id: int) -> dict:
-    with get_runtime().sessions() as session:
+    with current().sessions() as session:
         return reporting.wave_report(session, wave_id)
 
 
 @task(name="stage-state", retries=2, retry_delay_seconds=DB_RETRY_DELAYS_S, cache_policy=NO_CACHE)
 def stage_state_task(wave_id: int) -> dict:
     """What a stage artifact shows of the wave: counts from indexes, no ledger or sign-off."""
-    with get_runtime().sessions() as session:
+    with current().sessions() as session:
         return reporting.stage_state(session, wave_id)
 
 
 @task(name="close-wave", retries=2, retry_delay_seconds=DB_RETRY_DELAYS_S, cache_policy=NO_CACHE)
 def close_wave_task(wave_id: int, keep_open: bool) -> dict:
-    return reporting.close_wave_if_done(get_runtime().sessions, wave_id, keep_open=keep_open)
+    return waves.close_wave_if_done(current().sessions, wave_id, keep_open=keep_open)
 
 
 @task(
@@ -226,18 +230,18 @@ def close_wave_task(wave_id: int, keep_open: bool) -> dict:
     cache_policy=NO_CACHE,
 )
 def accounts_unanswered_task(wave_id: int) -> int:
-    with get_runtime().sessions() as session:
+    with current().sessions() as session:
         return draw.accounts_unanswered(session, wave_id)
 
 
 @task(
     name="sign-off-status", retries=2, retry_delay_seconds=DB_RETRY_DELAYS_S, cache_policy=NO_CACHE
 )
-def sign_off_status_task(wave_id: int) -> dict:
+def sign_off_status_task(wave_id: int) -> SignOffStatus:
     """Whether the wave may be credited (wave-rules.md, "Sign-off before money"): counts,
     seats and the digest of the confirmed list, never a person."""
-    with get_runtime().sessions() as session:
-        return signoff.sign_off_status(session, wave_id)
+    with current().sessions() as session:
+        return SignOffStatus.model_validate(signoff.sign_off_status(session, wave_id))
 
 
 @task(
@@ -246,5 +250,5 @@ def sign_off_status_task(wave_id: int) -> dict:
 def seats_to_refill_task(wave_id: int) -> bool:
     """Whether a seat freed at the rollout (PRIOR_RECIPIENT) still waits for the next in
     line: the wave stays open for the run that fills it."""
-    with get_runtime().sessions() as session:
+    with current().sessions() as session:
         return draw.seats_to_refill(session, wave_id)

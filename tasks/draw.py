@@ -10,7 +10,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlmodel import Session
 
 from models.db import SessionFactory
-from models.enums import Allocation, ReasonCode, State, WaveStatus
+from models.enums import Allocation, ReasonCode, Stage, State, WaveStatus, reasons_of
 from rules.draw import (
     Candidate,
     PoolDigest,
@@ -24,12 +24,7 @@ from tasks.audit import Actor
 from tasks.common import R, bulk_update, load_wave, utcnow
 from tasks.eligibility import reject_prior_recipients
 
-ACCOUNT_REASONS = (
-    ReasonCode.ACCOUNT_NOT_FOUND.value,
-    ReasonCode.ACCOUNT_NIK_MISMATCH.value,
-    ReasonCode.ACCOUNT_NOT_KYC.value,
-    ReasonCode.ACCOUNT_BLOCKED.value,
-)
+ACCOUNT_REASONS = tuple(sorted(reasons_of(Stage.ACCOUNTS)))
 HOLDS_SEAT = (State.SELECTED.value, State.CONFIRMED.value, State.CREDITED.value)
 BEFORE_DRAW = (State.AWAIT_LOCAL.value, State.AWAIT_IDENTITY.value, State.AWAIT_SCREENING.value)
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
 from models.db import SessionFactory
 from models.enums import PendingReason, Stage, State
 from partners.client import PartnerFailure
 from partners.registry import RegistryClient
+from readmodels.report_types import BatchReport
 from rules.eligibility import identity_reason
 from tasks.common import (
     CLEAR_PENDING,
@@ -18,7 +21,6 @@ from tasks.common import (
     rows_in_range,
     utcnow,
 )
-from tasks.report_types import BatchReport
 
 
 def verify_identity_batch(
@@ -94,3 +96,9 @@ def verify_identity_batch(
     with sessions() as session, session.begin():
         bulk_update(session, changes, expect_state=[State.AWAIT_IDENTITY.value])
     return report.as_dict()
+
+
+def identity_job(app: Any, wave_id: int, id_range: tuple[int, int]) -> dict:
+    """The batch as a job of runtime/workers.py (in a worker process, or here): the batch
+    function with what it needs from the process's app (runtime/app.py)."""
+    return verify_identity_batch(app.sessions, app.partners.registry, wave_id, id_range)

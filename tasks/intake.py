@@ -29,7 +29,7 @@ PARSE_PROCESS_FROM_BYTES = 20_000_000  # about 100,000 rows
 
 def is_big_export(path: str | Path | None) -> bool:
     """An export of about 100,000 rows or more: parsed in a process of its own, and big
-    enough for its partner stages to use the worker processes (tasks.workers)."""
+    enough for its partner stages to use the worker processes (runtime.workers)."""
     try:
         return path is not None and Path(path).stat().st_size >= PARSE_PROCESS_FROM_BYTES
     except OSError:

@@ -17,10 +17,10 @@ from sqlmodel import Session
 
 from models.enums import State, WaveStatus
 from models.tables import Wave
+from runtime.app import current
+from runtime.boundary import task
 from tasks import drop
-from tasks.boundary import task
 from tasks.common import R, load_wave
-from tasks.runtime import get_runtime
 from tasks.signoff import credits_allowed
 
 
@@ -94,7 +94,7 @@ def rollout_deadline(session: Session, wave_id: int) -> datetime:
 @task(name="rollout-facts", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
 def rollout_facts_task(wave_id: int) -> dict:
     """What the overnight rollout paces to: the wave's deadline and who is to credit."""
-    with get_runtime().sessions() as session:
+    with current().sessions() as session:
         return {
             "deadline": rollout_deadline(session, wave_id),
             "confirmed": confirmed_count(session, wave_id),
@@ -103,7 +103,7 @@ def rollout_facts_task(wave_id: int) -> dict:
 
 @task(name="draw-facts", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
 def draw_facts_task(wave_id: int) -> dict:
-    with get_runtime().sessions() as session:
+    with current().sessions() as session:
         return draw_facts(session, wave_id)
 
 
@@ -111,7 +111,7 @@ def draw_facts_task(wave_id: int) -> dict:
 @task(name="find-due-wave", cache_policy=NO_CACHE)  # answers from the database
 def find_due_wave_task(folder: str) -> dict:
     """The drop folder's due wave (tasks/drop.py): its number, export and settings file."""
-    with get_runtime().sessions() as session:
+    with current().sessions() as session:
         existing = wave_ids(session)
     due = drop.due_wave(Path(folder), existing)
     return {
@@ -143,7 +143,7 @@ def create_wave_task(wave_id: int, export: str, settings_file: str) -> dict:
         **values,
     )
     wave, created = create_or_resume_wave(
-        get_runtime().sessions,
+        current().sessions,
         settings,
         source_path=export,
         source_sha256=file_sha256(export),
@@ -156,15 +156,13 @@ def create_wave_task(wave_id: int, export: str, settings_file: str) -> dict:
             k: v for k, v in settings.as_dict().items() if k not in ("wave_id", "lottery_seed")
         }
         shown.update(lottery_seed_sha256=wave.lottery_seed_sha256, export_sha256=wave.source_sha256)
-        audit.record(
-            get_runtime().sessions, actor_here(), "wave.created", wave_id=wave_id, after=shown
-        )
+        audit.record(current().sessions, actor_here(), "wave.created", wave_id=wave_id, after=shown)
     return {"wave_id": wave_id, "created": created, "quota": wave.quota}
 
 
 @task(name="waves-to-credit", cache_policy=NO_CACHE)  # answers from the database
 def waves_to_credit_task() -> list[dict]:
-    with get_runtime().sessions() as session:
+    with current().sessions() as session:
         return waves_to_credit(session)
 
 
@@ -175,7 +173,7 @@ def raise_quota_task(wave_id: int, quota: int, lease_owner: str, who: str, host:
     from tasks.draw import raise_quota
 
     return raise_quota(
-        get_runtime().sessions, wave_id, quota, lease_owner=lease_owner, actor=Actor(who, host)
+        current().sessions, wave_id, quota, lease_owner=lease_owner, actor=Actor(who, host)
     )
 
 
@@ -188,7 +186,7 @@ def record_sign_off_task(wave_id: int, approver: str, seen_digest: str, run_name
 
     try:
         result = record_approval(
-            get_runtime().sessions,
+            current().sessions,
             wave_id,
             Actor(approver.strip(), f"prefect-ui (run {run_name})"),
             via="prefect",
@@ -204,7 +202,7 @@ def audit_task(action: str, wave_id: int, after: dict) -> int:
     """An audit row for this deployment run (who: the deployment and run names)."""
     from tasks import audit
 
-    return audit.record(get_runtime().sessions, actor_here(), action, wave_id=wave_id, after=after)
+    return audit.record(current().sessions, actor_here(), action, wave_id=wave_id, after=after)
 
 
 def actor_here():

@@ -16,6 +16,7 @@ from models.enums import LedgerStatus, MessageStatus, PendingReason, ReasonCode,
 from models.tables import LIVE_CREDIT, LedgerEntry, Message
 from partners.client import PartnerFailure
 from partners.issuer import CreditResult, IssuerClient
+from readmodels.report_types import BatchReport
 from rules.money import (
     BENEFIT,
     credit_idempotency_key,
@@ -32,7 +33,6 @@ from tasks.common import (
     rows_in_range,
     utcnow,
 )
-from tasks.report_types import BatchReport
 from tasks.signoff import credits_allowed
 
 L = LedgerEntry.__table__  # type: ignore[attr-defined]

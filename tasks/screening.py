@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import orjson
 
@@ -10,6 +11,7 @@ from models.db import SessionFactory
 from models.enums import PendingReason, Stage, State
 from partners.agency import AgencyClient
 from partners.client import PartnerFailure
+from readmodels.report_types import BatchReport
 from rules.draw import draw_key
 from rules.eligibility import screening_decision
 from tasks.common import (
@@ -21,7 +23,6 @@ from tasks.common import (
     rows_in_range,
     utcnow,
 )
-from tasks.report_types import BatchReport
 
 
 def screen_batch(
@@ -116,3 +117,9 @@ def screen_batch(
     with sessions() as session, session.begin():
         bulk_update(session, changes, expect_state=[State.AWAIT_SCREENING.value])
     return report.as_dict()
+
+
+def screening_job(app: Any, wave_id: int, id_range: tuple[int, int]) -> dict:
+    """The batch as a job of runtime/workers.py (in a worker process, or here): the batch
+    function with what it needs from the process's app (runtime/app.py)."""
+    return screen_batch(app.sessions, app.partners.agencies, wave_id, id_range)

@@ -12,11 +12,12 @@ from sqlalchemy import DateTime, literal_column, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from models.db import SessionFactory
-from models.enums import WaveStatus
+from models.enums import ReasonCode, State, WaveStatus
 from models.tables import Wave
+from readmodels.reporting import work_left
 from rules.draw import seed_sha256
 from rules.settings import SettingsError, WaveSettings, default_rollout_deadline
-from tasks.common import utcnow
+from tasks.common import R, load_wave, utcnow
 
 LEASE_SECONDS = 60
 W = Wave.__table__  # type: ignore[attr-defined]
@@ -124,7 +125,7 @@ class WaveBusyError(RuntimeError):
 
 
 HOST_ID_ENV = "PRAKERJA_HOST_ID"
-# Lease statements carry this execution option: the lease guard (tasks/lease.py) lets
+# Lease statements carry this execution option: the lease guard (services/lease.py) lets
 # them through even when the process has lost a lease.
 LEASE_STATEMENT = {"prakerja_lease": True}
 
@@ -290,3 +291,26 @@ def release_lease(sessions: SessionFactory, wave_id: int, lease: Lease) -> None:
             .values(lease_owner=None, lease_expires_at=None)
             .execution_options(**LEASE_STATEMENT)
         )
+
+
+def close_wave_if_done(sessions: SessionFactory, wave_id: int, *, keep_open: bool) -> dict:
+    """Closes a finished wave: the still-waitlisted become NOT_SELECTED / QUOTA_FULL."""
+    with sessions() as session, session.begin():
+        wave = load_wave(session, wave_id)
+        left = work_left(session, wave_id)
+        if wave.status == WaveStatus.CLOSED:
+            return {"closed": True, "work_left": left}
+        if left or keep_open or wave.drawn_at is None:
+            return {"closed": False, "work_left": left}
+        now = utcnow()
+        session.connection().execute(
+            update(R)
+            .where(R.c.wave_id == wave_id, R.c.state == State.WAITLISTED.value)
+            .values(
+                state=State.NOT_SELECTED.value, reason=ReasonCode.QUOTA_FULL.value, decided_at=now
+            )
+        )
+        wave.status = WaveStatus.CLOSED
+        wave.closed_at = now
+        session.add(wave)
+        return {"closed": True, "work_left": {}}

@@ -39,7 +39,7 @@ def database_url(request, tmp_path, monkeypatch) -> str:
 
 @pytest.fixture
 def sessions(database_url):
-    from tasks import runtime
+    from runtime import app as runtime
 
     rt = runtime.configure(database=database_url)
     yield rt.sessions

@@ -107,7 +107,7 @@ def test_report_text_after_the_draw(sessions, tmp_path):
 
 
 def test_funnel_text_of_wave_run_has_no_dict_and_rupiah(sessions, tmp_path, capsys):
-    from tasks.reporting import wave_report
+    from readmodels.reporting import wave_report
 
     _wave(sessions, tmp_path, drawn=True)
     with sessions() as session:
@@ -138,7 +138,7 @@ def test_explain_text_lists_the_duplicate_rows(sessions, tmp_path):
 def test_reconcile_text_has_rupiah_and_the_refused_credits_without_a_dict(
     sessions, tmp_path, monkeypatch
 ):
-    import tasks.reporting as reporting
+    import readmodels.reporting as reporting
 
     _wave(sessions, tmp_path, drawn=True)
     real = reporting.reconcile

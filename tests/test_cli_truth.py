@@ -56,7 +56,7 @@ def no_flow(*_args, **_kwargs):
 
 def test_running_a_closed_wave_says_so_and_runs_nothing(db_url, monkeypatch):
     make_wave(db_url, status=WaveStatus.CLOSED)
-    monkeypatch.setattr(cli, "_run_flow", no_flow)
+    monkeypatch.setattr("flows.wave.run_wave_flow", no_flow)
     result = invoke(["wave", "run", "--wave", "1"])
     assert result.exit_code == 0, result.stderr
     assert "wave 1 is closed: nothing to do" in result.stderr
@@ -71,7 +71,7 @@ def test_a_run_refused_as_busy_does_not_say_it_resumed_the_wave(db_url, monkeypa
         lease_owner=lease_owner_for(os.getpid()),
         lease_expires_at=datetime.utcnow() + timedelta(seconds=60),
     )
-    monkeypatch.setattr(cli, "_run_flow", no_flow)
+    monkeypatch.setattr("flows.wave.run_wave_flow", no_flow)
     result = invoke(["wave", "run", "--wave", "1"])
     assert result.exit_code == cli.EXIT_BUSY, result.stderr
     assert "being run by another live process" in result.stderr

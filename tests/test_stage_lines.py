@@ -1,4 +1,4 @@
-"""The stage lines `wave run` draws from the flow's progress reports (tasks/progress.py):
+"""The stage lines `wave run` draws from the flow's progress reports (runtime/progress.py):
 live on a terminal, one plain line per stage elsewhere; counts only."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import logging
 
 from rich.console import Console
 
-from tasks import progress
-from tasks.stage_lines import StageLines
+from cli.stage_lines import StageLines
+from runtime import progress
 
 
 def _identity_stage(wave_id: int = 1) -> None:

@@ -427,7 +427,7 @@ class ChunkedIntakeRun(WaveProcess):
 
 
 def worker_pids(parent: int) -> list[int]:
-    """The live worker processes (tasks.workers' pool, started with spawn) of `parent`."""
+    """The live worker processes (runtime.workers' pool, started with spawn) of `parent`."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

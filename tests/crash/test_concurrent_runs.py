@@ -98,7 +98,7 @@ def test_two_runs_of_one_wave_at_once_never_interleave(crash_wave, sim, run_env,
 
 
 def test_two_processes_opening_a_new_database_at_once(tmp_path):
-    code = "from tasks.runtime import configure; configure()"
+    code = "from runtime.app import configure; configure()"
     for attempt in range(4):
         env = {"PRAKERJA_DATABASE_URL": f"sqlite:///{tmp_path}/new-{attempt}.db", "PATH": ""}
         procs = [

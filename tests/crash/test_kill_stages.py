@@ -9,7 +9,7 @@ point, each starting where the last one was killed:
 1. intake part-way: some rows of the export stored, not all (intake commits
    INTAKE_CHUNK_ROWS rows per transaction in these runs, as a big export's chunks);
 2. identity part-way: some registry answers recorded, some registrants still waiting;
-3. one worker process (tasks.workers' pool) killed with SIGKILL while the workers run
+3. one worker process (runtime.workers' pool) killed with SIGKILL while the workers run
    identity batches, not the run: its batches fail, the run ends by itself (exit 1)
    and the next run takes them up;
 4. screening part-way;

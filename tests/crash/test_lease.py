@@ -346,7 +346,7 @@ import os, sys, time
 # A run in another container that shares this hostname: its pid (from its own pid
 # namespace) names no process here.
 os.getpid = lambda: 4_000_007
-from tasks import runtime
+from runtime import app as runtime
 from tasks.waves import acquire_lease, renew_lease
 rt = runtime.configure(database=sys.argv[1])
 lease = acquire_lease(rt.sessions, 1, wait_s=0)

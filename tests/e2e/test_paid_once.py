@@ -55,7 +55,7 @@ def simulator():
 def rt(database_url, simulator):
     """This process's runtime, to look at the database and the issuer between commands."""
     from partners.config import simulator_config
-    from tasks import runtime
+    from runtime import app as runtime
 
     yield runtime.configure(
         database=database_url, partners_config=simulator_config(simulator.base_url)
@@ -119,7 +119,7 @@ def exported(wave_id: int, env, tmp_path: Path, *, rt=None) -> dict[str, tuple[s
         done = cli(["wave", "export", "--wave", str(wave_id), "--out", str(out)], env)
         assert done.returncode == 0, done.stderr[-3000:]
     else:
-        from tasks.reporting import export_outcomes
+        from readmodels.reporting import export_outcomes
 
         export_outcomes(rt.sessions, wave_id, out)
     with open(out, newline="", encoding="utf-8") as fh:
@@ -235,7 +235,7 @@ def test_a_quota_raise_in_an_open_wave_never_pays_a_later_waves_participant_agai
     assert not credited_1_now & credited_2
 
     # 5. Reconciliation is clean for both waves, program-wide check included.
-    from tasks.reporting import reconcile
+    from readmodels.reporting import reconcile
 
     assert reconciled(1, env)["ok"]
     result = reconcile(rt.sessions, rt.partners.issuer, 2)
@@ -257,8 +257,8 @@ def test_a_credit_lost_to_another_wave_frees_its_seat_for_the_next_in_line_in_th
     from partners.config import simulator_config
     from partners.simulator.generate import generate_export
     from rules.money import card_number_for
+    from runtime.app import get_runtime
     from tasks.draw import free_seats, raise_quota
-    from tasks.runtime import get_runtime
 
     R, L = Registrant.__table__, LedgerEntry.__table__
     export = tmp_path / "wave.csv"

@@ -60,7 +60,7 @@ def _run(export, sim, **kw) -> int:
 
 
 def _export(sessions, tmp_path) -> dict[int, tuple[str, str, str]]:
-    from tasks.reporting import export_outcomes
+    from readmodels.reporting import export_outcomes
 
     out = tmp_path / "outcomes.csv"
     export_outcomes(sessions, 1, out)
@@ -76,7 +76,7 @@ def _export(sessions, tmp_path) -> dict[int, tuple[str, str, str]]:
 def test_every_registrant_gets_the_outcome_the_partners_truth_implies(
     batch, prefect_server, sessions, simulator, wave_files, tmp_path, monkeypatch
 ):
-    from tasks import workers
+    from runtime import workers
 
     # More than one batch: identity and screening run in worker processes, whose calls
     # share each partner's limits; the outcomes must be the same.
@@ -98,8 +98,8 @@ def test_every_registrant_gets_the_outcome_the_partners_truth_implies(
     credited = sum(1 for o, _r, _n in got.values() if o == "CREDITED")
     assert credited > 0
 
-    from tasks.reporting import reconcile, wave_report
-    from tasks.runtime import get_runtime
+    from readmodels.reporting import reconcile, wave_report
+    from runtime.app import get_runtime
 
     rt = get_runtime()
     with sessions() as session:
@@ -115,7 +115,7 @@ def test_every_registrant_gets_the_outcome_the_partners_truth_implies(
     assert recon["ok"], recon
     assert recon["ledger_count"] == recon["statement_count"] == credited
 
-    from tasks.reporting import explain
+    from readmodels.reporting import explain
 
     sample = next(line for line, (o, _r, _n) in got.items() if o == "CREDITED")
     with sessions() as session:

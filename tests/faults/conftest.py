@@ -218,7 +218,7 @@ def run_wave(export: Path, partners_config, *, quota: int = QUOTA, **kw: Any) ->
 
 def exported(sessions, directory: Path) -> dict[int, tuple[str, str]]:
     """line -> (outcome, reason), read back from `wave export`'s file."""
-    from tasks.reporting import export_outcomes
+    from readmodels.reporting import export_outcomes
 
     out = directory / f"outcomes-{time.monotonic_ns()}.csv"
     export_outcomes(sessions, 1, out)
@@ -227,15 +227,15 @@ def exported(sessions, directory: Path) -> dict[int, tuple[str, str]]:
 
 
 def report(sessions) -> dict:
-    from tasks.reporting import wave_report
+    from readmodels.reporting import wave_report
 
     with sessions() as session:
         return wave_report(session, 1)
 
 
 def reconcile_now() -> dict:
-    from tasks.reporting import reconcile
-    from tasks.runtime import get_runtime
+    from readmodels.reporting import reconcile
+    from runtime.app import get_runtime
 
     rt = get_runtime()
     return reconcile(rt.sessions, rt.partners.issuer, 1)

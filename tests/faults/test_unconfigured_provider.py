@@ -75,7 +75,7 @@ def test_an_unconfigured_provider_is_account_not_found_and_its_seat_is_backfille
     assert rep["funnel"]["selected"] == QUOTA + account_failed
     assert reconcile_now()["ok"]
 
-    from tasks.reporting import explain
+    from readmodels.reporting import explain
 
     line = min(refused)
     with sessions() as session:

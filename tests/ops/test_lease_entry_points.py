@@ -1,4 +1,4 @@
-"""One lease, held the same way by every entry point (tasks/lease.py): a deployment run
+"""One lease, held the same way by every entry point (services/lease.py): a deployment run
 whose lease another run took stops before its next write; `raise-quota` and a refused
 `wave run` change nothing they should not."""
 
@@ -14,7 +14,7 @@ from sqlalchemy import func, select, update
 from tests.tasks.factories import make_wave
 
 THIEF = "other-host:4242:1:0123456789abcdef:0badc0de"
-HAS_LEASE_MODULE = importlib.util.find_spec("tasks.lease") is not None
+HAS_LEASE_MODULE = importlib.util.find_spec("services.lease") is not None
 
 
 @pytest.fixture(autouse=True)
@@ -99,7 +99,7 @@ def test_a_deployment_run_that_lost_its_lease_stops_before_its_next_write(
     from models.enums import Stage
     from partners.simulator.generate import generate_export
     from rules.settings import WaveSettings
-    from tasks import runtime
+    from runtime import app as runtime
     from tasks.intake import file_sha256
     from tasks.waves import create_or_resume_wave
     from tests.faults.conftest import SEED, Simulator, fast_partners
@@ -142,8 +142,8 @@ def test_a_deployment_run_that_lost_its_lease_stops_before_its_next_write(
         monkeypatch.setattr(rt, "settings", rt.settings.model_copy(update={"batch_size": 3}))
         monkeypatch.setattr(flows.wave, "partner_threads", lambda _execution: 1)
         if HAS_LEASE_MODULE:
-            monkeypatch.setattr("tasks.lease.LEASE_RENEW_S", 3600.0)
-            monkeypatch.setattr("tasks.lease.LEASE_STALE_S", 0.0)
+            monkeypatch.setattr("services.lease.LEASE_RENEW_S", 3600.0)
+            monkeypatch.setattr("services.lease.LEASE_STALE_S", 0.0)
         started = time.monotonic()
         state = rerun_wave(wave_id=1, stages=[Stage.ROLLOUT], return_state=True)
         took = time.monotonic() - started
@@ -171,8 +171,8 @@ def test_a_deployment_lease_found_lost_by_its_heartbeat_stops_every_write(sessio
     make_wave(sessions, 1)
     monkeypatch.setattr("flows.operations.LEASE_RENEW_S", 0.05, raising=False)
     if HAS_LEASE_MODULE:
-        monkeypatch.setattr("tasks.lease.LEASE_RENEW_S", 0.05)
-    from tasks.runtime import get_runtime
+        monkeypatch.setattr("services.lease.LEASE_RENEW_S", 0.05)
+    from runtime.app import get_runtime
 
     engine = get_runtime().engine
     with wave_lease(1, wait_s=0):

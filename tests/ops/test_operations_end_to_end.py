@@ -57,7 +57,7 @@ class Stack:
 
     def report(self, wave_id: int) -> dict:
         from models.db import make_engine, session_factory
-        from tasks.reporting import wave_report
+        from readmodels.reporting import wave_report
 
         engine = make_engine(self.database_url)
         try:

@@ -281,8 +281,8 @@ def test_the_report_counts_waiting_credits_from_the_ledger(sessions):
     (ledger PENDING), one with no ledger row yet: 2 wait for their credit, not 3."""
     from models.enums import LedgerStatus
     from models.tables import LedgerEntry, Registrant
+    from readmodels.reporting import wave_report
     from tasks.common import utcnow
-    from tasks.reporting import wave_report
     from tests.tasks.factories import make_wave
 
     make_wave(sessions, 5)

@@ -36,10 +36,10 @@ def test_stage_artifacts_show_the_wave_state_and_survive_an_idle_rerun(
     from flows.operations import rerun_wave
     from models.enums import Stage
     from partners.simulator.generate import generate_export
+    from readmodels.reporting import wave_report
     from rules.settings import WaveSettings
-    from tasks import runtime
+    from runtime import app as runtime
     from tasks.intake import file_sha256
-    from tasks.reporting import wave_report
     from tasks.waves import create_or_resume_wave
     from tests.faults.conftest import SEED, Simulator, fast_partners
 

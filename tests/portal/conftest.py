@@ -85,8 +85,8 @@ class PortalWave:
 def _run_wave(wave_id: int, export: Path, sim_url: str, *, announce: bool, sessions, folder):
     from cli import run_wave_command
     from partners.config import simulator_config
+    from readmodels.reporting import export_outcomes
     from tasks.portal_index import announce_wave
-    from tasks.reporting import export_outcomes
 
     code = run_wave_command(
         wave_id=wave_id,
@@ -112,7 +112,7 @@ def _run_wave(wave_id: int, export: Path, sim_url: str, *, announce: bool, sessi
 def portal_wave(request, prefect_server, tmp_path_factory):
     from partners.simulator.generate import generate_export
     from partners.simulator.server import SimulatorThread
-    from tasks import runtime
+    from runtime import app as runtime
 
     folder = tmp_path_factory.mktemp(f"portal-{request.param}")
     url = _fresh_database(request.param, folder)

@@ -1,4 +1,4 @@
-"""The task boundary (tasks/boundary.py) and the log masking (tasks/log_masking.py): what a
+"""The task boundary (runtime/boundary.py) and the log masking (runtime/log_masking.py): what a
 failure leaves behind holds no personal data, without running Prefect."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def _db_error() -> OperationalError:
 
 
 def test_an_exception_leaving_a_task_is_cleaned_without_its_chain():
-    from tasks.boundary import CleanedError, clean_failures
+    from runtime.boundary import CleanedError, clean_failures
 
     @clean_failures
     def intake(wave_id: int) -> None:
@@ -47,7 +47,7 @@ def test_an_exception_leaving_a_task_is_cleaned_without_its_chain():
 def test_prefect_exceptions_and_cleaned_errors_pass_as_they_are():
     from prefect.exceptions import UpstreamTaskError
 
-    from tasks.boundary import CleanedError, clean_failures
+    from runtime.boundary import CleanedError, clean_failures
 
     upstream, cleaned = UpstreamTaskError("upstream failed"), CleanedError("X: y", "X")
 
@@ -62,14 +62,14 @@ def test_prefect_exceptions_and_cleaned_errors_pass_as_they_are():
 
 
 def test_every_prefect_task_and_flow_of_the_project_is_cleaned():
-    """Declared with tasks.boundary's `task` and `flow`, not Prefect's own."""
+    """Declared with runtime.boundary's `task` and `flow`, not Prefect's own."""
     import importlib
     import pkgutil
     from pathlib import Path
 
     from prefect import Flow, Task
 
-    from tasks.boundary import CLEANED_ATTR
+    from runtime.boundary import CLEANED_ATTR
 
     root = Path(__file__).resolve().parents[2]
     modules = [
@@ -88,7 +88,7 @@ def test_every_prefect_task_and_flow_of_the_project_is_cleaned():
 
 
 def test_the_log_filter_masks_tracebacks_too():
-    from tasks.log_masking import MaskingFilter
+    from runtime.log_masking import MaskingFilter
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)

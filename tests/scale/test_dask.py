@@ -6,7 +6,7 @@ dask --dask-address ...`: the same outcomes as one process.
 The wave has several batches per stage, so that the batches run on the cluster's worker
 processes the way a big wave's do: those are daemonic (Dask's nannies), and may not start
 the worker pool a lone run uses. Nothing of the CLI's own environment reaches them: what
-the run needs travels with it (tasks/execution.py)."""
+the run needs travels with it (runtime/execution.py)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ def test_partner_limits_are_created_at_max_rps_and_pace_requests(prefect_server)
     from prefect import get_client
 
     from partners.config import simulator_config
-    from tasks.shared_limits import ensure_partner_limits, limit_name, take_partner_slot
+    from partners.shared_limits import ensure_partner_limits, limit_name, take_partner_slot
 
     config = simulator_config("http://127.0.0.1:9")
     names = ensure_partner_limits(config)
@@ -28,7 +28,7 @@ def test_partner_limits_are_created_at_max_rps_and_pace_requests(prefect_server)
 
 
 def test_a_partner_without_its_limit_is_an_error_not_a_silent_free_pass(prefect_server):
-    from tasks.shared_limits import take_partner_slot
+    from partners.shared_limits import take_partner_slot
 
     with pytest.raises(Exception, match="prakerja-partner-nobody"):
         take_partner_slot("nobody")
@@ -42,7 +42,7 @@ import os, sys, time
 from dataclasses import replace
 from partners.client import PartnerFailure
 from partners.config import simulator_config
-from tasks import runtime
+from runtime import app as runtime
 
 base, database, go, calls, rps = sys.argv[1:4] + [int(sys.argv[4]), float(sys.argv[5])]
 config = simulator_config(base)
@@ -144,7 +144,7 @@ def test_the_database_bucket_costs_little_and_paces_alone(database_url, monkeypa
 
     from models.db import make_engine
     from partners.config import simulator_config
-    from tasks.shared_limits import DatabaseRateLimits, partner_pacer
+    from partners.shared_limits import DatabaseRateLimits, partner_pacer
 
     monkeypatch.delenv("PRAKERJA_SHARED_RATE_LIMITS", raising=False)
     monkeypatch.delenv("PRAKERJA_PARTNER_LIMITS", raising=False)

@@ -17,10 +17,10 @@ from models.db import init_db
 from models.schema import SchemaOutdatedError, upgrade_database
 from models.tables import LedgerEntry, Registrant
 from partners.issuer import CreditResult, StatementEntry
+from readmodels.reporting import reconcile
 from rules.draw import draw_key
 from tasks.accounts import verify_accounts_batch
 from tasks.draw import draw_participants, fill_free_seats, free_seats, raise_quota
-from tasks.reporting import reconcile
 from tasks.rollout import credit_training_balance_batch
 from tests.tasks.factories import make_wave
 
@@ -155,7 +155,7 @@ def test_the_database_refuses_a_second_live_credit_for_a_nik_whatever_the_wave(s
 def test_the_upgrade_adds_the_index_to_an_older_database_once_even_from_many_at_once(
     sessions,
 ):
-    from tasks.runtime import get_runtime
+    from runtime.app import get_runtime
 
     engine = get_runtime().engine
     make_wave(sessions, wave_id=1)
@@ -189,7 +189,7 @@ def test_the_upgrade_adds_the_index_to_an_older_database_once_even_from_many_at_
 def test_a_database_that_already_paid_someone_twice_still_upgrades_and_reconciliation_says_so(
     sessions, caplog
 ):
-    from tasks.runtime import get_runtime
+    from runtime.app import get_runtime
 
     engine = get_runtime().engine
     make_wave(sessions, wave_id=1)

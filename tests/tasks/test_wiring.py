@@ -1,11 +1,12 @@
-"""tasks/wiring.py, the composition root: what runs is built from the settings alone."""
+"""runtime/app.py, the composition root: what runs is built from the settings alone."""
 
 from __future__ import annotations
 
 from models.config import read_settings
+from partners import shared_limits
 from partners.config import simulator_config
-from tasks import shared_limits, wiring
-from tasks.execution import Execution
+from runtime import app as wiring
+from runtime.execution import Execution
 
 
 def test_the_engine_partners_and_limiter_follow_the_settings(tmp_path):

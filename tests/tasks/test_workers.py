@@ -11,8 +11,9 @@ from dataclasses import replace
 import pytest
 
 from partners.config import simulator_config
-from partners.limits import SharedCircuitBreaker, shared_limits_for
-from tasks import runtime, workers
+from partners.limits import SharedCircuitBreaker
+from runtime import app as runtime
+from runtime import workers
 
 
 def where_and_limits(rt: runtime.Runtime) -> tuple[int, float, bool, str]:
@@ -21,14 +22,14 @@ def where_and_limits(rt: runtime.Runtime) -> tuple[int, float, bool, str]:
     return (
         os.getpid(),
         config.registry.max_rps,
-        shared_limits_for(config.registry.id) is not None,
+        (rt.shared_limits or {}).get(config.registry.id) is not None,
         rt.engine.url.render_as_string(hide_password=False),
     )
 
 
 def take_registry_slots(rt: runtime.Runtime, n: int) -> list[float]:
     """Takes n calls' worth of the registry's shared rate; when each was granted."""
-    limiter = shared_limits_for("registry")[0]
+    limiter = (rt.shared_limits or {})["registry"][0]
     granted = []
     for _ in range(n):
         limiter.acquire()
@@ -56,7 +57,7 @@ def test_jobs_run_in_worker_processes_that_share_each_partner_limit(configured):
     assert os.getpid() not in pids and pid != os.getpid()
     assert rps == config.registry.max_rps and shared
     assert database == url  # the same program database
-    assert shared_limits_for("registry") is None  # only the workers' clients use them
+    assert runtime.current().shared_limits is None  # only the workers' clients use them
 
 
 def test_workers_together_keep_within_a_partners_max_rps(tmp_path):
@@ -105,7 +106,7 @@ def test_no_workers_runs_in_the_calling_process(configured):
 
 
 def test_dask_and_prefect_limits_keep_batches_in_the_calling_process():
-    from tasks.execution import Execution
+    from runtime.execution import Execution
 
     assert Execution(worker_processes=4).workers() == 4
     assert Execution(worker_processes=1).workers() == 0
@@ -115,7 +116,7 @@ def test_dask_and_prefect_limits_keep_batches_in_the_calling_process():
 
 
 def test_the_execution_comes_from_a_deployments_environment():
-    from tasks.execution import Execution
+    from runtime.execution import Execution
 
     env = {
         "PRAKERJA_TASK_RUNNER": "dask",
@@ -138,7 +139,7 @@ def test_the_execution_comes_from_a_deployments_environment():
 def test_a_bad_worker_count_names_the_variable(raw):
     from pydantic import ValidationError
 
-    from tasks.execution import Execution
+    from runtime.execution import Execution
 
     with pytest.raises((ValueError, ValidationError), match="PRAKERJA_WORKER_PROCESSES|worker_"):
         Execution.from_env({"PRAKERJA_WORKER_PROCESSES": raw})
@@ -147,7 +148,7 @@ def test_a_bad_worker_count_names_the_variable(raw):
 def test_dask_without_an_address_is_refused():
     from pydantic import ValidationError
 
-    from tasks.execution import Execution
+    from runtime.execution import Execution
 
     with pytest.raises(ValidationError, match="dask_address"):
         Execution(task_runner="dask")

@@ -11,9 +11,9 @@ partner share one token bucket and one concurrency semaphore (partners.limits), 
 that together they keep within the partner's `max_rps` and `max_concurrency`, as one
 process would; and when one worker's calls open a partner's circuit breaker, all stop
 calling it. (Every request of every process also takes a token of the partner's bucket
-in the database, shared with the program's other processes: tasks/shared_limits.py.)
+in the database, shared with the program's other processes: partners/shared_limits.py.)
 
-How many workers a batch gets is the run's own (tasks/execution.py `Execution.workers()`,
+How many workers a batch gets is the run's own (runtime/execution.py `Execution.workers()`,
 carried by each batch task): by default three per core, at most 6; 0 or 1 runs batches
 in the calling process. With a Dask task runner or Prefect's global rate limits it is
 always 0: there the Dask workers are the processes (daemonic ones, which may not start a
@@ -32,14 +32,10 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from partners.config import PartnersConfig, load_partners_config
-from partners.limits import (
-    SharedCircuitBreaker,
-    SharedLimits,
-    SharedRateLimiter,
-    install_shared_limits,
-)
-from tasks import runtime
+from models.config import Execution, Settings
+from partners.config import PartnersConfig
+from partners.limits import SharedCircuitBreaker, SharedLimits, SharedRateLimiter
+from runtime import app as runtime
 
 _pool: ProcessPoolExecutor | None = None
 _pool_key: tuple | None = None
@@ -64,12 +60,26 @@ def partner_limits(config: PartnersConfig, context) -> dict[str, SharedLimits]:
 
 
 def _start_worker(
-    database: str, config: PartnersConfig, limits: dict[str, SharedLimits], partner_limits: str
+    settings: dict,
+    database: str,
+    config: PartnersConfig,
+    limits: dict[str, SharedLimits],
+    execution: Execution,
 ) -> None:
+    """A worker's start: its app, built from what the parent passed (its settings' plain
+    values, database, partners, the pool's shared limits, the run's execution); it reads
+    no environment."""
     _exit_with_parent()
     _log_masked_to_stderr()
-    install_shared_limits(limits)
-    runtime.configure(database=database, partners_config=config, partner_limits=partner_limits)
+    runtime.install(
+        runtime.build_app(
+            Settings.model_validate(settings),
+            database=database,
+            partners_config=config,
+            execution=execution,
+            shared_limits=limits,
+        )
+    )
 
 
 def _log_masked_to_stderr() -> None:
@@ -78,7 +88,7 @@ def _log_masked_to_stderr() -> None:
     import logging
     import sys
 
-    from tasks.log_masking import MaskingFilter, install_masking
+    from runtime.log_masking import MaskingFilter, install_masking
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(logging.WARNING)
@@ -105,16 +115,15 @@ def _exit_with_parent() -> None:
 
 
 def _call(job: Callable[..., Any], args: tuple) -> Any:
-    return job(runtime.get_runtime(), *args)
+    return job(runtime.current(), *args)
 
 
-def _get_pool(workers: int) -> ProcessPoolExecutor:
+def _get_pool(workers: int, app: runtime.App | None = None) -> ProcessPoolExecutor:
     global _pool, _pool_key
-    rt = runtime.get_runtime()
-    if rt.partners_config is None:
-        rt.partners_config = load_partners_config()
+    rt = app or runtime.current()
+    config = rt.partners_config
     database = rt.engine.url.render_as_string(hide_password=False)
-    key = (database, rt.partners_config, workers, rt.partner_limits)
+    key = (database, config, workers, rt.partner_limits)
     with _lock:
         if _pool is not None and _pool_key == key:
             return _pool
@@ -127,25 +136,27 @@ def _get_pool(workers: int) -> ProcessPoolExecutor:
             mp_context=context,
             initializer=_start_worker,
             initargs=(
+                rt.settings.handover(),
                 database,
-                rt.partners_config,
-                partner_limits(rt.partners_config, context),
-                rt.partner_limits,
+                config,
+                partner_limits(config, context),
+                rt.execution.model_copy(update={"task_runner": "threads", "dask_address": None}),
             ),
         )
         _pool_key = key
         return _pool
 
 
-def run(job: Callable[..., Any], *args: Any, workers: int) -> Any:
-    """job(runtime, *args) in one of `workers` worker processes (here, with 0); its result.
+def run(job: Callable[..., Any], *args: Any, workers: int, app: runtime.App | None = None) -> Any:
+    """job(app, *args) in one of `workers` worker processes (here, with 0); its result.
+    `app`: the run's (default: this process's); the workers are built like it.
 
     `job` must be a module-level function and its arguments and result picklable: ids
     and counts, never people.
     """
     if workers <= 1:
-        return run_here(job, *args)
-    pool = _get_pool(workers)
+        return run_here(job, *args, app=app)
+    pool = _get_pool(workers, app)
     try:
         return pool.submit(_call, job, args).result()
     except BrokenProcessPool:
@@ -170,10 +181,10 @@ def warm_up(workers: int) -> None:
         pool.submit(_ready)
 
 
-def run_here(job: Callable[..., Any], *args: Any) -> Any:
-    """job(runtime, *args) in this process: for a stage of one batch, where starting
+def run_here(job: Callable[..., Any], *args: Any, app: runtime.App | None = None) -> Any:
+    """job(app, *args) in this process: for a stage of one batch, where starting
     worker processes would cost more than they save."""
-    return job(runtime.get_runtime(), *args)
+    return job(app or runtime.current(), *args)
 
 
 def peak_rss_mb() -> int | None:
@@ -203,18 +214,3 @@ def shutdown() -> None:
 
 atexit.register(shutdown)
 runtime.on_replace(shutdown)  # its processes hold engines of the runtime being replaced
-
-
-# The jobs: one batch function each, with what it needs from the worker's runtime.
-
-
-def identity_job(rt: runtime.Runtime, wave_id: int, id_range: tuple[int, int]) -> dict:
-    from tasks import identity
-
-    return identity.verify_identity_batch(rt.sessions, rt.partners.registry, wave_id, id_range)
-
-
-def screening_job(rt: runtime.Runtime, wave_id: int, id_range: tuple[int, int]) -> dict:
-    from tasks import screening
-
-    return screening.screen_batch(rt.sessions, rt.partners.agencies, wave_id, id_range)

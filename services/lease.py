@@ -17,7 +17,7 @@ process sends to the program database passes a guard first (an SQLAlchemy
   was taken stops before its next write, not at its next heartbeat.
 
 Then `on_lost` runs once (the CLI ends its process, exit 1, as before); worker processes
-of this run (tasks/workers.py) are killed at once, rolling back their batch. A deployment
+of this run (runtime/workers.py) are killed at once, rolling back their batch. A deployment
 run (its own process under a worker or `prakerja serve`) is not killed: its tasks fail
 with LeaseLost and the flow run ends Failed with that message (and its alert).
 
@@ -150,9 +150,9 @@ def _install_guard(engine: Engine) -> None:
 
 
 def kill_worker_processes() -> None:
-    """Kills this process's batch worker processes (tasks/workers.py): a batch they are
+    """Kills this process's batch worker processes (runtime/workers.py): a batch they are
     writing rolls back, and the tasks waiting for them fail."""
-    from tasks import workers
+    from runtime import workers
 
     pool = workers._pool
     for proc in list((getattr(pool, "_processes", None) or {}).values()):

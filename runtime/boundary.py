@@ -103,11 +103,11 @@ def task(__fn: Callable[..., Any] | None = None, **options: Any):
 
 
 def _masked_logging(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """`fn`, with the log masking (tasks.log_masking) on every handler when it starts: Prefect
+    """`fn`, with the log masking (runtime.log_masking) on every handler when it starts: Prefect
     may have configured its handlers after the process installed it."""
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from tasks.log_masking import install_masking
+        from runtime.log_masking import install_masking
 
         install_masking()
         return fn(*args, **kwargs)

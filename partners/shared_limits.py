@@ -5,7 +5,7 @@ processes of one wave share one bucket in memory. That is not enough: two waves 
 once (a CLI run beside a deployment run, the overnight rollout beside a rerun), or the
 workers of a Dask cluster, would each use the partner's whole `max_rps`. So every
 request also takes a token from a bucket that every process shares (the run's
-`Execution.partner_limits`, tasks/execution.py; `PRAKERJA_PARTNER_LIMITS` by default):
+`Execution.partner_limits`, runtime/execution.py; `PRAKERJA_PARTNER_LIMITS` by default):
 
 - `database` (the default): a token bucket per partner beside the program's data,
   which every process of the program necessarily shares. On PostgreSQL, one row per
@@ -79,7 +79,7 @@ def partner_pacer(
     engine: Engine, config: PartnersConfig, mode: str = "database"
 ) -> Callable[[str], None] | None:
     """What every partner request of this process calls first (partners.client's
-    shared_pacer), by the run's partner limits (tasks/execution.py); None when nothing
+    shared_pacer), by the run's partner limits (runtime/execution.py); None when nothing
     beyond the process."""
     if mode not in MODES:
         raise ValueError(f"partner limits must be one of {', '.join(MODES)}, not {mode!r}")

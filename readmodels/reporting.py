@@ -11,7 +11,15 @@ from sqlalchemy import func, select, text
 from sqlmodel import Session
 
 from models.db import SessionFactory
-from models.enums import LedgerStatus, MessageStatus, ReasonCode, State, WaveStatus
+from models.enums import (
+    LedgerStatus,
+    MessageStatus,
+    ReasonCode,
+    Stage,
+    State,
+    reasons_of,
+    stage_of_reason,
+)
 from models.tables import LedgerEntry, Message, Registrant
 from partners.client import PartnerError
 from partners.issuer import IssuerClient
@@ -22,21 +30,16 @@ from tasks.common import R, load_wave
 L = LedgerEntry.__table__  # type: ignore[attr-defined]
 M = Message.__table__  # type: ignore[attr-defined]
 
-INTAKE_REASONS = {
-    "MALFORMED_ROW",
-    "MISSING_FIELD",
-    "INVALID_NIK",
-    "NIK_DATA_MISMATCH",
-    "DUPLICATE_NIK",
-    "EMAIL_UNVERIFIED",
-}
-LOCAL_REASONS = {"UNDERAGE", "TEST_FAILED", "PRIOR_RECIPIENT", "BLACKLISTED"}
-IDENTITY_REASONS = {
-    "NIK_NOT_FOUND",
-    "DECEASED",
-    "BIRTH_DATE_MISMATCH",
-    "NAME_MISMATCH",
-    "KK_MISMATCH",
+# Reason groups by stage: data next to ReasonCode (models/enums.py, REASON_STAGE).
+INTAKE_REASONS = reasons_of(Stage.INTAKE)
+LOCAL_REASONS = reasons_of(Stage.LOCAL_ELIGIBILITY)
+IDENTITY_REASONS = reasons_of(Stage.IDENTITY)
+# The funnel's rows of rejections, by the stage that gives them.
+_FUNNEL_STEP = {
+    Stage.INTAKE: "intake",
+    Stage.LOCAL_ELIGIBILITY: "local",
+    Stage.IDENTITY: "identity",
+    Stage.SCREENING: "screening",
 }
 
 
@@ -96,14 +99,9 @@ def _wave_state(session: Session, wave_id: int) -> dict[str, Any]:
             pending_by_partner[f"{shown}:{partner or 'not-attempted'}"] += n
     rejected_at: Counter[str] = Counter()
     for reason, n in reasons.items():
-        if reason in INTAKE_REASONS:
-            rejected_at["intake"] += n
-        elif reason in LOCAL_REASONS:
-            rejected_at["local"] += n
-        elif reason in IDENTITY_REASONS:
-            rejected_at["identity"] += n
-        elif reason.startswith("EXCLUDED_"):
-            rejected_at["screening"] += n
+        step = _FUNNEL_STEP.get(stage_of_reason(reason))  # type: ignore[arg-type]
+        if step is not None:
+            rejected_at[step] += n
     intake_accepted = total - rejected_at["intake"]
     locally_eligible = intake_accepted - rejected_at["local"] - by_state[State.AWAIT_LOCAL]
     identity_verified = locally_eligible - rejected_at["identity"] - by_state[State.AWAIT_IDENTITY]
@@ -224,20 +222,17 @@ def _sign_off(session: Session, wave_id: int) -> dict[str, Any]:
     }
 
 
-ACCOUNT_REASONS = {
-    "ACCOUNT_NOT_FOUND",
-    "ACCOUNT_NIK_MISMATCH",
-    "ACCOUNT_NOT_KYC",
-    "ACCOUNT_BLOCKED",
-}
 _STAGE_REJECTS: dict[str, Any] = {
-    "intake": INTAKE_REASONS.__contains__,
-    "local-eligibility": LOCAL_REASONS.__contains__,
-    "identity": IDENTITY_REASONS.__contains__,
-    "screening": lambda r: r.startswith("EXCLUDED_"),
-    "draw": {"HOUSEHOLD_CAP", "QUOTA_FULL"}.__contains__,
-    "accounts": ACCOUNT_REASONS.__contains__,
-    "rollout": {"CREDIT_REJECTED"}.__contains__,
+    stage.value: (lambda r, stage=stage: stage_of_reason(r) == stage)
+    for stage in (
+        Stage.INTAKE,
+        Stage.LOCAL_ELIGIBILITY,
+        Stage.IDENTITY,
+        Stage.SCREENING,
+        Stage.DRAW,
+        Stage.ACCOUNTS,
+        Stage.ROLLOUT,
+    )
 }
 _STAGE_WAITING = {
     "local-eligibility": State.AWAIT_LOCAL,
@@ -613,30 +608,3 @@ def work_left(session: Session, wave_id: int) -> dict[str, int]:
     if queued:
         by_state["SMS_QUEUED"] = queued
     return by_state
-
-
-def close_wave_if_done(sessions: SessionFactory, wave_id: int, *, keep_open: bool) -> dict:
-    """Closes a finished wave: the still-waitlisted become NOT_SELECTED / QUOTA_FULL."""
-    from sqlalchemy import update
-
-    from tasks.common import utcnow
-
-    with sessions() as session, session.begin():
-        wave = load_wave(session, wave_id)
-        left = work_left(session, wave_id)
-        if wave.status == WaveStatus.CLOSED:
-            return {"closed": True, "work_left": left}
-        if left or keep_open or wave.drawn_at is None:
-            return {"closed": False, "work_left": left}
-        now = utcnow()
-        session.connection().execute(
-            update(R)
-            .where(R.c.wave_id == wave_id, R.c.state == State.WAITLISTED.value)
-            .values(
-                state=State.NOT_SELECTED.value, reason=ReasonCode.QUOTA_FULL.value, decided_at=now
-            )
-        )
-        wave.status = WaveStatus.CLOSED
-        wave.closed_at = now
-        session.add(wave)
-        return {"closed": True, "work_left": {}}

@@ -1,6 +1,6 @@
 """One progress line per stage of a wave run, on standard error (`wave run`, `demo`).
 
-Listens to `tasks.progress` (stage started, batches planned, batch done, stage finished)
+Listens to `runtime.progress` (stage started, batches planned, batch done, stage finished)
 in the process that runs the wave flow. On a terminal: a live `rich` progress display,
 one line per stage with its batches done of planned, the registrants handled, records
 per second and the time left (or taken). Elsewhere (a pipe, a log file, CI) or with
@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, TaskID, TextColumn
 from rich.text import Text
 
-from tasks.progress import StageEvent, listen
+from runtime.progress import StageEvent, listen
 
 # Stages whose work is not paged into batches: their records come from their counts.
 _RECORDS_KEY = {"intake": "rows", "draw": "pool_size"}

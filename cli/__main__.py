@@ -1,0 +1,5 @@
+"""`python -m cli`: the `prakerja` command."""
+
+from cli import main
+
+main()

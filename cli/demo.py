@@ -1,0 +1,178 @@
+"""`prakerja demo`: a whole demo wave on the embedded defaults."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from cli.root import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_PENDING,
+    _progress,
+    _runtime,
+    main,
+    settings,
+    use_settings,
+)
+from cli.wave import run_wave_command
+
+
+@main.command()
+@click.option("--registrants", "-n", type=click.IntRange(10), default=100_000, show_default=True)
+@click.option("--seed", "-s", default="demo", show_default=True)
+@click.option("--workdir", type=click.Path(file_okay=False), default="var/demo", show_default=True)
+def demo(registrants: int, seed: str, workdir: str) -> None:
+    """A whole demo wave: synthetic export, local simulator, Prefect run, the funnel."""
+    from partners.config import simulator_config
+    from partners.simulator.generate import generate_export
+    from partners.simulator.server import SimulatorProcess
+    from rules.funnel import demo_quota
+    from rules.settings import jakarta_today
+
+    started = time.monotonic()
+    work = Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    db_path = work / "prakerja-demo.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+    # The demo's own database, handed to everything it runs (no environment variable).
+    demo_db = f"sqlite:///{db_path.resolve()}"
+    use_settings(settings().model_copy(update={"database_url": demo_db}))
+    export = work / "wave-1.csv"
+    today = jakarta_today()
+    click.echo(f"demo: generating {registrants:,} registrants (seed {seed!r})", err=True)
+    generate_export(
+        export,
+        registrants=registrants,
+        seed=seed,
+        reference_date=today,
+        progress=_progress("generate", registrants),
+    )
+    quota = demo_quota(registrants)
+    reconciled = False
+    with SimulatorProcess(seed) as sim:
+        click.echo(
+            f"demo: partner simulator at {sim.base_url}; running wave 1 "
+            f"(quota {quota:,}) under Prefect",
+            err=True,
+        )
+        code = run_wave_command(
+            wave_id=1,
+            registrants=str(export),
+            quota=quota,
+            lottery_seed=f"demo-{seed}",
+            keep_open=False,
+            draw_without_pending=False,
+            flags={"reference_date": None},
+            partners_config=simulator_config(sim.base_url),
+        )
+        if code in (EXIT_OK, EXIT_PENDING):
+            reconciled = _demo_reconcile(sim.base_url)
+    if code in (EXIT_OK, EXIT_PENDING):
+        _demo_dashboard(work, seed)
+    elapsed = time.monotonic() - started
+    click.echo(f"\ndemo finished in {elapsed:.0f} s{_setup_time_note()} (exit {code}).")
+    click.echo(
+        "Prefect: flow run `wave-1` (tag prakerja) is in this machine's Prefect "
+        f"database; browse it with `{_venv_command('prefect')} server start` then "
+        "http://127.0.0.1:4200/runs"
+        if not os.environ.get("PREFECT_API_URL")
+        else f"Prefect: flow run `wave-1` at {_ui_url()}/runs"
+    )
+    click.echo(
+        f"Inspect it: PRAKERJA_DATABASE_URL={demo_db} "
+        f"{_venv_command('prakerja')} wave report --wave 1"
+    )
+    if code in (EXIT_OK, EXIT_PENDING) and not reconciled:
+        code = EXIT_ERROR
+    sys.exit(code)
+
+
+def _demo_reconcile(simulator_url: str) -> bool:
+    """The demo wave's ledger against the issuer's statement, while the simulator that
+    holds that statement still runs (it lives and dies with the demo: a later `wave
+    reconcile` on the demo database has no issuer to ask)."""
+    from cli import render
+    from partners.config import simulator_config
+    from readmodels.reporting import reconcile
+
+    rt = _runtime(simulator_config(simulator_url))
+    result = reconcile(rt.sessions, rt.partners.issuer, 1)
+    click.echo("")
+    render.reconcile(result)
+    click.echo(
+        "(The statement is the demo simulator's and ends with it: reconcile the demo wave "
+        "here, not later with `wave reconcile`.)"
+    )
+    return bool(result["ok"])
+
+
+def _setup_time_note() -> str:
+    """Whether the time includes creating .venv: `./prakerja` times its setup step and
+    passes it on (PRAKERJA_SETUP_SECONDS); the demo's own clock starts after it."""
+    setup = settings().setup_seconds
+    if setup is None:
+        return " (the demo itself; any setup of .venv before it is not included)"
+    if setup < 5:
+        return " (.venv already existed: no setup time)"
+    return f" (the demo itself; creating .venv took another {setup} s before it, once)"
+
+
+def _venv_command(name: str) -> str:
+    """How to call a command of this program's environment (`.venv/bin/prefect`) from
+    here: the environment's own bin folder, relative when it is below this folder."""
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        return name
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _demo_dashboard(work: Path, seed: str) -> None:
+    """Announces the demo wave and says how to sign in to the dashboard as a registrant."""
+    from tasks.audit import Actor
+    from tasks.portal_index import announce_wave, demo_sign_ins
+
+    rt = _runtime()
+    announce_wave(  # an announcement like any other: in the audit trail
+        rt.sessions,
+        1,
+        "Demo: hasil gelombang 1 sudah diumumkan. / Wave 1 results are out.",
+        actor=Actor.here(None),
+    )
+    people = demo_sign_ins(rt.sessions, 1)
+    guide = work / "try-the-dashboard.txt"
+    db = settings().database_url
+    lines = [
+        "Try the registrant dashboard on the demo wave (wave 1 is announced).",
+        "",
+        "1. The partners, with the message gateway that receives sign-in codes:",
+        f"     ./prakerja simulator --seed {seed}",
+        "2. The dashboard, in another terminal:",
+        f"     PRAKERJA_DATABASE_URL={db} ./prakerja portal",
+        "3. Open http://127.0.0.1:8780/ and sign in with one of these synthetic demo NIKs:",
+        *(f"     {nik}   ({what})" for nik, what in people),
+        "4. Read the code the gateway received, in a third terminal:",
+        "     ./prakerja simulator-messages --last 1",
+        "",
+    ]
+    guide.write_text("\n".join(lines), encoding="utf-8")
+    click.echo(
+        "\nwave 1 is announced on the registrant dashboard. To sign in as a demo registrant:\n"
+        f"  ./prakerja simulator --seed {seed}        # terminal 1: partners + message gateway\n"
+        f"  PRAKERJA_DATABASE_URL={db} ./prakerja portal   # terminal 2\n"
+        "  open http://127.0.0.1:8780/ with a demo NIK listed in "
+        f"{guide}\n"
+        "  ./prakerja simulator-messages --last 1   # the sign-in code the gateway received"
+    )
+
+
+def _ui_url() -> str:
+    return os.environ.get("PREFECT_API_URL", "").removesuffix("/").removesuffix("/api")

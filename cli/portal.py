@@ -1,0 +1,113 @@
+"""`prakerja portal`: serves the registrant dashboard (portal.md)."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+
+import click
+from pydantic import SecretStr
+
+from cli.root import (
+    EXIT_ERROR,
+    _load_partners,
+    _refuse,
+    main,
+    settings,
+)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8780, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
+def portal(host: str, port: int, workers: int) -> None:
+    """Serves the registrant dashboard (portal.md) over the program database."""
+    from functools import partial
+
+    import uvicorn
+
+    from partners.config import ConfigError
+    from portal.app import create_app
+    from portal.settings import MIN_SECRET, SECRET_ENV, is_loopback
+
+    loopback = is_loopback(host)
+    given = settings().portal_secret
+    secret = given.get_secret_value() if given else None
+    if secret is not None and len(secret) < MIN_SECRET:
+        _refuse(f"{SECRET_ENV} must be at least {MIN_SECRET} characters")
+    if secret is None:
+        if not loopback:
+            _refuse(
+                f"{SECRET_ENV} is not set: it is required when --host is not a loopback "
+                f"address (at least {MIN_SECRET} characters, the same for every portal process)"
+            )
+        # On loopback a secret made now; every worker of this command shares it.
+        secret = secrets.token_urlsafe(48)
+    # The dashboard's settings, handed to each of its worker processes with the app's
+    # factory (pickled by uvicorn when it starts them), not through the environment.
+    served = settings().model_copy(
+        update={"portal_secret": SecretStr(secret), "portal_secure_cookie": not loopback}
+    )
+    try:
+        _load_partners()  # the notifier sends the codes: refuse a bad file now
+    except ConfigError as exc:
+        _refuse(str(exc))
+    from models.schema import SchemaError
+
+    try:
+        from portal.store import Store, make_portal_engine
+
+        # Its tables, and reachable.
+        Store(make_portal_engine(served.database_url, served), b"-").close()
+    except SchemaError as exc:
+        _refuse(str(exc))
+    except Exception as exc:
+        _refuse(f"the program database cannot be opened: {type(exc).__name__}")
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(
+        f"dashboard on http://{shown}:{port}/ ({workers} worker{'s' * (workers > 1)}); "
+        "stop with Ctrl-C",
+        err=True,
+    )
+    serve_portal(
+        uvicorn.Config(
+            partial(create_app, served),
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+            access_log=False,
+            server_header=False,
+            proxy_headers=False,
+        )
+    )
+
+
+def serve_portal(config) -> None:
+    """uvicorn.run, with TCP_NODELAY on the listening socket (accepted sockets inherit it).
+
+    uvicorn binds the socket with protocol 0, and asyncio then leaves Nagle's algorithm on
+    for every connection: each answer's body waited ~40 ms for the client's delayed ACK,
+    which capped the dashboard at ~1,400 reads/s on 2 cores with the CPU half idle
+    (bench/portal_load.py). uvloop, when installed, sets it too; this does not rely on it.
+    """
+    import socket
+
+    from uvicorn.server import Server
+    from uvicorn.supervisors import Multiprocess
+
+    sock = config.bind_socket()
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    server = Server(config=config)
+    try:
+        if config.workers > 1:
+            Multiprocess(config, sockets=[sock]).run()
+        else:
+            server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    if config.workers == 1 and not server.started:
+        sys.exit(EXIT_ERROR)
