@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ from cli.root import (
     EXIT_ERROR,
     EXIT_OK,
     EXIT_PENDING,
+    _prefect_api_url,
     _progress,
     _runtime,
     main,
@@ -81,7 +81,7 @@ def demo(registrants: int, seed: str, workdir: str) -> None:
         "Prefect: flow run `wave-1` (tag prakerja) is in this machine's Prefect "
         f"database; browse it with `{_venv_command('prefect')} server start` then "
         "http://127.0.0.1:4200/runs"
-        if not os.environ.get("PREFECT_API_URL")
+        if not _prefect_api_url()
         else f"Prefect: flow run `wave-1` at {_ui_url()}/runs"
     )
     click.echo(
@@ -175,4 +175,4 @@ def _demo_dashboard(work: Path, seed: str) -> None:
 
 
 def _ui_url() -> str:
-    return os.environ.get("PREFECT_API_URL", "").removesuffix("/").removesuffix("/api")
+    return (_prefect_api_url() or "").removesuffix("/").removesuffix("/api")

@@ -17,6 +17,7 @@ from cli.root import (
     _refuse,
     _runtime,
     main,
+    settings,
 )
 
 
@@ -170,7 +171,7 @@ def ops_setup(webhook_url: str | None, block: str | None, as_json: bool) -> None
     if not _prefect_api_url():
         _refuse("ops setup needs a Prefect server: set PREFECT_API_URL (see README, Operations)")
     try:
-        result = setup(webhook_url=webhook_url, block=block)
+        result = setup(webhook_url=webhook_url, block=block, settings=settings())
     except SetupError as exc:
         _refuse(str(exc))
     if as_json:

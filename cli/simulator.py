@@ -92,12 +92,12 @@ def simulator(
     from partners.simulator.server import (
         ADMIN_TOKEN_ENV,
         CannotListen,
-        admin_token_from_env,
+        admin_token,
         serve,
     )
 
     try:
-        token = admin_token_from_env()
+        token = admin_token(settings().simulator_admin_token)
     except ValueError as exc:
         _refuse(str(exc))
     if write_partners is not None and not Path(write_partners).resolve().parent.is_dir():

@@ -9,15 +9,33 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = ("rules", "models", "partners", "tasks", "flows", "deployments", "portal")
-# package -> packages (or modules) it must never import
+LAYERS = (
+    "rules",
+    "models",
+    "partners",
+    "runtime",
+    "readmodels",
+    "tasks",
+    "services",
+    "flows",
+    "deployments",
+    "portal",
+    "cli",
+)
+# package -> packages (or modules) it must never import. From the top: cli and
+# deployments, flows, services (starting a run: lease, audit, sign-off), tasks (steps) and
+# readmodels (reads), runtime (how a process is built), partners, models, rules.
+ABOVE_TASKS = {"services", "flows", "deployments", "portal", "cli"}
 FORBIDDEN = {
-    "rules": {"partners", "tasks", "flows", "deployments", "portal", "cli"},
-    "models": {"partners", "tasks", "flows", "deployments", "portal", "cli"},
-    "partners": {"tasks", "flows", "deployments", "portal", "cli"},
-    "tasks": {"flows", "deployments", "portal", "cli"},
+    "rules": {"partners", "runtime", "readmodels", "tasks", *ABOVE_TASKS},
+    "models": {"partners", "runtime", "readmodels", "tasks", *ABOVE_TASKS},
+    "partners": {"runtime", "readmodels", "tasks", *ABOVE_TASKS},
+    "runtime": {"readmodels", "tasks", *ABOVE_TASKS},
+    "readmodels": {"runtime", *ABOVE_TASKS},
+    "tasks": ABOVE_TASKS,
+    "services": {"flows", "deployments", "portal", "cli"},
     "flows": {"deployments", "portal", "cli"},
-    "portal": {"tasks", "flows", "deployments", "cli"},
+    "portal": {"runtime", "readmodels", "tasks", "services", "flows", "deployments", "cli"},
 }
 # Known crossings, each with its reason; the list may only shrink.
 ALLOWED: set[tuple[str, str]] = set()
@@ -130,4 +148,90 @@ def test_prakerja_variables_are_read_only_through_the_settings():
                     and _names_a_prakerja_variable(node.slice)
                 ):
                     found.append(f"{rel}:{node.lineno}")
+    assert found == []
+
+
+# Where the process's environment may be read at all: the settings (read once when a
+# process starts), the partners file's own key variables, the CLI's defaults for Prefect's
+# settings, and the login name of an operator without a passwd entry.
+READS_THE_ENVIRONMENT = {
+    "models/config.py",
+    "partners/config.py",
+    "cli/root.py",
+    "tasks/audit.py",
+}
+
+
+def test_the_environment_is_read_only_where_a_process_starts():
+    """Nothing reads os.environ after start-up: settings are read once
+    (models/config.py) and handed to what needs them (runtime/app.py's build_app)."""
+    found = []
+    for package in LAYERS:
+        for path in _modules(package):
+            rel = str(path.relative_to(ROOT))
+            if rel in READS_THE_ENVIRONMENT:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv"):
+                    found.append(f"{rel}:{node.lineno}")
+    assert found == []
+
+
+def test_no_settings_are_handed_to_a_child_through_the_environment():
+    """A PRAKERJA_* variable is never written (os.environ[...] = ..., setdefault, putenv):
+    a child process gets its settings passed explicitly (the worker pool's initializer,
+    the dashboard's app factory)."""
+    found = []
+    for package in LAYERS:
+        for path in _modules(package):
+            rel = str(path.relative_to(ROOT))
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Assign):
+                    for target in node.targets:
+                        if (
+                            isinstance(target, ast.Subscript)
+                            and _reads_environment(target.value)
+                            and _names_a_prakerja_variable(target.slice)
+                        ):
+                            found.append(f"{rel}:{node.lineno}")
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("setdefault", "putenv", "update")
+                    and _reads_environment(node.func)
+                    and node.args
+                    and _names_a_prakerja_variable(node.args[0])
+                ):
+                    found.append(f"{rel}:{node.lineno}")
+    assert found == []
+
+
+def test_one_module_builds_what_a_process_runs():
+    """Engines come from models/db.py's one factory; partner clients and the shared
+    limiter are built only by runtime/app.py (build_app), the composition root."""
+    builders = {"build_partners": [], "limiter_for": [], "create_engine": []}
+    for package in LAYERS:
+        for path in _modules(package):
+            rel = str(path.relative_to(ROOT))
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Call):
+                    name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+                    if name in builders:
+                        builders[name].append(rel)
+    assert set(builders["build_partners"]) == {"runtime/app.py"}
+    assert set(builders["limiter_for"]) == {"runtime/app.py"}
+    # The database's rate buckets take tokens on a small autocommit pool of their own,
+    # beside the program's engine (partners/shared_limits.py).
+    assert set(builders["create_engine"]) == {"models/db.py", "partners/shared_limits.py"}
+
+
+def test_tasks_hold_only_steps():
+    """tasks/ has no process set-up or terminal output: nothing there draws on the
+    terminal or serves (the CLI's output is in cli/, process set-up in runtime/)."""
+    found = []
+    for path in _modules("tasks"):
+        rel = str(path.relative_to(ROOT))
+        for name in _imports(path):
+            if name.split(".")[0] in ("click", "rich", "uvicorn"):
+                found.append(f"{rel} imports {name}")
     assert found == []

@@ -381,11 +381,16 @@ def _mangle(
 
 
 def admin_token_from_env(env: Any = None) -> str | None:
-    """The admin token of $PRAKERJA_SIMULATOR_ADMIN_TOKEN, None when unset; ValueError when
-    it is too short to be one."""
+    """The admin token of PRAKERJA_SIMULATOR_ADMIN_TOKEN in `env` (a test's), None when
+    unset; ValueError when it is too short to be one."""
     from models.config import read_settings
 
-    secret = read_settings(env).simulator_admin_token
+    return admin_token(read_settings(env).simulator_admin_token)
+
+
+def admin_token(secret: Any) -> str | None:
+    """The admin token of the settings' simulator_admin_token (read once at start-up),
+    None when unset; ValueError when it is too short to be one."""
     token = secret.get_secret_value() if secret else None
     if token is not None and len(token) < ADMIN_TOKEN_MIN_CHARS:
         raise ValueError(f"{ADMIN_TOKEN_ENV}: at least {ADMIN_TOKEN_MIN_CHARS} characters")
