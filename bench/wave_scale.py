@@ -77,7 +77,7 @@ def create_wave(rt, quota: int, export: Path) -> None:
     )
 
 
-def run_under_prefect(rt, export: Path) -> tuple[float, dict]:
+def run_under_prefect(rt, export: Path):
     from prefect import get_client, tags
 
     from flows.wave import wave
@@ -313,12 +313,12 @@ def main() -> None:
 
         result["worker_processes"] = Execution.from_env().workers()
         result["worker_peak_rss_mb"] = workers.peak_rss_mb()
-        funnel = summary["report"]["funnel"]
+        funnel = summary.report["funnel"]
         result["funnel"] = funnel
         stages = {}
-        for name, info in summary["stages"].items():
+        for name, info in summary.stages.items():
             n = STAGE_RECORDS[name](funnel)
-            sec = info.get("seconds", 0.0)
+            sec = info.seconds
             stages[name] = {
                 "records": n,
                 "seconds": sec,
@@ -374,7 +374,7 @@ def main() -> None:
             result["plain_wall_s"] = round(plain_wall, 1)
             result["plain_stages_s"] = plain["seconds"]
             result["prefect_overhead_ratio"] = round(wall / plain_wall, 3)
-            result["same_outcomes"] = plain["report"]["outcomes"] == summary["report"]["outcomes"]
+            result["same_outcomes"] = plain["report"]["outcomes"] == summary.report["outcomes"]
             runtime.reset()
     print(json.dumps(result))
 
