@@ -317,18 +317,15 @@ def run_wave(
                 if app.execution.partner_limits == "prefect" and attempt == 1:
                     # Prefect's global rate limits are strict: each partner's must exist.
                     ensure_partner_limits(app.partners_config)
-                if keep_open is None:
-                    keep = bool(row.keep_open) if row is not None else False
-                else:
-                    keep = keep_open
                 summary = run_flow(
                     wave_id,
+                    # The export only once: a run again after sign-off has nothing to load.
                     registrants_path=str(Path(registrants).resolve())
                     if registrants and attempt == 1
                     else None,
                     stages=list(stages) if stages else None,
                     draw_without_pending=draw_without_pending,
-                    keep_open=keep,
+                    keep_open=bool(row.keep_open if keep_open is None and row else keep_open),
                     execution=execution or app.execution,
                     pacing=pacing,
                 )
