@@ -13,6 +13,7 @@ from cli.root import (
     _shown_database_url,
     log,
     main,
+    settings,
 )
 
 
@@ -24,11 +25,11 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Brings the program database (PRAKERJA_DATABASE_URL) to this release's schema."""
-    from models.db import make_engine
+    from models.db import engine_for
     from models.schema import SchemaError, upgrade_database
 
     try:
-        engine = make_engine()
+        engine = engine_for(settings())
     except OSError as exc:  # a SQLite folder that cannot be made
         click.echo(f"error: {_database_failure(exc)}", err=True)
         sys.exit(EXIT_ERROR)

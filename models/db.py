@@ -30,7 +30,7 @@ def database_url(env: Mapping[str, str] | None = None) -> str:
 
 
 def make_engine(
-    url: str | None = None,
+    url: str,
     *,
     sqlite_cache_mb: int = 32,
     sqlite_busy_timeout_s: float = 60.0,
@@ -38,14 +38,13 @@ def make_engine(
     pool_size: int = 10,
 ) -> Engine:
     """The one engine factory of the program (runs, workers and the dashboard alike): an
-    engine for `url` (default: the environment's); SQLite gets WAL, a busy timeout (how
+    engine for `url` (the settings' database_url); SQLite gets WAL, a busy timeout (how
     long a write waits for another connection's lock) and its folder created; its page
     cache is per connection (KiB-sized pages are only allocated as they are used).
     `autocommit` (the dashboard's SQLite engine): transactions are begun by hand.
 
     `hide_parameters`: a database error's text never carries its statement's parameters
     (rows of names, NIKs, phones...), wherever it is logged or stored."""
-    url = url or database_url()
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":

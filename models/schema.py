@@ -65,15 +65,14 @@ def include_object(obj, name, type_, reflected, compare_to) -> bool:
     return not (type_ == "table" and name in NOT_SCHEMA)
 
 
-def alembic_config(connection: Connection | None = None) -> Config:
+def alembic_config(connection: Connection | None = None, url: str | None = None) -> Config:
     """Alembic's configuration without an ini file: this package's migrations, and either
-    an open connection or PRAKERJA_DATABASE_URL."""
-    from models.db import database_url
-
+    an open connection or a database `url` (the settings' database_url)."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    # ConfigParser reads '%' as interpolation: a password may hold one.
-    cfg.set_main_option("sqlalchemy.url", database_url().replace("%", "%%"))
+    if url is not None:
+        # ConfigParser reads '%' as interpolation: a password may hold one.
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     if connection is not None:
         cfg.attributes["connection"] = connection
     return cfg

@@ -8,6 +8,7 @@ import sys
 
 from alembic.config import CommandLine
 
+from models.config import read_settings
 from models.schema import alembic_config
 
 
@@ -16,7 +17,8 @@ def main(argv: list[str] | None = None) -> None:
     options = cli.parser.parse_args(sys.argv[1:] if argv is None else argv)
     if not hasattr(options, "cmd"):
         cli.parser.error("too few arguments")
-    cli.run_cmd(alembic_config(), options)
+    # Its settings, read once as it starts: the program database of PRAKERJA_DATABASE_URL.
+    cli.run_cmd(alembic_config(url=read_settings().database_url), options)
 
 
 if __name__ == "__main__":

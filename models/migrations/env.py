@@ -51,7 +51,7 @@ elif context.is_offline_mode():
 else:
     from models.db import make_engine
 
-    engine = make_engine(config.get_main_option("sqlalchemy.url"))
+    engine = make_engine(config.get_main_option("sqlalchemy.url") or "")
     try:
         with engine.connect() as conn:
             run_migrations(conn)
