@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_readme_lists_every_variable_in_its_configuration_table():
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
     section = text.split("## Configuration", 1)[1].split("\n## ", 1)[0]
     listed = set(re.findall(r"^\| `(PRAKERJA_[A-Z_]+)` \|", section, flags=re.M))
     wanted = {Settings.env_name(name) for name in Settings.model_fields}

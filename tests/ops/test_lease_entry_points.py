@@ -165,8 +165,8 @@ def test_a_deployment_lease_found_lost_by_its_heartbeat_stops_every_write(sessio
     """The heartbeat's renewal finds another owner: from then on this process's writes
     to the program database fail (LeaseLost), until the run ends; the lease is left to
     its new holder."""
-    from flows.operations import wave_lease
     from models.tables import Wave
+    from services.runs import wave_lease
 
     make_wave(sessions, 1)
     monkeypatch.setattr("flows.operations.LEASE_RENEW_S", 0.05, raising=False)
@@ -175,7 +175,7 @@ def test_a_deployment_lease_found_lost_by_its_heartbeat_stops_every_write(sessio
     from runtime.app import get_runtime
 
     engine = get_runtime().engine
-    with wave_lease(1, wait_s=0):
+    with wave_lease(get_runtime(), 1, wait_s=0):
         _steal(engine)
         deadline = time.monotonic() + 5
         refused = None
