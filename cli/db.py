@@ -19,7 +19,7 @@ from cli.root import (
 
 @main.group()
 def db() -> None:
-    """The program database's schema (README: Schema and upgrades)."""
+    """The program database's schema (docs/schema.md)."""
 
 
 @db.command("upgrade")

@@ -169,7 +169,7 @@ def ops_setup(webhook_url: str | None, block: str | None, as_json: bool) -> None
 
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if not _prefect_api_url():
-        _refuse("ops setup needs a Prefect server: set PREFECT_API_URL (see README, Operations)")
+        _refuse("ops setup needs a Prefect server: set PREFECT_API_URL (see docs/operations.md)")
     try:
         result = setup(webhook_url=webhook_url, block=block, settings=settings())
     except SetupError as exc:

@@ -1,6 +1,6 @@
 """Pacing of the overnight rollout: spread the credit batches so they end before the deadline.
 
-The rule (README, "Operations"): the rollout works in steps of a few batches at a time.
+The rule (docs/operations.md): the rollout works in steps of a few batches at a time.
 After each step it knows how long a step takes (the mean of the steps so far) and how many
 steps are left. It aims to finish `margin` before the wave's `rollout_deadline` and spreads
 the time it does not need evenly between the remaining steps, each pause capped at

@@ -15,7 +15,7 @@ from tasks.common import CLEAR_PENDING, R, bulk_update, pending_change, rows_in_
 from tasks.eligibility import participants_elsewhere
 
 # A provider the partners file does not name cannot hold the account: the registrant
-# is told ACCOUNT_NOT_FOUND (documented in the README) rather than left waiting forever.
+# is told ACCOUNT_NOT_FOUND (documented in docs/choices.md) rather than left waiting forever.
 UNCONFIGURED_PROVIDER = "PROVIDER_NOT_CONFIGURED"
 
 

@@ -1,6 +1,6 @@
 """The drop folder: where the weekly wave finds the export of the wave that is due.
 
-Convention (README, "Operations"):
+Convention (docs/operations.md):
 
     $PRAKERJA_DROP_DIR/            default ./var/drop (relative to the working directory)
         wave-<N>.csv               the registrant export of wave N (registrant-file.md)
