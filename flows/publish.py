@@ -15,6 +15,7 @@ from rules.funnel import funnel_rows
 from rules.money import rupiah
 from tasks import progress
 from tasks.batches import stage_state_task  # the wave's state, from the database
+from tasks.log_masking import SHOWN_BY_STAGE_LINE
 from tasks.report_types import merge_reports
 
 
@@ -87,7 +88,12 @@ def publish_credit_rejections(wave_id: int, stage: Stage, counts: dict) -> None:
     if not rejected:
         return
     get_run_logger().warning(
-        "wave %s %s: the card issuer refused %d credits", wave_id, stage.value, rejected
+        "wave %s %s: the card issuer refused %d credits",
+        wave_id,
+        stage.value,
+        rejected,
+        # in the UI's log; the terminal has it in the rollout's stage line (-v: here too)
+        extra={SHOWN_BY_STAGE_LINE: True},
     )
     emit_event(
         event=names.CREDIT_REJECTED,
