@@ -169,7 +169,7 @@ def _rollout_text(counts: dict[str, int]) -> str:
     text = _listed({k: v for k, v in counts.items() if k != "CREDIT_REJECTED"})
     if refused:
         said = (
-            f"the card issuer refused {refused:,} credits "
+            f"the card issuer refused {refused:,} credit{'s' if refused != 1 else ''} "
             "(CREDIT_REJECTED: a person must look at them)"
         )
         text = f"{text}; {said}" if text else said

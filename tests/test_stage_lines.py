@@ -135,3 +135,8 @@ def test_the_rollout_line_says_the_refused_credits_in_words(capsys):
         "; credited 3,343; the card issuer refused 10 credits "
         "(CREDIT_REJECTED: a person must look at them)"
     ), line
+    one = _finished_line("rollout", {"credited": 66, "CREDIT_REJECTED": 1}, capsys)
+    assert one.endswith(
+        "; credited 66; the card issuer refused 1 credit "
+        "(CREDIT_REJECTED: a person must look at them)"
+    ), one
