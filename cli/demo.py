@@ -78,11 +78,12 @@ def demo(registrants: int, seed: str, workdir: str) -> None:
     elapsed = time.monotonic() - started
     click.echo(f"\ndemo finished in {elapsed:.0f} s{_setup_time_note()} (exit {code}).")
     click.echo(
-        "Prefect: flow run `wave-1` (tag prakerja) is in this machine's Prefect "
+        "Prefect: flow run `wave-1-<YYYYmmdd-HHMMSS>` (Jakarta time; tags prakerja, wave-1) "
+        "is in this machine's Prefect "
         f"database; browse it with `{_venv_command('prefect')} server start` then "
         "http://127.0.0.1:4200/runs"
         if not _prefect_api_url()
-        else f"Prefect: flow run `wave-1` at {_ui_url()}/runs"
+        else f"Prefect: flow run `wave-1-<YYYYmmdd-HHMMSS>` (tag wave-1) at {_ui_url()}/runs"
     )
     click.echo(
         f"Inspect it: PRAKERJA_DATABASE_URL={demo_db} "
@@ -144,7 +145,7 @@ def _demo_dashboard(work: Path, seed: str) -> None:
     announce_wave(  # an announcement like any other: in the audit trail
         rt.sessions,
         1,
-        "Demo: hasil gelombang 1 sudah diumumkan. / Wave 1 results are out.",
+        "[id] Demo: hasil gelombang 1 sudah diumumkan. [en] Demo: wave 1 results are out.",
         actor=Actor.here(None),
     )
     people = demo_sign_ins(rt.sessions, 1)

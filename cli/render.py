@@ -93,8 +93,9 @@ def _counts(title: str, what: str, counts: dict[str, int], *, total: bool = Fals
 
 # ------------------------------------------------------------------ wave run / report
 def funnel(report: dict, out: Console | None = None) -> None:
-    """The funnel beside wave 1 of 2020, the credited amount, and what is pending."""
-    from rules.funnel import funnel_rows
+    """The funnel beside wave 1 of 2020 (with how its selected add up: drawn, then
+    backfilled), the credited amount, and what is pending."""
+    from rules.funnel import funnel_rows, selected_parts
 
     out = out or console()
     table = _table(
@@ -106,6 +107,7 @@ def funnel(report: dict, out: Console | None = None) -> None:
     table.add_column("share", justify="right")
     table.add_column("2020", justify="right")
     table.add_column("2020 share", justify="right")
+    split = (report.get("draw") or {}).get("selected")
     for row in funnel_rows(report["funnel"]):
         table.add_row(
             str(row["step"]),
@@ -114,6 +116,9 @@ def funnel(report: dict, out: Console | None = None) -> None:
             _n(row["reference"]),
             f"{row['reference_share_pct']}%" if row["reference_share_pct"] != "" else "",
         )
+        if row["step"] == "selected":
+            for label, n in selected_parts(report["funnel"].get("selected", 0), split):
+                table.add_row(f"  {label}", _n(n), "", "", "")
     out.print()
     out.print(table)
     out.print(f"Credited amount: {_money(report['credited_amount'])}", soft_wrap=True)

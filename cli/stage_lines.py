@@ -91,9 +91,104 @@ def summary_line(wave_id: int, line: _Line) -> str:
     text = f"wave {wave_id} {line.label}: {head} in {line.seconds:.1f} s"
     if rate:
         text += f" ({rate})"
-    counts = [f"{k} {v:,}" for k, v in line.counts.items() if v]
+    counts = counts_text(line.stage, line.counts)
     if counts:
-        text += "; " + ", ".join(counts)
+        text += "; " + counts
+    return text
+
+
+def _listed(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v:,}" for k, v in counts.items() if v)
+
+
+def _words(code: str) -> str:
+    """`EMAIL_UNVERIFIED` -> `email unverified`."""
+    return code.lower().replace("_", " ")
+
+
+def counts_text(stage: str, counts: dict[str, int]) -> str:
+    """What a finished stage did, from its counts. Intake, the draw and accounts say it in
+    words that add up to the funnel's rows (registered = in + rejected at intake; selected
+    = drawn + backfilled); the other stages list their counts (results and reasons)."""
+    if stage == "intake":
+        return _intake_text(counts)
+    if stage == "draw":
+        return _draw_text(counts)
+    if stage == "accounts":
+        return _accounts_text(counts)
+    if stage == "rollout":
+        return _rollout_text(counts)
+    return _listed(counts)
+
+
+_INTAKE_RUN = ("rows", "inserted", "skipped")
+
+
+def _intake_text(counts: dict[str, int]) -> str:
+    """`100,000 rows: 73,958 in, 26,042 rejected (email unverified 26,042)`; the rejected
+    are the wave's rows refused at intake, by reason (tasks/batches.import_export_task)."""
+    rows = counts.get("rows", 0)
+    rejected = {k: v for k, v in counts.items() if k not in _INTAKE_RUN and v}
+    refused = sum(rejected.values())
+    text = f"{rows:,} rows: {rows - refused:,} in, "
+    if refused:
+        by_count = sorted(rejected.items(), key=lambda kv: (-kv[1], kv[0]))
+        reasons = ", ".join(f"{_words(k)} {v:,}" for k, v in by_count)
+        text += f"{refused:,} rejected ({reasons})"
+    else:
+        text += "none rejected"
+    if counts.get("skipped"):
+        text += f"; {counts['skipped']:,} already loaded by an earlier run"
+    return text
+
+
+def _draw_text(counts: dict[str, int]) -> str:
+    """`drew 3,353 of quota 3,353 from 16,000 eligible; 12,600 waitlisted`."""
+    if "held_by_pending" in counts:
+        return f"not drawn yet: {counts['held_by_pending']:,} registrants still pending before it"
+    if "selected" not in counts:  # drawn by an earlier run
+        late = counts.get("late_waitlisted", 0)
+        return "drawn by an earlier run" + (f"; {late:,} more waitlisted" if late else "")
+    text = f"drew {counts['selected']:,}"
+    if "quota" in counts:
+        text += f" of quota {counts['quota']:,}"
+    text += f" from {counts.get('pool_size', 0):,} eligible"
+    more = []
+    if counts.get("household_cap"):
+        more.append(f"{counts['household_cap']:,} passed over (household cap)")
+    more.append(f"{counts.get('waitlisted', 0):,} waitlisted")
+    if counts.get("without_pending"):
+        more.append(f"drawn while {counts['without_pending']:,} were still pending")
+    return text + "; " + ", ".join(more)
+
+
+def _rollout_text(counts: dict[str, int]) -> str:
+    """The credits; refused ones said in words (the run log's warning about them reaches
+    the terminal only with -v: runtime/log_masking.py)."""
+    refused = counts.get("CREDIT_REJECTED", 0)
+    text = _listed({k: v for k, v in counts.items() if k != "CREDIT_REJECTED"})
+    if refused:
+        said = (
+            f"the card issuer refused {refused:,} credit{'s' if refused != 1 else ''} "
+            "(CREDIT_REJECTED: a person must look at them)"
+        )
+        text = f"{text}; {said}" if text else said
+    return text
+
+
+_BACKFILL = ("backfilled", "backfill_household_cap")
+
+
+def _accounts_text(counts: dict[str, int]) -> str:
+    """The accounts' answers, then `backfilled 505 freed seats from the waitlist`: the
+    funnel's selected are the drawn plus the backfilled."""
+    text = _listed({k: v for k, v in counts.items() if k not in _BACKFILL})
+    backfilled = counts.get("backfilled", 0)
+    if backfilled:
+        fill = f"backfilled {backfilled:,} freed seats from the waitlist"
+        if counts.get("backfill_household_cap"):
+            fill += f" ({counts['backfill_household_cap']:,} passed over: household cap)"
+        text = f"{text}; {fill}" if text else fill
     return text
 
 

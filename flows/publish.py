@@ -13,9 +13,10 @@ from models import names
 from models.enums import ReasonCode, Stage
 from readmodels.report_types import merge_reports
 from readmodels.summaries import SignOffStatus
-from rules.funnel import funnel_rows
+from rules.funnel import funnel_rows, selected_parts
 from rules.money import rupiah
 from runtime import progress
+from runtime.log_masking import SHOWN_BY_STAGE_LINE
 from tasks.batches import stage_state_task  # the wave's state, from the database
 
 
@@ -41,19 +42,24 @@ def stage_markdown(wave_id: int, stage: Stage, merged: dict, wave_state: dict) -
     from readmodels.reporting import stage_view
 
     md = f"## Wave {wave_id}: {stage.value}\n\n### The wave at this stage\n\n"
-    md += "| | count |\n|---|---|\n"
-    md += "\n".join(f"| {r['wave state']} | {r['count']} |" for r in stage_view(wave_state, stage))
+    md += "| | count |\n|---|--:|\n"
+    md += "\n".join(
+        f"| {r['wave state']} | {_count(r['count'])} |" for r in stage_view(wave_state, stage)
+    )
     done = {k: v for k, v in sorted(merged["counts"].items()) if v}
     md += "\n\n### This run\n\n"
     if done:
-        md += "| result | count |\n|---|---|\n"
-        md += "\n".join(f"| {k} | {v} |" for k, v in done.items())
+        md += "| result | count |\n|---|--:|\n"
+        md += "\n".join(f"| {k} | {_count(v)} |" for k, v in done.items())
     else:
         md += "Nothing to do for this stage in this run."
-    fails = [f"| {f['partner']} | {f['error_class']} | {f['items']} |" for f in merged["failures"]]
+    fails = [
+        f"| {f['partner']} | {f['error_class']} | {_count(f['items'])} |"
+        for f in merged["failures"]
+    ]
     if fails:
         md += (
-            "\n\n### Pending after partner failures\n\n| partner | error | items |\n|---|---|---|\n"
+            "\n\n### Pending after partner failures\n\n| partner | error | items |\n|---|---|--:|\n"
         )
         md += "\n".join(fails)
     return md
@@ -88,7 +94,12 @@ def publish_credit_rejections(wave_id: int, stage: Stage, counts: dict) -> None:
     if not rejected:
         return
     get_run_logger().warning(
-        "wave %s %s: the card issuer refused %d credits", wave_id, stage.value, rejected
+        "wave %s %s: the card issuer refused %d credits",
+        wave_id,
+        stage.value,
+        rejected,
+        # in the UI's log; the terminal has it in the rollout's stage line (-v: here too)
+        extra={SHOWN_BY_STAGE_LINE: True},
     )
     emit_event(
         event=names.CREDIT_REJECTED,
@@ -102,22 +113,63 @@ def publish_credit_rejections(wave_id: int, stage: Stage, counts: dict) -> None:
     )
 
 
+def _count(n: object) -> str:
+    """`100,000`: a count as people read it (an artifact is read, not parsed: the numbers
+    are in `wave report --json` and the wave events)."""
+    return f"{n:,}" if isinstance(n, int) and not isinstance(n, bool) else str(n)
+
+
+def _pct(share: object) -> str:
+    return f"{share} %" if share != "" else ""
+
+
+def funnel_table(funnel: dict[str, int], selected: dict[str, int] | None = None) -> list[dict]:
+    """The rows of the funnel artifact: readable headers, `100,000` and `72.9 %`, and
+    under `selected` how it adds up (in the draw, backfilled) when not all were drawn."""
+    rows = []
+    for row in funnel_rows(funnel):
+        rows.append(
+            {
+                "step": row["step"],
+                "count": _count(row["count"]),
+                "share of registered": _pct(row["share_pct"]),
+                "wave 1 of 2020": _count(row["reference"]),
+                "2020 share": _pct(row["reference_share_pct"]),
+            }
+        )
+        if row["step"] == "selected":
+            for label, n in selected_parts(funnel.get("selected", 0), selected):
+                rows.append(
+                    {
+                        "step": f"selected: {label}",
+                        "count": _count(n),
+                        "share of registered": "",
+                        "wave 1 of 2020": "",
+                        "2020 share": "",
+                    }
+                )
+    return rows
+
+
 def publish_wave(wave_id: int, report: dict) -> dict:
     create_table_artifact(
         key=f"wave-{wave_id}-funnel",
-        table=funnel_rows(report["funnel"]),
+        table=funnel_table(report["funnel"], (report.get("draw") or {}).get("selected")),
         description=f"wave {wave_id} funnel beside wave 1 of 2020",
     )
     create_table_artifact(
         key=f"wave-{wave_id}-reasons",
-        table=[{"reason": k, "count": v} for k, v in report["reasons"].items()]
-        or [{"reason": "-", "count": 0}],
+        table=[{"reason": k, "count": _count(v)} for k, v in report["reasons"].items()]
+        or [{"reason": "-", "count": "0"}],
         description=f"wave {wave_id} rejections and non-selections by reason",
     )
     create_table_artifact(
         key=f"wave-{wave_id}-pending",
-        table=[{"waiting": k, "count": v} for k, v in report["pending_by_partner"].items()]
-        or [{"waiting": "-", "count": 0}],
+        table=[
+            {"waiting (stage:partner)": k, "count": _count(v)}
+            for k, v in report["pending_by_partner"].items()
+        ]
+        or [{"waiting (stage:partner)": "-", "count": "0"}],
         description=f"wave {wave_id} pending registrants by stage and partner",
     )
     pending = report["outcomes"].get("PENDING", 0)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from prefect import tags
-from prefect.runtime import flow_run
+from prefect.runtime import flow_run as current_run
 
 from flows.pacing import credit_paced
 from flows.publish import (
@@ -28,6 +29,7 @@ from models.enums import ReasonCode, Stage, State
 from readmodels.report_types import merge_reports
 from readmodels.summaries import CloseResult, StageSummary, WaveSummary
 from rules.pacing import Pacing
+from rules.settings import JAKARTA
 from runtime import progress, workers
 from runtime.app import current
 from runtime.boundary import flow
@@ -187,7 +189,13 @@ def announce_stage(wave_id: int, execution: Execution) -> dict:
     )
 
 
-@flow(name="wave", flow_run_name="wave-{wave_id}")
+def wave_run_name() -> str:
+    """`wave-<N>-<YYYYMMDD-HHMMSS>` in Jakarta time: the `wave-<N>` prefix (and tag) finds a
+    wave's runs, the time tells them apart (every demo's run is wave 1)."""
+    return f"wave-{current_run.parameters['wave_id']}-{datetime.now(JAKARTA):%Y%m%d-%H%M%S}"
+
+
+@flow(name="wave", flow_run_name=wave_run_name)
 def wave(
     wave_id: int,
     registrants_path: str | None = None,
@@ -215,7 +223,8 @@ def wave(
         (Stage.ROLLOUT, lambda: rollout_refilling(wave_id, Stage.ACCOUNTS in todo, run, pacing)),
         (Stage.ANNOUNCE, lambda: on(announce_stage, run, partner_threads)(wave_id, run)),
     ]
-    summary = WaveSummary(wave_id=wave_id, flow_run_name=flow_run.name)
+    # The run's name (wave_run_name), for the CLI's "Prefect flow run ..." line.
+    summary = WaveSummary(wave_id=wave_id, flow_run_name=current_run.name)
     if todo & {Stage.IDENTITY, Stage.SCREENING} and intake.is_big_export(registrants_path):
         workers.warm_up(run.workers())  # they start during intake; a small wave lazily
     for stage, run_stage in runbook:

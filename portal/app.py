@@ -426,7 +426,7 @@ def _wave_card(view: WaveView, lang: str) -> dict[str, Any]:
         headline=headline,
         what=what,
         next_step=next_step,
-        message=entry["message"],
+        message=words.message_in(entry["message"], lang),
     )
     if entry["outcome"] == "CREDITED":
         card.update(

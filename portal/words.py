@@ -7,6 +7,7 @@ tests/portal/test_words.py holds that to the enums.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta, timezone
 
 from rules.money import rupiah  # noqa: F401  (the dashboard's amounts)
@@ -527,6 +528,29 @@ TEXT = {
     "language": {"id": "English", "en": "Bahasa Indonesia"},
     "language_label": {"id": "Bahasa", "en": "Language"},
 }
+
+
+_LANG_MARK = re.compile(r"(?:^|\s)\[(id|en)\]\s*", re.IGNORECASE)
+
+
+def message_in(message: str, lang: str) -> str:
+    """The announcement's message in one language. A message written in both marks each
+    part with its language, `[id] Hasil sudah diumumkan. [en] Results are out.`: the page
+    in Bahasa Indonesia shows the `[id]` part, the English page the `[en]` part (or the
+    other part when the message has none in that language). A message without marks is
+    shown as written, in both."""
+    marks = list(_LANG_MARK.finditer(message))
+    if not marks:
+        return message
+    parts: dict[str, list[str]] = {}
+    for mark, after in zip(marks, [*marks[1:], None], strict=True):
+        end = after.start() if after is not None else len(message)
+        part = message[mark.end() : end].strip()
+        if part:
+            parts.setdefault(mark.group(1).lower(), []).append(part)
+    chosen = parts.get(lang) or next(iter(parts.values()), [])
+    lead = message[: marks[0].start()].strip()  # before any mark: in both languages
+    return " ".join([lead, *chosen] if lead else chosen)
 
 
 def text(key: str, lang: str, **values: object) -> str:

@@ -75,6 +75,36 @@ def _state_rows(session: Session, wave_id: int):
             yield state, reason, False, None, rest
 
 
+def rejected_at_intake(session: Session, wave_id: int) -> dict[str, int]:
+    """The wave's rows intake refused, by reason (ix_registrant_wave_state_reason)."""
+    rows = session.execute(
+        select(R.c.reason, func.count())
+        .where(
+            R.c.wave_id == wave_id,
+            R.c.state == State.REJECTED.value,
+            R.c.reason.in_(sorted(INTAKE_REASONS)),
+        )
+        .group_by(R.c.reason)
+    ).all()
+    return {str(reason): int(n) for reason, n in sorted(rows)}
+
+
+def selected_by_round(session: Session, wave_id: int) -> dict[str, int]:
+    """The funnel's `selected` split by how they got their seat (ix_registrant_drawn):
+    in the draw (round 0), by backfill (rounds 1, 2, ...: seats freed at the accounts
+    stage or by a prior recipient), or by a quota raise (round -1)."""
+    rounds = session.execute(
+        select(R.c.draw_round, func.count())
+        .where(R.c.wave_id == wave_id, R.c.draw_round.is_not(None))
+        .group_by(R.c.draw_round)
+    ).all()
+    split = {"in_draw": 0, "backfilled": 0, "quota_raise": 0}
+    for round_no, n in rounds:
+        key = "in_draw" if round_no == 0 else "backfilled" if round_no > 0 else "quota_raise"
+        split[key] += int(n)
+    return split
+
+
 def _counted(session: Session, wave_id: int, *where) -> int:
     return session.execute(select(func.count()).where(R.c.wave_id == wave_id, *where)).scalar_one()
 
@@ -199,6 +229,8 @@ def wave_report(session: Session, wave_id: int) -> dict[str, Any]:
             "pool_size": wave.pool_size,
             "pool_digest": wave.pool_digest,
             "without_pending": wave.draw_without_pending,
+            # the funnel's selected: in the draw, backfilled, added by a quota raise
+            "selected": selected_by_round(session, wave_id),
         },
         **money,
         "messages": state["messages"],

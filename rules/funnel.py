@@ -53,3 +53,16 @@ def demo_quota(registrants: int) -> int:
             registrants * REFERENCE_WAVE_1_2020["selected"] / REFERENCE_WAVE_1_2020["registered"]
         ),
     )
+
+
+def selected_parts(selected: int, split: dict[str, int] | None) -> list[tuple[str, int]]:
+    """How the funnel's `selected` add up when not all of them got their seat in the draw
+    (readmodels.reporting.selected_by_round): the rows under it; none when they all did."""
+    if not split or selected == split.get("in_draw", 0):
+        return []
+    parts = [("in the draw", split.get("in_draw", 0))]
+    if split.get("backfilled"):
+        parts.append(("backfilled into freed seats", split["backfilled"]))
+    if split.get("quota_raise"):
+        parts.append(("drawn at a quota raise", split["quota_raise"]))
+    return parts

@@ -89,10 +89,14 @@ def import_export_task(wave_id: int, path: str | None, parse_elsewhere: bool = T
         parse_elsewhere=parse_elsewhere,
         progress=lambda rows: progress.records_so_far(wave_id, "intake", rows),
     )
+    with current().sessions() as session:
+        # The stage's line says what intake refused: `26,042 rejected (email unverified)`.
+        rejected = reporting.rejected_at_intake(session, wave_id)
     return {
         "rows": result.rows,
         "inserted": result.inserted,
         "skipped": result.skipped_already_loaded,
+        **rejected,  # by reason code, as the other stages count theirs
     }
 
 

@@ -195,6 +195,7 @@ def draw_participants(
         session.add(wave)
         return {
             "drawn": True,
+            "quota": wave.quota,  # the progress line: "drew N of quota Q"
             "pool_size": pool_size,
             "pool_digest": wave.pool_digest,
             "selected": outcome_counts["SELECTED"],

@@ -32,7 +32,7 @@ def test_plain_lines_one_per_stage_with_batches_records_rate_and_counts(capsys):
         progress.stage_finished(2, "draw", {"counts": {"pool_size": 9}}, 1.0)
     lines = capsys.readouterr().err.splitlines()
     assert lines == [
-        "wave 1 intake: 5,000 records in 2.0 s (2,500/s); rows 5,000, inserted 5,000",
+        "wave 1 intake: 5,000 records in 2.0 s (2,500/s); 5,000 rows: 5,000 in, none rejected",
         "wave 1 identity: 3/3 batches, 2,050 records in 2.5 s (820/s); "
         "verified 2,250, NIK_NOT_FOUND 300",
     ]
@@ -92,3 +92,51 @@ def test_intake_shows_its_rows_while_it_inserts_them():
         progress.records_so_far(1, "intake", 50_000)
     text = out.getvalue()
     assert "intake" in text and "50,000 records" in text and "so far" in text
+
+
+def _finished_line(stage: str, counts: dict[str, int], capsys) -> str:
+    with StageLines(1, live=False):
+        progress.stage_started(1, stage)
+        progress.stage_finished(1, stage, {"counts": counts}, 1.0)
+    return capsys.readouterr().err.strip()
+
+
+def test_the_intake_line_says_how_many_rows_intake_refused_and_why(capsys):
+    counts = {"rows": 100_000, "inserted": 100_000, "skipped": 0}
+    counts |= {"EMAIL_UNVERIFIED": 26_042, "DUPLICATE_NIK": 310}
+    line = _finished_line("intake", counts, capsys)
+    assert line.endswith(
+        "; 100,000 rows: 73,648 in, 26,352 rejected (email unverified 26,042, duplicate nik 310)"
+    ), line
+    rerun = _finished_line("intake", {"rows": 10, "inserted": 0, "skipped": 10}, capsys)
+    assert rerun.endswith("; 10 rows: 10 in, none rejected; 10 already loaded by an earlier run")
+
+
+def test_the_draw_and_accounts_lines_add_up_to_the_funnels_selected(capsys):
+    """selected (funnel) = drawn (the draw's line) + backfilled (the accounts' line)."""
+    draw = {"pool_size": 16_000, "selected": 3_353, "household_cap": 12, "waitlisted": 12_635}
+    line = _finished_line("draw", {**draw, "quota": 3_353, "without_pending": 0}, capsys)
+    assert line.endswith(
+        "; drew 3,353 of quota 3,353 from 16,000 eligible; 12 passed over (household cap), "
+        "12,635 waitlisted"
+    ), line
+    accounts = {"confirmed": 3_353, "ACCOUNT_NOT_FOUND": 505, "backfilled": 505}
+    line = _finished_line("accounts", {**accounts, "backfill_household_cap": 0}, capsys)
+    assert line.endswith(
+        "; confirmed 3,353, ACCOUNT_NOT_FOUND 505; backfilled 505 freed seats from the waitlist"
+    ), line
+    held = _finished_line("draw", {"held_by_pending": 7}, capsys)
+    assert held.endswith("; not drawn yet: 7 registrants still pending before it"), held
+
+
+def test_the_rollout_line_says_the_refused_credits_in_words(capsys):
+    line = _finished_line("rollout", {"credited": 3_343, "CREDIT_REJECTED": 10}, capsys)
+    assert line.endswith(
+        "; credited 3,343; the card issuer refused 10 credits "
+        "(CREDIT_REJECTED: a person must look at them)"
+    ), line
+    one = _finished_line("rollout", {"credited": 66, "CREDIT_REJECTED": 1}, capsys)
+    assert one.endswith(
+        "; credited 66; the card issuer refused 1 credit "
+        "(CREDIT_REJECTED: a person must look at them)"
+    ), one

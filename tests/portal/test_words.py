@@ -49,3 +49,23 @@ def test_rupiah_and_wib():
     assert (
         words.lang_of("en") == "en" and words.lang_of("fr") == "id" and words.lang_of(None) == "id"
     )
+
+
+@pytest.mark.parametrize(
+    "message, lang, shown",
+    [
+        ("[id] Hasil sudah keluar. [en] Results are out.", "id", "Hasil sudah keluar."),
+        ("[id] Hasil sudah keluar. [en] Results are out.", "en", "Results are out."),
+        ("[EN] Results are out.\n[ID] Hasil sudah keluar.", "id", "Hasil sudah keluar."),
+        (
+            "Gelombang 1: [id] hasil keluar. [en] results are out.",
+            "en",
+            "Gelombang 1: results are out.",
+        ),
+        ("[id] Hanya dalam Bahasa Indonesia.", "en", "Hanya dalam Bahasa Indonesia."),
+        ("Tanpa tanda bahasa [x] & <b>", "en", "Tanpa tanda bahasa [x] & <b>"),
+        ("", "id", ""),
+    ],
+)
+def test_an_announcement_written_in_both_languages_shows_one(message, lang, shown):
+    assert words.message_in(message, lang) == shown
