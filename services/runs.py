@@ -261,7 +261,10 @@ def wave_lease(
     logger: Any = None,
 ) -> Iterator[HeldLease]:
     """The wave's lease (services/lease.py): `wait_s` None refuses a live holder on this
-    host at once (the CLI); a number waits for any holder that long (the deployments)."""
+    host at once (the CLI); a number waits for any holder that long (the deployments). A
+    wave that does not exist is refused at once (LookupError), not waited for."""
+    if _wave_row(app, wave_id) is None:
+        raise LookupError(f"wave {wave_id} does not exist")
     with hold_wave_lease(
         app.sessions, wave_id, wait_s=wait_s, on_lost=on_lost, logger=logger
     ) as held:

@@ -394,9 +394,13 @@ def test_two_reruns_in_the_same_second_get_different_readable_names(monkeypatch)
 
 # ---------------------------------------------------------------- the lease, from a deployment
 def test_a_deployment_run_takes_the_wave_lease_and_gives_up_on_a_live_holder(sessions):
-    from flows.operations import wave_lease
+    from runtime.app import current
+    from services.runs import wave_lease as app_wave_lease
     from tasks.waves import WaveBusyError, acquire_lease, release_lease
     from tests.tasks.factories import make_wave
+
+    def wave_lease(wave_id, **options):  # a deployment's run: the app it was built with
+        return app_wave_lease(current(), wave_id, **options)
 
     make_wave(sessions, 4)
     held = acquire_lease(sessions, 4)  # e.g. `prakerja wave run` in this (live) process
