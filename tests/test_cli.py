@@ -47,7 +47,7 @@ def test_a_partners_file_with_an_unknown_field_is_refused_naming_it(tmp_path, en
     export = write_export(tmp_path / "w.csv", [person(1)])
     partners = tmp_path / "partners.toml"
     builtin = simulator_partners_text("http://127.0.0.1:8700")
-    partners.write_text(builtin.replace("batch_size = 1000", "bach_size = 1000", 1))
+    partners.write_text(builtin.replace("[registry]\n", "[registry]\nbach_size = 1000\n", 1))
     env["PRAKERJA_PARTNERS"] = str(partners)
     result = run(["wave", "run", "--wave", "1", "--registrants", str(export), "--quota", "5"], env)
     assert result.returncode == 2

@@ -93,7 +93,8 @@ def stack(prefect_api, receiver, client_home, tmp_path_factory):
     partners = work / "partners.toml"
     partners.write_text(
         simulator_partners_text(sim.base_url).replace(
-            "timeout_s = 10\n", "timeout_s = 5\n" + FAST_PARTNERS
+            f'api_key_env = "{SIMULATOR_KEY_ENV}"\n',
+            f'api_key_env = "{SIMULATOR_KEY_ENV}"\ntimeout_s = 5\n' + FAST_PARTNERS,
         )
     )
     database_url = f"sqlite:///{work}/prakerja.db"
