@@ -64,9 +64,13 @@ def partner_limits(config: PartnersConfig, context) -> dict[str, SharedLimits]:
 
 
 def _start_worker(
-    database: str, config: PartnersConfig, limits: dict[str, SharedLimits], partner_limits: str
+    parent: int,
+    database: str,
+    config: PartnersConfig,
+    limits: dict[str, SharedLimits],
+    partner_limits: str,
 ) -> None:
-    _exit_with_parent()
+    _exit_with_parent(parent)
     _log_masked_to_stderr()
     install_shared_limits(limits)
     runtime.configure(database=database, partners_config=config, partner_limits=partner_limits)
@@ -90,17 +94,22 @@ def _log_masked_to_stderr() -> None:
     install_masking()
 
 
-def _exit_with_parent() -> None:
+def _exit_with_parent(parent: int) -> None:
     """Ends this worker at once when the flow's process dies (kill -9 included), so that
     no orphan goes on writing while a rerun, which holds the wave's lease, does the same
-    batch again. An unfinished batch transaction is rolled back by the database."""
-    parent = os.getppid()
+    batch again. An unfinished batch transaction is rolled back by the database.
+
+    `parent` is the pool's process id as that process saw it: one read here would already
+    be init's (or a subreaper's) if the parent died while this worker was starting, and
+    the worker would wait for that one instead, for ever."""
 
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(0.1)
         os._exit(70)
 
+    if os.getppid() != parent:
+        os._exit(70)  # gone before this worker got here
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
@@ -127,6 +136,7 @@ def _get_pool(workers: int) -> ProcessPoolExecutor:
             mp_context=context,
             initializer=_start_worker,
             initargs=(
+                os.getpid(),
                 database,
                 rt.partners_config,
                 partner_limits(rt.partners_config, context),
