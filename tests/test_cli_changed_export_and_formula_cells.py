@@ -1,4 +1,4 @@
-"""Issue 11, "smaller holes": a resumed intake refuses a changed export, and `wave export`
+"""A resumed intake refuses an export changed since the wave started, and `wave export`
 never writes a cell a spreadsheet would run as a formula. Through the real `prakerja`."""
 
 from __future__ import annotations
