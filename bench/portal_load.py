@@ -307,12 +307,12 @@ def partners_toml(sim_url: str, notifier_max_rps: float) -> Path:
 
     # Names PRAKERJA_SIMULATOR_API_KEY in every section (set in the run's environment).
     text = simulator_partners_text(sim_url)
-    head, sep, notifier = text.partition("[notifier]")
-    notifier, n = re.subn(r"(?m)^max_rps = .*$", f"max_rps = {notifier_max_rps:g}", notifier)
-    if not sep or n != 1:
-        raise SystemExit("partners/default_partners.toml: no [notifier] max_rps to raise")
+    # The built-in file leaves max_rps to the code's default: stated after the header.
+    text, n = re.subn(r"(?m)^\[notifier\]$", f"[notifier]\nmax_rps = {notifier_max_rps:g}", text)
+    if n != 1:
+        raise SystemExit("partners/default_partners.toml: no [notifier] section")
     path = WORK / "partners.toml"
-    path.write_text(head + sep + notifier)
+    path.write_text(text)
     return path
 
 

@@ -20,12 +20,12 @@ from models.enums import (
     reasons_of,
     stage_of_reason,
 )
+from models.queries import R, load_wave
 from models.tables import LedgerEntry, Message, Registrant
 from partners.client import PartnerError
 from partners.issuer import IssuerClient
 from rules.money import BENEFIT, statement_reference
 from rules.outcomes import outcome_of
-from tasks.common import R, load_wave
 
 L = LedgerEntry.__table__  # type: ignore[attr-defined]
 M = Message.__table__  # type: ignore[attr-defined]
@@ -244,7 +244,7 @@ def wave_report(session: Session, wave_id: int) -> dict[str, Any]:
 def _sign_off(session: Session, wave_id: int) -> dict[str, Any]:
     """interfaces.md: `{"required", "approvals": [{"by", "at"}]}`, the approvals of the
     wave as it stands (voided ones are not listed), plus whether it waits for more."""
-    from tasks.signoff import sign_off_status
+    from readmodels.signoff import sign_off_status
 
     status = sign_off_status(session, wave_id)
     return {

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from models.enums import Allocation, Outcome, ReasonCode
+from rules.enums import Allocation, Outcome, ReasonCode
 
 SELECTED: str = Outcome.SELECTED
 WAITLISTED: str = Outcome.WAITLISTED

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from models.enums import ReasonCode
+from rules.enums import ReasonCode
 
 EXCLUDE = "exclude"
 PRIORITIZE = "prioritize"

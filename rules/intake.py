@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime
 from operator import itemgetter
 from typing import BinaryIO
 
-from models.enums import ReasonCode
+from rules.enums import ReasonCode
 from rules.nik import PROVINCE_CODES, birth_and_sex, birth_matches
 
 REQUIRED_COLUMNS: tuple[str, ...] = (

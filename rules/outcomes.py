@@ -1,6 +1,6 @@
 """How a stored registrant state reads to operators: outcome and reason (interfaces.md)."""
 
-from models.enums import Outcome, PendingReason, State
+from rules.enums import Outcome, PendingReason, State
 
 _PENDING_AT = {
     State.AWAIT_LOCAL: PendingReason.PENDING_ELIGIBILITY,

@@ -60,16 +60,17 @@ def partner_limits(config: PartnersConfig, context) -> dict[str, SharedLimits]:
 
 
 def _start_worker(
+    parent: int,
     settings: dict,
     database: str,
     config: PartnersConfig,
     limits: dict[str, SharedLimits],
     execution: Execution,
 ) -> None:
-    """A worker's start: its app, built from what the parent passed (its settings' plain
-    values, database, partners, the pool's shared limits, the run's execution); it reads
-    no environment."""
-    _exit_with_parent()
+    """A worker's start: its app, built from what the parent passed (its pid, its
+    settings' plain values, database, partners, the pool's shared limits, the run's
+    execution); it reads no environment."""
+    _exit_with_parent(parent)
     _log_masked_to_stderr()
     runtime.install(
         runtime.build_app(
@@ -100,17 +101,22 @@ def _log_masked_to_stderr() -> None:
     install_masking()
 
 
-def _exit_with_parent() -> None:
+def _exit_with_parent(parent: int) -> None:
     """Ends this worker at once when the flow's process dies (kill -9 included), so that
     no orphan goes on writing while a rerun, which holds the wave's lease, does the same
-    batch again. An unfinished batch transaction is rolled back by the database."""
-    parent = os.getppid()
+    batch again. An unfinished batch transaction is rolled back by the database.
+
+    `parent` is the pool's process id as that process saw it: one read here would already
+    be init's (or a subreaper's) if the parent died while this worker was starting, and
+    the worker would wait for that one instead, for ever."""
 
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(0.1)
         os._exit(70)
 
+    if os.getppid() != parent:
+        os._exit(70)  # gone before this worker got here
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
@@ -136,6 +142,7 @@ def _get_pool(workers: int, app: runtime.App | None = None) -> ProcessPoolExecut
             mp_context=context,
             initializer=_start_worker,
             initargs=(
+                os.getpid(),
                 rt.settings.handover(),
                 database,
                 config,

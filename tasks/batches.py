@@ -11,6 +11,7 @@ from prefect.events import emit_event
 
 from models import names
 from readmodels import reporting
+from readmodels.signoff import sign_off_status
 from readmodels.summaries import SignOffStatus
 from runtime import workers
 from runtime.app import App, current
@@ -25,7 +26,6 @@ from tasks import (
     intake,
     rollout,
     screening,
-    signoff,
     waves,
 )
 from tasks.common import plan_batches
@@ -245,7 +245,7 @@ def sign_off_status_task(wave_id: int) -> SignOffStatus:
     """Whether the wave may be credited (wave-rules.md, "Sign-off before money"): counts,
     seats and the digest of the confirmed list, never a person."""
     with current().sessions() as session:
-        return SignOffStatus.model_validate(signoff.sign_off_status(session, wave_id))
+        return SignOffStatus.model_validate(sign_off_status(session, wave_id))
 
 
 @task(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import Enum
 from typing import Any
 
@@ -11,21 +11,9 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from models.bulk import update_rows
-from models.tables import Registrant, Wave
+from models.queries import R, load_wave, utcnow
 
-R = Registrant.__table__  # type: ignore[attr-defined]
-
-
-def utcnow() -> datetime:
-    """Naive UTC: both SQLite and PostgreSQL store it the same way."""
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-def load_wave(session: Session, wave_id: int) -> Wave:
-    wave = session.get(Wave, wave_id)
-    if wave is None:
-        raise LookupError(f"wave {wave_id} does not exist")
-    return wave
+__all__ = ["R", "load_wave", "plan_batches", "utcnow"]
 
 
 def plan_batches(

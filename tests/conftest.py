@@ -62,7 +62,7 @@ def prefect_server():
 SLOW_DIRS = {"crash", "e2e", "ops", "scale"}
 SLOW_FILES = {
     "test_cli.py",
-    "test_issue11_small.py",
+    "test_cli_changed_export_and_formula_cells.py",
     "portal/test_browser.py",
     "portal/test_gateway_and_failures.py",  # the dashboard in uvicorn subprocesses
     "faults/test_intake_properties.py",  # hypothesis: hundreds of exports through intake

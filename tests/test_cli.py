@@ -5,23 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from partners.config import SIMULATOR_KEY_ENV, simulator_partners_text
+from tests.cli_process import run_cli
 from tests.tasks.factories import person, write_export
-
-ROOT = Path(__file__).resolve().parents[1]
-PRAKERJA = [sys.executable, "-m", "cli"]
-
-
-def run(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        PRAKERJA + args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-    )
 
 
 @pytest.fixture
@@ -37,7 +26,9 @@ def test_an_export_missing_a_column_is_refused_naming_it_and_nothing_is_written(
     export = write_export(tmp_path / "w.csv", [person(1)])
     text = export.read_text().replace("payout_account", "payout_acct")
     export.write_text(text)
-    result = run(["wave", "run", "--wave", "1", "--registrants", str(export), "--quota", "5"], env)
+    result = run_cli(
+        ["wave", "run", "--wave", "1", "--registrants", str(export), "--quota", "5"], env
+    )
     assert result.returncode == 2
     assert "payout_account" in result.stderr
     assert not (tmp_path / "cli.db").exists()
@@ -47,9 +38,11 @@ def test_a_partners_file_with_an_unknown_field_is_refused_naming_it(tmp_path, en
     export = write_export(tmp_path / "w.csv", [person(1)])
     partners = tmp_path / "partners.toml"
     builtin = simulator_partners_text("http://127.0.0.1:8700")
-    partners.write_text(builtin.replace("batch_size = 1000", "bach_size = 1000", 1))
+    partners.write_text(builtin.replace("[registry]\n", "[registry]\nbach_size = 1000\n", 1))
     env["PRAKERJA_PARTNERS"] = str(partners)
-    result = run(["wave", "run", "--wave", "1", "--registrants", str(export), "--quota", "5"], env)
+    result = run_cli(
+        ["wave", "run", "--wave", "1", "--registrants", str(export), "--quota", "5"], env
+    )
     assert result.returncode == 2
     assert "bach_size" in result.stderr
 
@@ -68,14 +61,16 @@ def test_a_missing_api_key_variable_is_refused_without_printing_any_key(tmp_path
     env["PRAKERJA_PARTNERS"] = str(partners)
     env["PRAKERJA_REGISTRY_API_KEY"] = "sekret-registry-key-123"
     env.pop("PRAKERJA_ISSUER_API_KEY", None)
-    result = run(["wave", "run", "--wave", "1", "--registrants", str(export), "--quota", "5"], env)
+    result = run_cli(
+        ["wave", "run", "--wave", "1", "--registrants", str(export), "--quota", "5"], env
+    )
     assert result.returncode == 2
     assert "PRAKERJA_ISSUER_API_KEY" in result.stderr and "card_issuer" in result.stderr
     assert "sekret" not in result.stderr + result.stdout
 
 
 def test_report_of_a_wave_that_does_not_exist_is_refused(env):
-    result = run(["wave", "report", "--wave", "9", "--json"], env)
+    result = run_cli(["wave", "report", "--wave", "9", "--json"], env)
     assert result.returncode == 2
     assert "wave 9" in result.stderr
 
@@ -93,7 +88,7 @@ def test_a_whole_wave_through_the_command_line(tmp_path, env):
         partners = tmp_path / "partners.toml"
         partners.write_text(simulator_partners_text(sim.base_url))
         env["PRAKERJA_PARTNERS"] = str(partners)
-        result = run(
+        result = run_cli(
             [
                 "wave",
                 "run",
@@ -113,7 +108,7 @@ def test_a_whole_wave_through_the_command_line(tmp_path, env):
         assert result.returncode == 0, result.stderr[-3000:]
         assert "credited" in result.stdout
 
-        report = json.loads(run(["wave", "report", "--wave", "3", "--json"], env).stdout)
+        report = json.loads(run_cli(["wave", "report", "--wave", "3", "--json"], env).stdout)
         for key in (
             "wave_id",
             "registrants",
@@ -138,7 +133,7 @@ def test_a_whole_wave_through_the_command_line(tmp_path, env):
         assert report["registrants"] == 600
 
         out = tmp_path / "outcomes.csv"
-        assert run(["wave", "export", "--wave", "3", "--out", str(out)], env).returncode == 0
+        assert run_cli(["wave", "export", "--wave", "3", "--out", str(out)], env).returncode == 0
         raw = out.read_bytes()
         assert not raw.startswith(b"\xef\xbb\xbf")
         rows = list(csv.DictReader(raw.decode().splitlines()))
@@ -148,12 +143,12 @@ def test_a_whole_wave_through_the_command_line(tmp_path, env):
         assert len(credited) == report["funnel"]["credited"]
         assert report["credited_amount"] == len(credited) * 1_000_000
 
-        recon = run(["wave", "reconcile", "--wave", "3", "--json"], env)
+        recon = run_cli(["wave", "reconcile", "--wave", "3", "--json"], env)
         assert recon.returncode == 0
         recon_doc = json.loads(recon.stdout)
         assert recon_doc["ok"] and recon_doc["ledger_count"] == len(credited)
 
         story = json.loads(
-            run(["explain", "--wave", "3", "--nik", credited[0]["nik"], "--json"], env).stdout
+            run_cli(["explain", "--wave", "3", "--nik", credited[0]["nik"], "--json"], env).stdout
         )
         assert story["outcome"] == "CREDITED" and story["line"] == int(credited[0]["line"])

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -17,16 +16,10 @@ import pytest
 
 from models.enums import Stage
 from partners.config import SIMULATOR_KEY_ENV, load_partners_config
+from tests.cli_process import PRAKERJA, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-PRAKERJA = [sys.executable, "-m", "cli"]
 STAGES = [s.value for s in Stage]
-
-
-def run(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        PRAKERJA + args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-    )
 
 
 @pytest.fixture
@@ -120,7 +113,7 @@ def _wave_run(tmp_path, env, wave_id: int, *flags: str) -> subprocess.CompletedP
     args = [*flags, "wave", "run", "--wave", str(wave_id), "--registrants"]
     args += [str(tmp_path / "wave.csv"), "--quota", "20", "--lottery-seed", "s"]
     args += ["--reference-date", "2026-11-28"]
-    result = run(args, env)
+    result = run_cli(args, env)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -177,7 +170,7 @@ def test_a_run_left_pending_says_so_in_one_readable_line(tmp_path, wave_env, sim
     fast.write_text(text.replace(key_line, key_line + "retry_attempts = 1\nretry_total_s = 1\n"))
     env = {**wave_env, "PRAKERJA_PARTNERS": str(fast)}
     args = ["wave", "run", "--wave", "1", "--registrants", str(tmp_path / "wave.csv")]
-    result = run(args + ["--quota", "20", "--reference-date", "2026-11-28"], env)
+    result = run_cli(args + ["--quota", "20", "--reference-date", "2026-11-28"], env)
     assert result.returncode == 3, result.stderr[-3000:]
     last = result.stderr.rstrip().splitlines()[-1]
     assert re.fullmatch(
@@ -196,7 +189,7 @@ def test_the_demo_reconciles_while_its_simulator_runs_and_says_what_its_time_cou
     env["PRAKERJA_SETUP_SECONDS"] = "41"  # as ./prakerja passes it after creating .venv
     env["PREFECT_LOGGING_LEVEL"] = "INFO"  # Prefect's default: its task lines exist, unshown
     env["COLUMNS"] = "120"
-    result = run(["demo", "-n", "400", "--workdir", str(tmp_path / "demo")], env, timeout=600)
+    result = run_cli(["demo", "-n", "400", "--workdir", str(tmp_path / "demo")], env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     assert "ledger against the card issuer statement" in out and "Reconciled: OK" in out
@@ -210,7 +203,7 @@ def test_the_demo_reconciles_while_its_simulator_runs_and_says_what_its_time_cou
     assert "prefect.task_runs" not in result.stderr
     # The demo's announcement is an operator action like `wave announce`: audited.
     demo_db = f"sqlite:///{tmp_path / 'demo' / 'prakerja-demo.db'}"
-    trail = run(["audit", "--wave", "1", "--json"], dict(env, PRAKERJA_DATABASE_URL=demo_db))
+    trail = run_cli(["audit", "--wave", "1", "--json"], env, database_url=demo_db)
     assert [row["action"] for row in json.loads(trail.stdout)] == [
         "wave.created",
         "wave.run",

@@ -20,7 +20,7 @@ from models.enums import WaveStatus
 from models.tables import Wave
 from rules.settings import WaveSettings
 from tasks.waves import create_or_resume_wave, lease_owner_for
-from tests.test_cli import ROOT
+from tests.cli_process import ROOT, run_cli
 
 
 @pytest.fixture
@@ -177,22 +177,8 @@ def test_a_sqlite_database_in_a_folder_that_cannot_be_made_names_the_folder(monk
 
 def test_the_traceback_of_a_database_failure_comes_with_v_only_and_no_password():
     env = dict(os.environ, PRAKERJA_DATABASE_URL=UNREACHABLE)
-    quiet = subprocess.run(
-        [sys.executable, "-m", "cli", "wave", "report", "--wave", "1"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    loud = subprocess.run(
-        [sys.executable, "-m", "cli", "-v", "wave", "report", "--wave", "1"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    quiet = run_cli(["wave", "report", "--wave", "1"], env, timeout=120)
+    loud = run_cli(["-v", "wave", "report", "--wave", "1"], env, timeout=120)
     assert quiet.returncode == loud.returncode == cli.EXIT_ERROR
     assert "Traceback" not in quiet.stderr and "Traceback" in loud.stderr
     assert "s3cret" not in quiet.stderr + loud.stderr

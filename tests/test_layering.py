@@ -27,7 +27,7 @@ LAYERS = (
 # readmodels (reads), runtime (how a process is built), partners, models, rules.
 ABOVE_TASKS = {"services", "flows", "deployments", "portal", "cli"}
 FORBIDDEN = {
-    "rules": {"partners", "runtime", "readmodels", "tasks", *ABOVE_TASKS},
+    "rules": {"models", "partners", "runtime", "readmodels", "tasks", *ABOVE_TASKS},
     "models": {"partners", "runtime", "readmodels", "tasks", *ABOVE_TASKS},
     "partners": {"runtime", "readmodels", "tasks", *ABOVE_TASKS},
     "runtime": {"readmodels", "tasks", *ABOVE_TASKS},
@@ -76,11 +76,39 @@ def test_no_layer_imports_one_above_it(package):
     assert crossings == []
 
 
-def test_models_take_from_rules_only_the_wave_settings_definition():
+def test_models_take_from_rules_only_the_wave_settings_and_the_vocabulary():
+    """Definitions, never a decision: the Wave table's defaults (rules.settings) and the
+    enums the tables store (rules.enums, re-exported by models/enums.py)."""
     for path in _modules("models"):
         for name in _imports(path):
             if name.split(".")[0] == "rules":
-                assert name == "rules.settings", f"{path.name} imports {name}"
+                assert name in ("rules.settings", "rules.enums"), f"{path.name} imports {name}"
+
+
+def test_no_layers_import_each_other_in_a_cycle():
+    """The packages' imports form no cycle (a -> b -> ... -> a), whatever the FORBIDDEN
+    table above says or misses."""
+    graph = {
+        package: {
+            name.split(".")[0]
+            for path in _modules(package)
+            for name in _imports(path)
+            if name.split(".")[0] in LAYERS and name.split(".")[0] != package
+        }
+        for package in LAYERS
+    }
+
+    def cycle_from(package: str, path: tuple[str, ...]) -> tuple[str, ...] | None:
+        for other in sorted(graph[package]):
+            if other in path:
+                return (*path[path.index(other) :], other)
+            found = cycle_from(other, (*path, other))
+            if found:
+                return found
+        return None
+
+    cycles = [c for package in LAYERS if (c := cycle_from(package, (package,)))]
+    assert cycles == [], " -> ".join(cycles[0])
 
 
 def test_rules_do_no_io():

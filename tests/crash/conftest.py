@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests.cli_process import run_cli
 from tests.e2e.oracle import expected_outcomes, read_truth
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -329,21 +330,10 @@ def run_env(prefect_server, tmp_path) -> dict[str, str]:
     return env
 
 
-def cli(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 def exported_outcomes(env: dict[str, str], out: Path) -> dict[int, tuple[str, str]]:
     import csv
 
-    done = cli(["wave", "export", "--wave", "1", "--out", str(out)], env)
+    done = run_cli(["wave", "export", "--wave", "1", "--out", str(out)], env)
     assert done.returncode == 0, done.stderr[-3000:]
     with open(out, newline="", encoding="utf-8") as fh:
         return {int(r["line"]): (r["outcome"], r["reason"]) for r in csv.DictReader(fh)}

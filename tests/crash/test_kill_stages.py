@@ -34,13 +34,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_process import run_cli
 from tests.crash.conftest import (
     STEP_TIMEOUT,
     ChunkedIntakeRun,
     PostgresProgramDB,
     ProgramDB,
     Sim,
-    cli,
     empty_postgres,
     exported_outcomes,
     partners_file,
@@ -372,11 +372,11 @@ def check_paid_once_and_converged(crash_wave, sim, db: ProgramDB, env: dict, tmp
     assert {line["key"] for line in gateway if line["result"]["status"] == "ACCEPTED"} == accepted
 
     # The wave's own accounts: reconciliation and the report agree with the above.
-    recon = cli(["wave", "reconcile", "--wave", "1", "--json"], env)
+    recon = run_cli(["wave", "reconcile", "--wave", "1", "--json"], env)
     assert recon.returncode == 0, recon.stdout + recon.stderr[-3000:]
     doc = json.loads(recon.stdout)
     assert doc["ok"] and doc["ledger_count"] == doc["statement_count"] == len(credited), doc
-    report = cli(["wave", "report", "--wave", "1", "--json"], env)
+    report = run_cli(["wave", "report", "--wave", "1", "--json"], env)
     assert report.returncode == 0, report.stderr[-3000:]
     outcomes = {k: v for k, v in json.loads(report.stdout)["outcomes"].items() if v}
     assert outcomes == dict(Counter(o for o, _r in crash_wave.expected.values()))

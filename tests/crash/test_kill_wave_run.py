@@ -22,13 +22,13 @@ from collections import Counter
 
 import pytest
 
+from tests.cli_process import run_cli
 from tests.crash.conftest import (
     LOTTERY,
     STEP_TIMEOUT,
     ProgramDB,
     Sim,
     WaveProcess,
-    cli,
     exported_outcomes,
     partners_file,
     wait_until,
@@ -270,7 +270,7 @@ def test_kill_9_at_any_moment_loses_nothing_and_pays_nobody_twice(
     assert not lost and not wrong, f"{len(wrong)} differ, e.g. {list(wrong.items())[:5]}"
     assert sum(1 for o, _r in got.values() if o == "CREDITED") == len(credited)
 
-    recon = cli(["wave", "reconcile", "--wave", "1", "--json"], env)
+    recon = run_cli(["wave", "reconcile", "--wave", "1", "--json"], env)
     assert recon.returncode == 0, recon.stderr[-3000:]
     doc = json.loads(recon.stdout)
     assert doc["ok"] and doc["ledger_count"] == doc["statement_count"] == len(credited)

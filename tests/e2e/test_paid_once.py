@@ -16,8 +16,6 @@ import csv
 import json
 import os
 import shutil
-import subprocess
-import sys
 from collections import Counter
 from datetime import date
 from pathlib import Path
@@ -26,7 +24,8 @@ import pytest
 import requests
 from sqlalchemy import create_engine, func, text
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.cli_process import run_cli
+
 SEED = "paid-once-seed"
 LOTTERY = "paid-once-lottery"
 REFERENCE = date(2026, 11, 28)
@@ -78,19 +77,8 @@ def env(prefect_server, database_url, simulator, tmp_path) -> dict[str, str]:
     return env
 
 
-def cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-
-
 def run_wave(wave_id: int, export: Path, quota: int, env, *extra: str) -> None:
-    done = cli(
+    done = run_cli(
         [
             "wave",
             "run",
@@ -116,7 +104,7 @@ def exported(wave_id: int, env, tmp_path: Path, *, rt=None) -> dict[str, tuple[s
     this process: quicker for the looks before the end); rows without a NIK left out."""
     out = tmp_path / f"outcomes-{wave_id}.csv"
     if rt is None:
-        done = cli(["wave", "export", "--wave", str(wave_id), "--out", str(out)], env)
+        done = run_cli(["wave", "export", "--wave", str(wave_id), "--out", str(out)], env)
         assert done.returncode == 0, done.stderr[-3000:]
     else:
         from readmodels.reporting import export_outcomes
@@ -132,7 +120,7 @@ def exported(wave_id: int, env, tmp_path: Path, *, rt=None) -> dict[str, tuple[s
 
 
 def reconciled(wave_id: int, env) -> dict:
-    done = cli(["wave", "reconcile", "--wave", str(wave_id), "--json"], env)
+    done = run_cli(["wave", "reconcile", "--wave", str(wave_id), "--json"], env)
     result = json.loads(done.stdout)
     assert done.returncode == 0, result
     return result
@@ -182,7 +170,7 @@ def test_a_quota_raise_in_an_open_wave_never_pays_a_later_waves_participant_agai
     taken = credited_2 & waitlisted_1
     assert len(taken) >= QUOTA_2 // 2, (len(taken), len(credited_2))
 
-    done = cli(["wave", "raise-quota", "--wave", "1", "--quota", str(QUOTA_1_RAISED)], env)
+    done = run_cli(["wave", "raise-quota", "--wave", "1", "--quota", str(QUOTA_1_RAISED)], env)
     assert done.returncode == 0, done.stderr[-3000:]
     wave_1 = exported(1, env, tmp_path)
 

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import csv
 import os
-import signal
 import subprocess
-import sys
 from collections import Counter
 from datetime import date
 from pathlib import Path
 
+from tests.cli_process import run_cli
 from tests.e2e.oracle import expected_outcomes, read_truth
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,25 +47,14 @@ def _partners_file(path: Path, base_url: str) -> Path:
 
 def _wave_run(args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
     """`prakerja <args>`; on timeout its whole process group is killed and the test fails."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cli", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
     try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
+        return run_cli(args, env, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        err = exc.stderr or ""
         raise AssertionError(
             f"`prakerja {' '.join(args[:2])}` did not finish in {timeout:.0f} s with result "
             f"persistence on (a backfill round answered from Prefect's cache?): {err[-2000:]}"
         ) from None
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def test_a_wave_with_result_persistence_ends_as_without_it(prefect_server, tmp_path):

@@ -7,33 +7,20 @@ import json
 import os
 import re
 import subprocess
-import sys
 from datetime import date
-from pathlib import Path
 
 import pytest
 import requests
 
 from partners.config import SIMULATOR_KEY_ENV, simulator_partners_text
+from tests.cli_process import run_cli
 
-ROOT = Path(__file__).resolve().parents[2]
 SEED = "sign-off-seed"
 REFERENCE = date(2026, 11, 28)
 REGISTRANTS = 300
 QUOTA = 15
 RAISED = 20
 BLACKLISTED_NIK = "3171010101900001"
-
-
-def prakerja(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 @pytest.fixture
@@ -73,13 +60,13 @@ def _statement(sim) -> list[dict]:
 
 
 def _report(env) -> dict:
-    done = prakerja(["wave", "report", "--wave", "1", "--json"], env)
+    done = run_cli(["wave", "report", "--wave", "1", "--json"], env)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout)
 
 
 def _sign(env, name: str) -> subprocess.CompletedProcess:
-    return prakerja(["wave", "sign-off", "--wave", "1", "--by", name, "--json"], env)
+    return run_cli(["wave", "sign-off", "--wave", "1", "--by", name, "--json"], env)
 
 
 def _tamper(database_url: str, sql: str) -> None:
@@ -102,7 +89,7 @@ def test_two_approvers_gate_the_money_and_the_audit_trail_proves_every_action(st
         "--lottery-seed", "sign-off-lottery", "--reference-date", REFERENCE.isoformat(),
         "--sign-off", "2", "--by", "rina",
     ]  # fmt: skip
-    first = prakerja(run, env)
+    first = run_cli(run, env)
     assert first.returncode == 5, first.stderr[-3000:]
     assert "waits for sign-off" in first.stderr
     report = _report(env)
@@ -123,12 +110,12 @@ def test_two_approvers_gate_the_money_and_the_audit_trail_proves_every_action(st
         again = _sign(env, same)
         assert again.returncode == 2 and "already approved" in again.stderr, again.stderr
     # Still one approval short: a run credits nothing.
-    waiting = prakerja(["wave", "run", "--wave", "1", "--by", "rina"], env)
+    waiting = run_cli(["wave", "run", "--wave", "1", "--by", "rina"], env)
     assert waiting.returncode == 5, waiting.stderr[-3000:]
     assert _statement(sim) == []
 
     # A quota raise changes the list: the approval given so far is void.
-    raised = prakerja(
+    raised = run_cli(
         ["wave", "raise-quota", "--wave", "1", "--quota", str(RAISED), "--by", "rina"], env
     )
     assert raised.returncode == 5, raised.stderr[-3000:]
@@ -144,7 +131,7 @@ def test_two_approvers_gate_the_money_and_the_audit_trail_proves_every_action(st
     late = _sign(env, "citra")
     assert late.returncode == 2 and "not waiting" in late.stderr, late.stderr
 
-    done = prakerja(["wave", "run", "--wave", "1", "--by", "rina"], env)
+    done = run_cli(["wave", "run", "--wave", "1", "--by", "rina"], env)
     assert done.returncode == 0, done.stderr[-3000:]
     report = _report(env)
     assert report["funnel"]["credited"] == report["funnel"]["confirmed"] == confirmed
@@ -153,15 +140,15 @@ def test_two_approvers_gate_the_money_and_the_audit_trail_proves_every_action(st
     statement = _statement(sim)
     assert len(statement) == confirmed
     assert sum(e["amount"] for e in statement) == confirmed * 1_000_000
-    recon = prakerja(["wave", "reconcile", "--wave", "1", "--json"], env)
+    recon = run_cli(["wave", "reconcile", "--wave", "1", "--json"], env)
     assert recon.returncode == 0 and json.loads(recon.stdout)["ok"], recon.stdout
 
     # Other operator actions, then the whole trail in order.
-    announced = prakerja(["wave", "announce", "--wave", "1", "--by", "dewi"], env)
+    announced = run_cli(["wave", "announce", "--wave", "1", "--by", "dewi"], env)
     assert announced.returncode == 0, announced.stderr
-    added = prakerja(["blacklist", "add", BLACKLISTED_NIK, "--reason", "fraud", "--by", "eko"], env)
+    added = run_cli(["blacklist", "add", BLACKLISTED_NIK, "--reason", "fraud", "--by", "eko"], env)
     assert added.returncode == 0, added.stderr
-    trail = prakerja(["audit", "--json"], env)
+    trail = run_cli(["audit", "--json"], env)
     assert trail.returncode == 0, trail.stderr
     rows = json.loads(trail.stdout)
     assert [(r["action"], r["who"]) for r in rows] == [
@@ -186,23 +173,23 @@ def test_two_approvers_gate_the_money_and_the_audit_trail_proves_every_action(st
     for r in rows:
         niks = re.findall(r"(?<!\d)\d{16}(?!\d)", json.dumps([r["before"], r["after"]]))
         assert niks == ([BLACKLISTED_NIK] * 2 if r["action"] == "blacklist.add" else []), r
-    wave_only = json.loads(prakerja(["audit", "--wave", "1", "--json"], env).stdout)
+    wave_only = json.loads(run_cli(["audit", "--wave", "1", "--json"], env).stdout)
     assert [r["id"] for r in wave_only] == list(range(1, 11))
-    text = prakerja(["audit"], env)
+    text = run_cli(["audit"], env)
     assert text.returncode == 0 and "wave.quota.raised" in text.stdout
 
-    intact = prakerja(["audit", "--verify"], env)
+    intact = run_cli(["audit", "--verify"], env)
     assert intact.returncode == 0, intact.stderr
     assert "11 rows" in intact.stdout
     # A row changed afterwards (the raise made to look smaller) is caught, by its id.
     _tamper(
         database_url, "UPDATE audit SET after_json = replace(after_json, '20', '19') WHERE id = 6"
     )
-    altered = prakerja(["audit", "--verify"], env)
+    altered = run_cli(["audit", "--verify"], env)
     assert altered.returncode == 1
     assert "row 6" in altered.stderr and "altered" in altered.stderr
     # A row removed is caught too (the chain is then broken at the first missing id).
     _tamper(database_url, "DELETE FROM audit WHERE id IN (3, 6)")
-    removed = prakerja(["audit", "--verify", "--json"], env)
+    removed = run_cli(["audit", "--verify", "--json"], env)
     assert removed.returncode == 1
     assert json.loads(removed.stdout)["first_broken"]["id"] == 3

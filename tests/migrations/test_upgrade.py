@@ -18,8 +18,9 @@ from sqlmodel import SQLModel
 
 from models.db import init_db, make_engine
 from models.schema import code_heads, database_heads, include_object
+from tests.cli_process import run_cli
 from tests.conftest import DATABASES, POSTGRES_URL
-from tests.crash.conftest import cli, partners_file
+from tests.crash.conftest import partners_file
 from tests.migrations import release
 
 TABLES = (
@@ -143,7 +144,7 @@ def fresh_run(prefect_server, simulator, exports, tmp_path_factory) -> str:
     url = f"sqlite:///{folder / 'fresh.db'}"
     env = program_env(prefect_server, folder, simulator.base_url, url)
     for wave_id in (1, 2):
-        done = cli(release.wave_args(wave_id, exports[wave_id]), env, timeout=300)
+        done = run_cli(release.wave_args(wave_id, exports[wave_id]), env, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
     return url
 
@@ -197,22 +198,22 @@ def test_the_release_befores_database_is_refused_then_upgraded_to_exactly_the_mo
         ["wave", "report", "--wave", "1"],
         ["explain", "--wave", "1", "--nik", release.BLACKLISTED[0]],
     ):
-        refused = cli(args, _env(env))
+        refused = run_cli(args, _env(env))
         assert refused.returncode == 2, refused.stderr
         lines = refused.stderr.strip().splitlines()
         assert len(lines) == 1 and "`prakerja db upgrade`" in lines[0], refused.stderr
     assert heads(url) == ()  # refusing changed nothing
 
-    up = cli(["db", "upgrade"], _env(env))
+    up = run_cli(["db", "upgrade"], _env(env))
     assert up.returncode == 0, up.stderr
     assert f"none (made before schema revisions) to {code_heads()[0]}" in up.stdout
     assert heads(url) == code_heads()
     assert row_counts(url) == before
     assert schema_diffs(url) == []
 
-    again = cli(["db", "upgrade"], _env(env))
+    again = run_cli(["db", "upgrade"], _env(env))
     assert again.returncode == 0 and "nothing to do" in again.stdout, again.stderr
-    report = cli(["wave", "report", "--wave", "1", "--json"], _env(env))
+    report = run_cli(["wave", "report", "--wave", "1", "--json"], _env(env))
     assert report.returncode == 0, report.stderr
 
 
@@ -238,7 +239,7 @@ def test_a_database_from_before_the_draw_index_change_is_upgraded_to_exactly_the
     assert schema_diffs(url) != []
     before = row_counts(url)
 
-    up = cli(["db", "upgrade"], _env({"PRAKERJA_DATABASE_URL": url}))
+    up = run_cli(["db", "upgrade"], _env({"PRAKERJA_DATABASE_URL": url}))
     assert up.returncode == 0, up.stderr
     assert schema_diffs(url) == []
     assert row_counts(url) == before
@@ -251,13 +252,13 @@ def test_a_database_from_before_the_draw_index_change_is_upgraded_to_exactly_the
 def test_a_database_upgraded_by_a_newer_release_is_refused(tmp_path):
     url = release.restore_sqlite(tmp_path / "release.db")
     env = _env({"PRAKERJA_DATABASE_URL": url})
-    assert cli(["db", "upgrade"], env).returncode == 0
+    assert run_cli(["db", "upgrade"], env).returncode == 0
     query_url = create_engine(url)
     with query_url.begin() as conn:
         conn.exec_driver_sql("UPDATE prakerja_schema_version SET version_num = 'f00dcafe1234'")
     query_url.dispose()
     for args in (["wave", "report", "--wave", "1"], ["db", "upgrade"]):
-        refused = cli(args, env)
+        refused = run_cli(args, env)
         assert refused.returncode == 2, refused.stderr
         assert "f00dcafe1234, which this release does not know" in refused.stderr
     assert heads(url) == ("f00dcafe1234",)
@@ -351,9 +352,9 @@ def test_the_open_wave_finishes_after_the_upgrade_with_a_fresh_runs_outcomes_and
     pending = query(url, "SELECT count(*) FROM ledger WHERE wave_id = 2 AND status = 'PENDING'")
     assert pending[0][0] > 0  # the issuer was down: every credit of wave 2 waits
     env = program_env(prefect_server, tmp_path, simulator.base_url, url)
-    assert cli(["db", "upgrade"], env).returncode == 0
+    assert run_cli(["db", "upgrade"], env).returncode == 0
 
-    done = cli(["wave", "run", "--wave", "2"], env, timeout=300)
+    done = run_cli(["wave", "run", "--wave", "2"], env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
 
     got, want = outcomes(url), outcomes(fresh_run)
@@ -374,7 +375,7 @@ def _env(extra: dict[str, str]) -> dict[str, str]:
 
 def test_db_upgrade_of_a_database_that_cannot_be_reached_is_one_line_without_its_password():
     url = "postgresql+psycopg://postgres:s3cret@127.0.0.1:1/x"
-    done = cli(["db", "upgrade"], _env({"PRAKERJA_DATABASE_URL": url}))
+    done = run_cli(["db", "upgrade"], _env({"PRAKERJA_DATABASE_URL": url}))
     assert done.returncode == 1
     assert done.stderr == (
         "error: the program database (PRAKERJA_DATABASE_URL=postgresql+psycopg://"

@@ -200,7 +200,3 @@ def base_env(prefect_api: PrefectServer, client_home: str, **extra: str) -> dict
 
 def run(args: list[str], env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess:
     return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def prakerja(args: list[str], env: dict[str, str], timeout: float = 180):
-    return run([sys.executable, "-m", "cli", *args], env, timeout)

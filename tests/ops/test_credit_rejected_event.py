@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.ops.conftest import PrefectServer, base_env, prakerja, wait_until
+from tests.cli_process import run_cli
+from tests.ops.conftest import PrefectServer, base_env, wait_until
 
 SEED = "rejected"
 WAVE = 41  # other tests of this session's server use waves 1-3
@@ -90,9 +91,9 @@ def refused_wave(prefect_api: PrefectServer, receiver, client_home, tmp_path_fac
             **{KEY_ENV: "simulator"},
         )
         env.pop("PRAKERJA_BATCH_SIZE", None)
-        setup = prakerja(["ops", "setup", "--json"], env, timeout=60)
+        setup = run_cli(["ops", "setup", "--json"], env, timeout=60)
         assert setup.returncode == 0, setup.stderr[-2000:]
-        ran = prakerja(
+        ran = run_cli(
             [
                 "wave", "run", "--wave", str(WAVE), "--registrants", str(export),
                 "--quota", "1000", "--lottery-seed", "refused",
@@ -103,7 +104,7 @@ def refused_wave(prefect_api: PrefectServer, receiver, client_home, tmp_path_fac
         )  # fmt: skip
         assert ran.returncode == 0, ran.stderr[-3000:]
         exported = work / "outcomes.csv"
-        done = prakerja(["wave", "export", "--wave", str(WAVE), "--out", str(exported)], env)
+        done = run_cli(["wave", "export", "--wave", str(WAVE), "--out", str(exported)], env)
         assert done.returncode == 0, done.stderr[-2000:]
     with open(exported, newline="", encoding="utf-8") as fh:
         outcomes = list(csv.DictReader(fh))

@@ -143,13 +143,10 @@ def test_serve_builds_the_same_deployments():
 
 def test_ops_setup_needs_a_prefect_server_and_an_alert_target(tmp_path):
     import os
-    import subprocess
-    import sys
+
+    from tests.cli_process import run_cli
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "PRAKERJA_"))}
     env["PREFECT_HOME"] = str(tmp_path)
-    result = subprocess.run(
-        [sys.executable, "-m", "cli", "ops", "setup"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    result = run_cli(["ops", "setup"], env, timeout=120)
     assert result.returncode == 2 and "PREFECT_API_URL" in result.stderr

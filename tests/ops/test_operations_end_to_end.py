@@ -22,12 +22,12 @@ import httpx
 import pytest
 
 from partners.config import SIMULATOR_KEY_ENV, simulator_partners_text
+from tests.cli_process import run_cli
 from tests.ops.conftest import (
     BIN,
     PrefectServer,
     Receiver,
     base_env,
-    prakerja,
     run,
     start,
     stop,
@@ -93,7 +93,8 @@ def stack(prefect_api, receiver, client_home, tmp_path_factory):
     partners = work / "partners.toml"
     partners.write_text(
         simulator_partners_text(sim.base_url).replace(
-            "timeout_s = 10\n", "timeout_s = 5\n" + FAST_PARTNERS
+            f'api_key_env = "{SIMULATOR_KEY_ENV}"\n',
+            f'api_key_env = "{SIMULATOR_KEY_ENV}"\ntimeout_s = 5\n' + FAST_PARTNERS,
         )
     )
     database_url = f"sqlite:///{work}/prakerja.db"
@@ -113,7 +114,7 @@ def stack(prefect_api, receiver, client_home, tmp_path_factory):
 
 
 def _setup(stack: Stack, *args: str) -> dict:
-    result = prakerja(["ops", "setup", "--json", *args], stack.env, timeout=60)
+    result = run_cli(["ops", "setup", "--json", *args], stack.env, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout)
 
@@ -174,7 +175,7 @@ def test_ops_setup_is_idempotent_and_can_name_another_block(stack, alerts):
         auto = client.read_automations_by_name("prakerja: wave pending")[0]
         assert isinstance(auto.actions[0], SendNotification)
         assert auto.actions[0].block_document_id == other_id
-    refused = prakerja(["ops", "setup", "--block", "custom-webhook/absent"], stack.env)
+    refused = run_cli(["ops", "setup", "--block", "custom-webhook/absent"], stack.env)
     assert refused.returncode == 2 and "absent" in refused.stderr
     back = _setup(stack)
     assert back["automations"]["prakerja: wave pending"] == "updated"
@@ -185,7 +186,7 @@ def test_ops_setup_is_idempotent_and_can_name_another_block(stack, alerts):
 def outage_wave(stack, alerts) -> dict:
     """Wave 1 run with `prakerja wave run` while the education agency is down."""
     started = time.time()
-    result = prakerja(
+    result = run_cli(
         [
             "wave", "run", "--wave", "1", "--registrants", str(stack.export),
             "--quota", str(QUOTA), "--lottery-seed", "ops-lottery",
@@ -399,7 +400,7 @@ def test_the_overnight_rollout_credits_the_confirmed_and_alerts_when_late(stack,
 
 # ---------------------------------------------------------------- prakerja serve
 def test_prakerja_serve_serves_the_same_deployments_without_a_pool(stack, outage_wave, worker):
-    refused = prakerja(["serve"], stack.env, timeout=60)
+    refused = run_cli(["serve"], stack.env, timeout=60)
     assert refused.returncode == 2 and "--replace" in refused.stderr
     log = stack.work / "serve.log"
     proc = start(
@@ -477,6 +478,6 @@ def test_a_wave_run_whose_process_is_killed_is_marked_crashed_and_notifies(stack
 
 
 def _setup_env(env: dict[str, str]) -> dict:
-    result = prakerja(["ops", "setup", "--json"], env, timeout=60)
+    result = run_cli(["ops", "setup", "--json"], env, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout)

@@ -15,7 +15,8 @@ import pytest
 import requests
 
 from partners.config import SIMULATOR_KEY_ENV, simulator_partners_text
-from tests.ops.conftest import base_env, prakerja, start, stop, wait_until
+from tests.cli_process import run_cli
+from tests.ops.conftest import base_env, start, stop, wait_until
 
 SEED = "ui-sign-off-seed"
 REFERENCE = date(2026, 11, 28)
@@ -47,7 +48,7 @@ def served(prefect_api, receiver, client_home, tmp_path_factory):
     log = work / "serve.log"
     proc = None
     try:
-        setup = prakerja(["ops", "setup", "--json"], env, timeout=120)
+        setup = run_cli(["ops", "setup", "--json"], env, timeout=120)
         assert setup.returncode == 0, setup.stderr[-2000:]
         assert "prakerja: awaiting sign-off" in json.loads(setup.stdout)["automations"]
         proc = start(
@@ -63,7 +64,7 @@ def served(prefect_api, receiver, client_home, tmp_path_factory):
 
 
 def _report(env) -> dict:
-    done = prakerja(["wave", "report", "--wave", "1", "--json"], env)
+    done = run_cli(["wave", "report", "--wave", "1", "--json"], env)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout)
 
@@ -88,7 +89,7 @@ def test_a_paused_run_resumes_with_the_forms_approval_and_credits(served, prefec
         str(QUOTA), "--lottery-seed", "ui-lottery", "--reference-date", REFERENCE.isoformat(),
         "--sign-off", "1", "--by", "rina",
     ]  # fmt: skip
-    first = prakerja(run, env, timeout=600)
+    first = run_cli(run, env, timeout=600)
     assert first.returncode == 5, first.stderr[-3000:]
     waiting = _report(env)
     confirmed, digest = waiting["funnel"]["confirmed"], waiting["sign_off"]["digest"]
@@ -165,12 +166,12 @@ def test_a_paused_run_resumes_with_the_forms_approval_and_credits(served, prefec
     assert report["funnel"]["credited"] == confirmed
     assert report["credited_amount"] == confirmed * 1_000_000
     assert [a["by"] for a in report["sign_off"]["approvals"]] == ["sari"]
-    recon = prakerja(["wave", "reconcile", "--wave", "1", "--json"], env)
+    recon = run_cli(["wave", "reconcile", "--wave", "1", "--json"], env)
     assert recon.returncode == 0 and json.loads(recon.stdout)["statement_count"] == confirmed
-    rows = json.loads(prakerja(["audit", "--wave", "1", "--json"], env).stdout)
+    rows = json.loads(run_cli(["audit", "--wave", "1", "--json"], env).stdout)
     actions = [(r["action"], r["who"]) for r in rows]
     assert actions[:2] == [("wave.created", "rina"), ("wave.run", "rina")]
     assert actions[2][0] == "wave.rerun" and actions[2][1].startswith("deployment rerun-wave")
     assert actions[3] == ("wave.sign-off", "sari")
     assert rows[3]["after"]["via"] == "prefect" and rows[3]["after"]["digest"] == digest
-    assert prakerja(["audit", "--verify"], env).returncode == 0
+    assert run_cli(["audit", "--verify"], env).returncode == 0

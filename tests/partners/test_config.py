@@ -326,3 +326,33 @@ def test_partner_defaults_are_the_runtime_settings_defaults(tmp_path):
         PartnerSettings.timeout_s,
     )
     assert issuer.retry == RetrySettings()
+
+
+def test_the_built_in_file_states_only_what_the_defaults_do_not():
+    """Each default lives once, in PartnerSettings/RetrySettings: the built-in file says who
+    each partner is and where, and every partner it describes takes those defaults."""
+    import tomllib
+    from dataclasses import fields
+
+    from partners.config import BUILTIN_PATH, PartnerSettings
+
+    data = tomllib.loads(BUILTIN_PATH.read_text())
+    sections = [data["registry"], *data["agencies"], *data["payment_providers"]]
+    sections += [data["card_issuer"], data["notifier"]]
+    assert {key for section in sections for key in section} == {
+        "base_url",
+        "id",
+        "category",
+        "effect",
+    }
+
+    defaults = PartnerSettings(id="", base_url="", api_key="")
+    tuning = [
+        f.name for f in fields(PartnerSettings) if f.name not in ("id", "base_url", "api_key")
+    ]
+    config = load_partners_config(BUILTIN_PATH, env={})
+    assert len(config.every()) == len(sections)
+    for partner in config.every():
+        assert {n: getattr(partner, n) for n in tuning} == {
+            n: getattr(defaults, n) for n in tuning
+        }, partner.id

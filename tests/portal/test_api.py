@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,9 +22,9 @@ import requests
 from sqlalchemy import create_engine, text
 
 from portal import words
+from tests.cli_process import run_cli
 from tests.portal.conftest import (
     MESSAGE,
-    ROOT,
     PortalProcess,
     export_rows,
     nik_key,
@@ -210,17 +208,6 @@ def section(html: str, wave: int) -> str:
 
 def visible_text(html: str) -> str:
     return re.sub(r"<[^>]+>", " ", html)
-
-
-def cli(portal_wave, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "cli", *args],
-        cwd=ROOT,
-        env=portal_wave.env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def personal_data(people: People) -> list[str]:
@@ -681,7 +668,7 @@ def test_a_post_from_another_origin_is_refused_and_sends_no_code(portal_wave, po
 
 # ---------------------------------------------------------------------- 10. CLI
 def _announced(portal_wave, wave: int):
-    r = cli(portal_wave, "wave", "report", "--wave", str(wave), "--json")
+    r = run_cli(["wave", "report", "--wave", str(wave), "--json"], portal_wave.env())
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)["announced_at"]
 
@@ -689,7 +676,7 @@ def _announced(portal_wave, wave: int):
 def test_wave_announce_refuses_unknown_and_undrawn_waves_and_long_messages(portal_wave):
     from models.tables import Wave
 
-    r = cli(portal_wave, "wave", "announce", "--wave", "99")
+    r = run_cli(["wave", "announce", "--wave", "99"], portal_wave.env())
     assert r.returncode == 2 and "99" in r.stderr
 
     undrawn = 98
@@ -708,7 +695,9 @@ def test_wave_announce_refuses_unknown_and_undrawn_waves_and_long_messages(porta
         )
         session.commit()
     try:
-        r = cli(portal_wave, "wave", "announce", "--wave", str(undrawn), "--message", "hasil")
+        r = run_cli(
+            ["wave", "announce", "--wave", str(undrawn), "--message", "hasil"], portal_wave.env()
+        )
         assert r.returncode == 2 and "draw" in r.stderr
         with database(portal_wave) as conn:
             announced = conn.execute(
@@ -721,7 +710,7 @@ def test_wave_announce_refuses_unknown_and_undrawn_waves_and_long_messages(porta
             session.commit()
 
     before = _announced(portal_wave, 1)
-    r = cli(portal_wave, "wave", "announce", "--wave", "1", "--message", "x" * 1001)
+    r = run_cli(["wave", "announce", "--wave", "1", "--message", "x" * 1001], portal_wave.env())
     assert r.returncode == 2
     with database(portal_wave) as conn:
         message = conn.execute(text("SELECT announce_message FROM wave WHERE wave_id = 1")).scalar()
@@ -739,12 +728,12 @@ def test_announcing_again_replaces_the_message_and_keeps_the_first_time(
     replaced = "Hasil diperbarui: " + "y" * 982  # exactly 1,000 characters
     assert len(replaced) == 1000
     try:
-        r = cli(portal_wave, "wave", "announce", "--wave", "1", "--message", replaced)
+        r = run_cli(["wave", "announce", "--wave", "1", "--message", replaced], portal_wave.env())
         assert r.returncode == 0, r.stderr
         assert _announced(portal_wave, 1) == first
         assert me(portal, s)["waves"][0]["message"] == replaced
     finally:
-        r = cli(portal_wave, "wave", "announce", "--wave", "1", "--message", MESSAGE)
+        r = run_cli(["wave", "announce", "--wave", "1", "--message", MESSAGE], portal_wave.env())
         assert r.returncode == 0, r.stderr
     assert _announced(portal_wave, 1) == first
     assert me(portal, s)["waves"][0]["message"] == MESSAGE

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import csv
 import os
-import subprocess
 import sys
 from datetime import date
 from pathlib import Path
 
 import pytest
 
+from tests.cli_process import run_cli
 from tests.conftest import POSTGRES_URL
 from tests.ops.conftest import free_port, prefect_api, start, stop, wait_until  # noqa: F401
 
@@ -29,13 +29,7 @@ REGISTRANTS = 3000
 
 
 def _outcomes(env: dict, out: Path, wave: int) -> dict[int, tuple[str, str]]:
-    subprocess.run(
-        [sys.executable, "-m", "cli", "wave", "export", "--wave", str(wave), "--out", str(out)],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
+    run_cli(["wave", "export", "--wave", str(wave), "--out", str(out)], env).check_returncode()
     with open(out, newline="", encoding="utf-8") as fh:
         return {int(r["line"]): (r["outcome"], r["reason"]) for r in csv.DictReader(fh)}
 
@@ -75,14 +69,7 @@ def test_a_wave_on_a_separately_started_dask_cluster_gets_the_single_process_out
             **{SIMULATOR_KEY_ENV: "simulator"},
         )
         single_env = dict(env, PRAKERJA_DATABASE_URL=f"sqlite:///{tmp_path}/single.db")
-        single = subprocess.run(
-            [sys.executable, "-m", "cli", *run],
-            cwd=ROOT,
-            env=single_env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        single = run_cli(run, single_env, timeout=600)
         assert single.returncode == 0, single.stderr[-3000:]
 
         database = _fresh_postgres()
@@ -132,14 +119,8 @@ def test_a_wave_on_a_separately_started_dask_cluster_gets_the_single_process_out
             dask_env = dict(
                 env, PRAKERJA_DATABASE_URL=database, PREFECT_API_URL=prefect_api.api_url
             )
-            distributed = subprocess.run(
-                [sys.executable, "-m", "cli", *run, "--task-runner", "dask"]
-                + ["--dask-address", address],
-                cwd=ROOT,
-                env=dask_env,
-                capture_output=True,
-                text=True,
-                timeout=600,
+            distributed = run_cli(
+                [*run, "--task-runner", "dask", "--dask-address", address], dask_env, timeout=600
             )
             logs = "\n".join(p.read_text()[-1500:] for p in sorted(tmp_path.glob("worker-*.log")))
             assert distributed.returncode == 0, distributed.stderr[-3000:] + logs

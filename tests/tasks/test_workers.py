@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -189,3 +193,54 @@ def test_a_workers_warnings_reach_stderr_masked(configured, capfd):
     assert pid != os.getpid()
     assert "registry: no answer for 3171" in err and "WARNING" in err
     assert nik not in err
+
+
+# A flow's process that starts its worker pool and dies at once, kill -9 style, before the
+# workers have got through their imports to their initializer: it prints their pids.
+DIES_AS_ITS_WORKERS_START = """
+import os, sys
+from partners.config import simulator_config
+from runtime import app as runtime, workers
+runtime.configure(database=sys.argv[1], partners_config=simulator_config("http://127.0.0.1:9"))
+workers.warm_up(2)
+print(*workers._pool._processes, flush=True)
+os._exit(0)
+"""
+
+
+def _a_live_worker(pid: int) -> bool:
+    """pid is a spawned worker still running (not gone, not a zombie, not a reused pid)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z" and b"spawn_main" in cmdline
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_a_worker_whose_parent_died_before_it_started_exits(tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    err = tmp_path / "parent.err"
+    with open(err, "w") as stderr:
+        parent = subprocess.Popen(
+            [sys.executable, "-c", DIES_AS_ITS_WORKERS_START, f"sqlite:///{tmp_path / 'w.db'}"],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+        line = parent.stdout.readline()  # the workers keep the pipe open: no read to EOF
+        parent.stdout.close()
+        assert parent.wait(timeout=120) == 0, err.read_text()
+    pids = [int(pid) for pid in line.split()]
+    assert len(pids) == 2, err.read_text()
+    try:
+        deadline = time.monotonic() + 30  # a worker's own start (its imports) included
+        while any(_a_live_worker(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [pid for pid in pids if _a_live_worker(pid)] == [], "orphaned workers linger"
+    finally:
+        for pid in pids:
+            if _a_live_worker(pid):
+                os.kill(pid, signal.SIGKILL)

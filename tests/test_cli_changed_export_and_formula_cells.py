@@ -1,12 +1,9 @@
-"""Issue 11, "smaller holes": a resumed intake refuses a changed export, and `wave export`
+"""A resumed intake refuses an export changed since the wave started, and `wave export`
 never writes a cell a spreadsheet would run as a formula. Through the real `prakerja`."""
 
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 from datetime import date
 from pathlib import Path
 
@@ -17,22 +14,8 @@ from models.tables import Registrant, Wave
 from rules.settings import SettingsError, WaveSettings
 from tasks.intake import file_sha256, import_export
 from tasks.waves import create_or_resume_wave
+from tests.cli_process import run_cli
 from tests.tasks.factories import person, write_export
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def prakerja(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
-    env = dict(os.environ)  # PRAKERJA_DATABASE_URL: set by the database_url fixture
-    env.pop("PRAKERJA_PARTNERS", None)
-    return subprocess.run(
-        [sys.executable, "-m", "cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def start_wave(sessions, export: Path) -> None:
@@ -72,7 +55,7 @@ def test_a_resumed_intake_refuses_an_export_changed_since_the_wave_started(tmp_p
     # The file at the recorded path is replaced by another one (another day's export).
     write_export(export, [person(i, full_name=f"Other Person {i}") for i in range(1, 5)])
 
-    result = prakerja(["wave", "run", "--wave", "1", "--keep-open"])
+    result = run_cli(["wave", "run", "--wave", "1", "--keep-open"])
 
     assert result.returncode == 2, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
@@ -122,7 +105,7 @@ def test_wave_export_prefixes_every_cell_a_spreadsheet_would_run_with_a_quote(tm
     import_export(sessions, 1)
     out = tmp_path / "outcomes.csv"
 
-    result = prakerja(["wave", "export", "--wave", "1", "--out", str(out)])
+    result = run_cli(["wave", "export", "--wave", "1", "--out", str(out)])
 
     assert result.returncode == 0, result.stderr[-2000:]
     with open(out, newline="", encoding="utf-8") as fh:
