@@ -113,6 +113,7 @@ def run_plain(rt, export: Path) -> tuple[float, dict]:
         waves,
     )
     from tasks.common import plan_batches
+    from tasks.portal_index import build_portal_index
 
     execution = Execution.from_env()
     BATCH = batch_size()
@@ -136,7 +137,13 @@ def run_plain(rt, export: Path) -> tuple[float, dict]:
     started = time.monotonic()
     if intake.is_big_export(export):
         workers.warm_up(n_workers)  # as the wave flow does
-    timed("intake", lambda: intake.import_export(s, 1, export))
+
+    def intake_stage():  # as the wave flow's: load, fresh statistics, the dashboard's index
+        intake.import_export(s, 1, export, parse_elsewhere=n_workers > 0)
+        waves.refresh_statistics(s)
+        build_portal_index(s, 1)
+
+    timed("intake", intake_stage)
     timed(
         "local-eligibility",
         lambda: batches(
@@ -157,14 +164,17 @@ def run_plain(rt, export: Path) -> tuple[float, dict]:
     )
     timed(
         "screening",
-        lambda: batches(
-            [State.AWAIT_SCREENING.value],
-            BATCH,
-            lambda r: workers.run(screening.screening_job, 1, r, workers=n_workers),
-            WORKER_STAGE_THREADS,
+        lambda: (
+            batches(
+                [State.AWAIT_SCREENING.value],
+                BATCH,
+                lambda r: workers.run(screening.screening_job, 1, r, workers=n_workers),
+                WORKER_STAGE_THREADS,
+            ),
+            waves.refresh_statistics(s),
         ),
     )
-    timed("draw", lambda: draw.draw_participants(s, 1))
+    timed("draw", lambda: (draw.draw_participants(s, 1), waves.refresh_statistics(s)))
 
     def accounts_rounds():
         while True:

@@ -63,9 +63,9 @@ def _run_batches(task, wave_id: int, ranges: list[tuple[int, int]], **options) -
 
 @flow(name="intake", flow_run_name="wave-{wave_id}-intake")
 def intake_stage(wave_id: int, path: str | None = None, parse_elsewhere: bool = True) -> dict:
-    summary = publish_stage(
-        wave_id, Stage.INTAKE, [t.import_export_task(wave_id, path, parse_elsewhere)]
-    )
+    loaded = t.import_export_task(wave_id, path, parse_elsewhere)
+    t.refresh_statistics_task(wave_id)  # millions of new rows: plans from fresh statistics
+    summary = publish_stage(wave_id, Stage.INTAKE, [loaded])
     # Registrants can sign in to the dashboard (and see "being verified") from here on.
     summary["portal_index"] = t.portal_index_task(wave_id)
     return summary
@@ -98,18 +98,18 @@ def identity_stage(wave_id: int, execution: Execution) -> dict:
 @flow(name="screening", flow_run_name="wave-{wave_id}-screening")
 def screening_stage(wave_id: int, execution: Execution) -> dict:
     ranges = t.plan_batches_task(wave_id, [State.AWAIT_SCREENING.value], batch_size())
-    return publish_stage(
-        wave_id,
-        Stage.SCREENING,
-        _run_batches(
-            t.screen_task, wave_id, ranges, execution=execution, in_worker=len(ranges) > 1
-        ),
+    reports = _run_batches(
+        t.screen_task, wave_id, ranges, execution=execution, in_worker=len(ranges) > 1
     )
+    t.refresh_statistics_task(wave_id)  # every row decided since intake: before the draw
+    return publish_stage(wave_id, Stage.SCREENING, reports)
 
 
 @flow(name="draw", flow_run_name="wave-{wave_id}-draw")
 def draw_stage(wave_id: int, without_pending: bool = False) -> dict:
-    summary = publish_stage(wave_id, Stage.DRAW, [t.draw_task(wave_id, without_pending)])
+    drawn = t.draw_task(wave_id, without_pending)
+    t.refresh_statistics_task(wave_id)  # drawn and waitlisted: before the backfill rounds
+    summary = publish_stage(wave_id, Stage.DRAW, [drawn])
     publish_draw(wave_id, draw_facts_task(wave_id))  # seed, pool size and digest, seats
     return summary
 

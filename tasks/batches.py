@@ -100,6 +100,17 @@ def import_export_task(wave_id: int, path: str | None, parse_elsewhere: bool = T
     }
 
 
+@task(
+    name="refresh-statistics",
+    retries=2,
+    retry_delay_seconds=DB_RETRY_DELAYS_S,
+    cache_policy=NO_CACHE,
+)
+def refresh_statistics_task(wave_id: int) -> bool:
+    """Fresh planner statistics after a bulk stage (PostgreSQL; tasks/waves.py)."""
+    return waves.refresh_statistics(current().sessions)
+
+
 @task(name="portal-index", retries=2, retry_delay_seconds=DB_RETRY_DELAYS_S, cache_policy=NO_CACHE)
 def portal_index_task(wave_id: int) -> dict:
     """The dashboard's NIK index of the wave, once intake is done (tasks/portal_index.py)."""
