@@ -77,19 +77,50 @@ def create_wave(rt, quota: int, export: Path) -> None:
     )
 
 
+class Breakdown:
+    """Per stage: seconds in SQL, in partner calls, waiting for a partner's rate limit
+    (thread-seconds, the run's process and its workers together), and CPU seconds of the
+    run's process and its workers (runtime/timing.py)."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, dict[str, float]] = {}
+        self._at: dict[str, dict[str, float]] = {}
+
+    @staticmethod
+    def _now() -> dict[str, float]:
+        from runtime import timing, workers
+
+        return timing.totals(workers.worker_pids())
+
+    def start(self, stage: str) -> None:
+        self._at[stage] = self._now()
+
+    def finish(self, stage: str) -> None:
+        before, after = self._at.pop(stage), self._now()
+        self.stages[stage] = {k: round(after[k] - before[k], 1) for k in after}
+
+    def on_event(self, event) -> None:  # runtime.progress's listener
+        if event.kind == "started":
+            self.start(event.stage)
+        elif event.kind == "finished" and event.stage in self._at:
+            self.finish(event.stage)
+
+
 def run_under_prefect(rt, export: Path):
     from prefect import get_client, tags
 
     from flows.wave import wave
+    from runtime import progress
 
     # Start Prefect's temporary server before the clock: it is not the wave's cost.
     with get_client(sync_client=True) as client:
         client.hello()
 
+    breakdown = Breakdown()
     started = time.monotonic()
-    with tags("prakerja", "wave-1", "bench"):
+    with tags("prakerja", "wave-1", "bench"), progress.listen(breakdown.on_event):
         summary = wave(wave_id=1, registrants_path=str(export))
-    return time.monotonic() - started, summary
+    return time.monotonic() - started, summary, breakdown.stages
 
 
 def run_plain(rt, export: Path) -> tuple[float, dict]:
@@ -129,9 +160,13 @@ def run_plain(rt, export: Path) -> tuple[float, dict]:
         with ThreadPoolExecutor(workers) as pool:
             return list(pool.map(fn, ranges))
 
+    breakdown = Breakdown()
+
     def timed(name, fn):
         t0 = time.monotonic()
+        breakdown.start(name)
         fn()
+        breakdown.finish(name)
         seconds[name] = round(time.monotonic() - t0, 3)
 
     started = time.monotonic()
@@ -211,7 +246,11 @@ def run_plain(rt, export: Path) -> tuple[float, dict]:
     waves.close_wave_if_done(s, 1, keep_open=False)
     with s() as session:
         report = reporting.wave_report(session, 1)
-    return time.monotonic() - started, {"seconds": seconds, "report": report}
+    return time.monotonic() - started, {
+        "seconds": seconds,
+        "report": report,
+        "breakdown": breakdown.stages,
+    }
 
 
 STAGE_RECORDS = {
@@ -247,6 +286,13 @@ def main() -> None:
         "--no-baseline",
         action="store_true",
         help="skip the run without Prefect (no prefect_overhead_ratio)",
+    )
+    ap.add_argument(
+        "--max-ratio",
+        type=float,
+        default=None,
+        help="exit 1 when the run under Prefect takes more than this many times the run "
+        "without it (CI's regression guard: a ratio on the same machine, never a time)",
     )
     ap.add_argument(
         "--max-rps",
@@ -315,7 +361,7 @@ def main() -> None:
         rt = runtime.configure(database=fresh_db("prefect"), partners_config=config)
         create_wave(rt, quota, export)
         before = stats(sim)
-        wall, summary = run_under_prefect(rt, export)
+        wall, summary, breakdown = run_under_prefect(rt, export)
         after = stats(sim)
         result["wall_s"] = round(wall, 1)
         result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -333,6 +379,7 @@ def main() -> None:
                 "records": n,
                 "seconds": sec,
                 "records_per_s": round(n / sec) if sec else None,
+                **breakdown.get(name, {}),
             }
         result["stages"] = stages
         util: dict[str, float] = {}
@@ -383,10 +430,22 @@ def main() -> None:
             plain_wall, plain = run_plain(rt, export)
             result["plain_wall_s"] = round(plain_wall, 1)
             result["plain_stages_s"] = plain["seconds"]
+            result["plain_breakdown"] = plain["breakdown"]
             result["prefect_overhead_ratio"] = round(wall / plain_wall, 3)
             result["same_outcomes"] = plain["report"]["outcomes"] == summary.report["outcomes"]
             runtime.reset()
     print(json.dumps(result))
+    ratio = result.get("prefect_overhead_ratio")
+    if args.max_ratio is not None:
+        if ratio is None or not result.get("same_outcomes"):
+            sys.exit(
+                "wave_scale: --max-ratio needs the run without Prefect, with the same outcomes"
+            )
+        if ratio > args.max_ratio:
+            sys.exit(
+                f"wave_scale: the wave under Prefect took {ratio:.2f} times the run without it "
+                f"(at most {args.max_ratio}): a regression in the pipeline; see the stages above"
+            )
 
 
 if __name__ == "__main__":

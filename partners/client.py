@@ -113,8 +113,12 @@ class PartnerClient:
         logger: logging.Logger = LOGGER,
         limiter: Limiter | None = None,
         shared: SharedLimits | None = None,
+        on_call: Callable[[float, float], None] | None = None,
     ) -> None:
         self.settings = settings
+        # Told each request's (seconds on the wire, seconds it waited for its turn):
+        # runtime/timing.py, wired by build_app.
+        self._on_call = on_call
         # Called with the partner id before every request: a limit shared by all the
         # processes of the program (partners/limits.py's Limiter, chosen by build_app).
         self._shared_pacer = limiter
@@ -396,10 +400,12 @@ class PartnerClient:
         }
         # orjson: JSON work is most of a batch call's CPU at millions of items.
         data = None if body is None else orjson.dumps(body)
+        queued = time.perf_counter()
         with self._slots:
             self._limiter.acquire()
             if self._shared_pacer is not None:
                 self._shared_pacer(self.settings.id)
+            sent = time.perf_counter()
             try:
                 response = self._session().request(
                     method,
@@ -416,6 +422,9 @@ class PartnerClient:
             except requests.RequestException as exc:
                 name = type(exc).__name__
                 raise _Final(name, f"{name} before any answer", needs_person=True) from None
+            finally:
+                if self._on_call is not None:
+                    self._on_call(time.perf_counter() - sent, sent - queued)
         self._log.debug(
             "%s %s %s -> %d (%s)", self.settings.id, method, label, response.status_code, request_id
         )

@@ -38,6 +38,7 @@ def build_partners(
     sleep: Callable[[float], None] = time.sleep,
     limiter: Limiter | None = None,
     shared: Mapping[str, SharedLimits] | None = None,
+    on_call: Callable[[float, float], None] | None = None,
 ) -> Partners:
     """One client per configured partner; agencies keep the file's order. `limiter`:
     shared beyond the process (partners/limits.py); `shared`: a worker pool's limits per
@@ -45,7 +46,12 @@ def build_partners(
     shared = shared or {}
 
     def options(partner_id: str) -> dict:
-        return {"sleep": sleep, "limiter": limiter, "shared": shared.get(partner_id)}
+        return {
+            "sleep": sleep,
+            "limiter": limiter,
+            "shared": shared.get(partner_id),
+            "on_call": on_call,
+        }
 
     return Partners(
         registry=RegistryClient(config.registry, **options(config.registry.id)),

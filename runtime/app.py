@@ -31,12 +31,16 @@ from models.db import SessionFactory, engine_for, init_db, session_factory
 from partners.config import PartnersConfig, load_partners_config
 from partners.limits import Limiter, SharedLimits, limiter_for
 from partners.wiring import Partners, build_partners
+from runtime import timing
 
 
 # ---------------------------------------------------------------- the builders
 def build_engine(settings: Settings, url: str | None = None) -> Engine:
-    """The program database (`url`, else settings.database_url), tuned by the settings."""
-    return engine_for(settings, url)
+    """The program database (`url`, else settings.database_url), tuned by the settings;
+    the time of its statements counted (runtime/timing.py)."""
+    engine = engine_for(settings, url)
+    timing.instrument(engine)
+    return engine
 
 
 def load_partners(settings: Settings, env: Mapping[str, str] | None = None) -> PartnersConfig:
@@ -64,7 +68,10 @@ def build_partner_clients(
     a worker process, the pool's `shared` limits); the limiter is returned too, to be
     closed with the engine."""
     limiter = build_limiter(engine, config, partner_limits)
-    return build_partners(config, sleep=sleep, limiter=limiter, shared=shared), limiter
+    partners = build_partners(
+        config, sleep=sleep, limiter=limiter, shared=shared, on_call=timing.partner_call
+    )
+    return partners, limiter
 
 
 # ---------------------------------------------------------------- the application object

@@ -36,6 +36,7 @@ from models.config import Execution, Settings
 from partners.config import PartnersConfig
 from partners.limits import SharedCircuitBreaker, SharedLimits, SharedRateLimiter
 from runtime import app as runtime
+from runtime import timing
 
 _pool: ProcessPoolExecutor | None = None
 _pool_key: tuple | None = None
@@ -66,12 +67,14 @@ def _start_worker(
     config: PartnersConfig,
     limits: dict[str, SharedLimits],
     execution: Execution,
+    counters: tuple,
 ) -> None:
     """A worker's start: its app, built from what the parent passed (its pid, its
     settings' plain values, database, partners, the pool's shared limits, the run's
     execution); it reads no environment."""
     _exit_with_parent(parent)
     _log_masked_to_stderr()
+    timing.use(counters)  # its statements and calls count in the run's totals
     runtime.install(
         runtime.build_app(
             Settings.model_validate(settings),
@@ -148,6 +151,7 @@ def _get_pool(workers: int, app: runtime.App | None = None) -> ProcessPoolExecut
                 config,
                 partner_limits(config, context),
                 rt.execution.model_copy(update={"task_runner": "threads", "dask_address": None}),
+                timing.shared(),
             ),
         )
         _pool_key = key
@@ -192,6 +196,13 @@ def run_here(job: Callable[..., Any], *args: Any, app: runtime.App | None = None
     """job(app, *args) in this process: for a stage of one batch, where starting
     worker processes would cost more than they save."""
     return job(app or runtime.current(), *args)
+
+
+def worker_pids() -> list[int]:
+    """The pids of the live worker processes (none without a pool)."""
+    with _lock:
+        pool = _pool
+    return list(getattr(pool, "_processes", None) or {}) if pool is not None else []
 
 
 def peak_rss_mb() -> int | None:
