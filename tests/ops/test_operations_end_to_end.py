@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import signal
 import sys
@@ -264,7 +265,9 @@ def test_a_failed_wave_run_notifies_naming_the_run_and_stage(stack, alerts):
     result = run([sys.executable, "-c", code], stack.env, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     stage = stack.receiver.wait_for("[prakerja] wave-99-intake failed", timeout=30)
-    whole = stack.receiver.wait_for("[prakerja] wave-99 failed", timeout=30)
+    # The wave's run is named wave-<N>-<Jakarta time> (a run of its own per run).
+    whole = stack.receiver.wait_for("[prakerja] wave-99-", "(flow wave)", timeout=30)
+    assert re.search(r"\[prakerja\] wave-99-\d{8}-\d{6} failed", whole.subject)
     assert "(flow intake)" in stage.body and "(flow wave)" in whole.body
     assert "does not exist" not in whole.body  # state messages are never forwarded
 
