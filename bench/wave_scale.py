@@ -173,9 +173,8 @@ def run_plain(rt, export: Path) -> tuple[float, dict]:
     if intake.is_big_export(export):
         workers.warm_up(n_workers)  # as the wave flow does
 
-    def intake_stage():  # as the wave flow's: load, fresh statistics, the dashboard's index
+    def intake_stage():  # as the wave flow's: load, then the dashboard's index
         intake.import_export(s, 1, export, parse_elsewhere=n_workers > 0)
-        waves.refresh_statistics(s)
         build_portal_index(s, 1)
 
     timed("intake", intake_stage)

@@ -63,8 +63,8 @@ def _run_batches(task, wave_id: int, ranges: list[tuple[int, int]], **options) -
 
 @flow(name="intake", flow_run_name="wave-{wave_id}-intake")
 def intake_stage(wave_id: int, path: str | None = None, parse_elsewhere: bool = True) -> dict:
+    # (Intake itself refreshes PostgreSQL's statistics before it ranks duplicates.)
     loaded = t.import_export_task(wave_id, path, parse_elsewhere)
-    t.refresh_statistics_task(wave_id)  # millions of new rows: plans from fresh statistics
     summary = publish_stage(wave_id, Stage.INTAKE, [loaded])
     # Registrants can sign in to the dashboard (and see "being verified") from here on.
     summary["portal_index"] = t.portal_index_task(wave_id)
