@@ -69,12 +69,17 @@ def settings(quota: int):
     return WaveSettings(wave_id=1, quota=quota, lottery_seed="bench", reference_date=REFERENCE)
 
 
-def create_wave(rt, quota: int, export: Path) -> None:
+def create_wave(rt, quota: int, export: Path, drop_indexes: list[str] | None = None) -> None:
+    from sqlalchemy import text
+
     from tasks.waves import create_or_resume_wave
 
     create_or_resume_wave(
         rt.sessions, settings(quota), source_path=str(export), source_sha256=None, given=set()
     )
+    with rt.engine.begin() as conn:  # what an index costs the wave (--drop-index)
+        for name in drop_indexes or []:
+            conn.execute(text(f"DROP INDEX {name}"))
 
 
 class Breakdown:
@@ -287,6 +292,14 @@ def main() -> None:
         help="skip the run without Prefect (no prefect_overhead_ratio)",
     )
     ap.add_argument(
+        "--drop-index",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="drop this index of the program database before both runs: what maintaining "
+        "it costs the wave (its readers then scan instead)",
+    )
+    ap.add_argument(
         "--max-ratio",
         type=float,
         default=None,
@@ -358,7 +371,7 @@ def main() -> None:
     with SimulatorProcess(args.seed, faults_path=faults) as sim:
         config = partner_settings(sim.base_url)
         rt = runtime.configure(database=fresh_db("prefect"), partners_config=config)
-        create_wave(rt, quota, export)
+        create_wave(rt, quota, export, args.drop_index)
         before = stats(sim)
         wall, summary, breakdown = run_under_prefect(rt, export)
         after = stats(sim)
@@ -425,7 +438,7 @@ def main() -> None:
         with SimulatorProcess(args.seed, faults_path=faults) as sim:
             config = partner_settings(sim.base_url)
             rt = runtime.configure(database=fresh_db("plain"), partners_config=config)
-            create_wave(rt, quota, export)
+            create_wave(rt, quota, export, args.drop_index)
             plain_wall, plain = run_plain(rt, export)
             result["plain_wall_s"] = round(plain_wall, 1)
             result["plain_stages_s"] = plain["seconds"]
