@@ -36,7 +36,6 @@ from flows.publish import publish_awaiting_sign_off, publish_draw
 from flows.wave import run_wave_flow
 from models import names
 from models.enums import Stage
-from models.tables import Wave
 from readmodels.summaries import SignOffStatus, WaveSummary
 from rules.money import rupiah
 from rules.pacing import Pacing
@@ -112,14 +111,6 @@ def _logger():
         return get_run_logger()
     except MissingContextError:
         return logging.getLogger("prakerja")
-
-
-def _wave_row(wave_id: int) -> Wave:
-    with current().sessions() as session:
-        row = session.get(Wave, wave_id)
-    if row is None:
-        raise LookupError(f"wave {wave_id} does not exist")
-    return row
 
 
 def _run_flow(wave_id: int, **options) -> WaveSummary:
