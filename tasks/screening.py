@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -23,6 +24,45 @@ from tasks.common import (
     rows_in_range,
     utcnow,
 )
+
+# Chunks of one batch asking the agencies at the same time (a worker process's threads).
+MAX_CHAINS = 16
+
+
+def ask_in_order(
+    agencies: Sequence[AgencyClient],
+    ids: list[int],
+    niks: dict[int, str],
+    answers: dict[int, dict],
+) -> dict[int, PartnerFailure]:
+    """Walks the agencies in order with the people of `ids` they can still decide, adding
+    each answer to `answers`; returns those whose agency failed.
+
+    Someone listed by an exclusion agency, or whose agency failed, is not sent further.
+    The decision itself is rules.eligibility.screening_decision's, taken once per person
+    afterwards. Chains run side by side on disjoint `ids`: each writes only its own
+    people's entries of `answers`.
+    """
+    failed: dict[int, PartnerFailure] = {}
+    open_ids = ids
+    for client in agencies:
+        agency_id = client.settings.id
+        asking = [rid for rid in open_ids if agency_id not in answers[rid]]
+        if asking:
+            result = client.check([{"ref": str(rid), "nik": niks[rid]} for rid in asking])
+            for rid in asking:
+                listed = result[str(rid)]
+                if isinstance(listed, PartnerFailure):
+                    failed[rid] = listed
+                else:
+                    answers[rid][agency_id] = listed
+        excludes = client.settings.effect == "exclude"
+        open_ids = [
+            rid
+            for rid in open_ids
+            if rid not in failed and not (excludes and answers[rid].get(agency_id))
+        ]
+    return failed
 
 
 def screen_batch(
@@ -52,29 +92,27 @@ def screen_batch(
     answers = {r.id: orjson.loads(r.screening_answers or "{}") for r in rows}
     niks = {r.id: r.nik for r in rows}
     waited = {r.id for r in rows if r.pending_stage is not None}
+    # Each partner-sized chunk of the batch walks the agencies on its own, all chunks at
+    # once (ask_in_order): the batch takes about as long as one chain of agency calls,
+    # not one per agency per round, and the agencies' own limits (max_rps,
+    # max_concurrency) are what hold the pace.
     failed: dict[int, PartnerFailure] = {}
-    # Walk the agencies in order with the people they can still decide: someone listed
-    # by an exclusion agency, or whose agency failed, is not sent further. The decision
-    # itself is rules.eligibility.screening_decision's, taken once per person below.
-    open_ids = list(answers)
-    for client in agencies:
-        agency_id = client.settings.id
-        asking = [rid for rid in open_ids if agency_id not in answers[rid]]
-        if asking:
-            result = client.check([{"ref": str(rid), "nik": niks[rid]} for rid in asking])
-            for rid in asking:
-                listed = result[str(rid)]
-                if isinstance(listed, PartnerFailure):
-                    failed[rid] = listed
-                    report.fail(listed)
-                else:
-                    answers[rid][agency_id] = listed
-        excludes = client.settings.effect == "exclude"
-        open_ids = [
-            rid
-            for rid in open_ids
-            if rid not in failed and not (excludes and answers[rid].get(agency_id))
-        ]
+    chunk = max(1, min(a.settings.batch_size for a in agencies)) if agencies else 1
+    ids = list(answers)
+    chunks = [ids[i : i + chunk] for i in range(0, len(ids), chunk)]
+    if len(chunks) > 1:
+        with ThreadPoolExecutor(
+            max_workers=min(len(chunks), MAX_CHAINS), thread_name_prefix="screening"
+        ) as pool:
+            chains = list(
+                pool.map(lambda part: ask_in_order(agencies, part, niks, answers), chunks)
+            )
+    else:
+        chains = [ask_in_order(agencies, part, niks, answers) for part in chunks]
+    for part_failed in chains:
+        failed.update(part_failed)
+    for failure in failed.values():
+        report.fail(failure)
     now = utcnow()
     changes = []
     for rid, known in answers.items():
