@@ -82,20 +82,54 @@ def create_wave(rt, quota: int, export: Path, drop_indexes: list[str] | None = N
             conn.execute(text(f"DROP INDEX {name}"))
 
 
+def process_cpu_s(pid: int | None) -> float:
+    """CPU seconds (user and system) of another process so far; 0 if it is gone."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def prefect_server_pids() -> list[int]:
+    """This process's children running Prefect's temporary server (none with a real one)."""
+    found = []
+    try:
+        children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
+    except OSError:
+        return []
+    for pid in children:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"uvicorn" in cmdline and b"prefect" in cmdline:
+            found.append(int(pid))
+    return found
+
+
 class Breakdown:
     """Per stage: seconds in SQL, in partner calls, waiting for a partner's rate limit
     (thread-seconds, the run's process and its workers together), and CPU seconds of the
     run's process and its workers (runtime/timing.py)."""
 
-    def __init__(self) -> None:
+    def __init__(self, simulator_pid: int | None = None) -> None:
         self.stages: dict[str, dict[str, float]] = {}
         self._at: dict[str, dict[str, float]] = {}
+        self._simulator = simulator_pid
 
-    @staticmethod
-    def _now() -> dict[str, float]:
+    def _now(self) -> dict[str, float]:
         from runtime import timing, workers
 
-        return timing.totals(workers.worker_pids())
+        got = timing.totals(workers.worker_pids())
+        # The same machine's other busy processes: the partner simulator (standing for
+        # partners that would not share these cores) and Prefect's temporary server.
+        got["simulator_cpu_s"] = process_cpu_s(self._simulator)
+        got["prefect_server_cpu_s"] = sum(process_cpu_s(pid) for pid in prefect_server_pids())
+        return got
 
     def start(self, stage: str) -> None:
         self._at[stage] = self._now()
@@ -111,7 +145,7 @@ class Breakdown:
             self.finish(event.stage)
 
 
-def run_under_prefect(rt, export: Path):
+def run_under_prefect(rt, export: Path, simulator_pid: int | None = None):
     from prefect import get_client, tags
 
     from flows.wave import wave
@@ -121,14 +155,14 @@ def run_under_prefect(rt, export: Path):
     with get_client(sync_client=True) as client:
         client.hello()
 
-    breakdown = Breakdown()
+    breakdown = Breakdown(simulator_pid)
     started = time.monotonic()
     with tags("prakerja", "wave-1", "bench"), progress.listen(breakdown.on_event):
         summary = wave(wave_id=1, registrants_path=str(export))
     return time.monotonic() - started, summary, breakdown.stages
 
 
-def run_plain(rt, export: Path) -> tuple[float, dict]:
+def run_plain(rt, export: Path, simulator_pid: int | None = None) -> tuple[float, dict]:
     """The same stage functions in the same order and concurrency (the same worker
     processes for identity and screening), without Prefect."""
     from flows.runners import partner_threads, worker_stage_threads
@@ -165,7 +199,7 @@ def run_plain(rt, export: Path) -> tuple[float, dict]:
         with ThreadPoolExecutor(workers) as pool:
             return list(pool.map(fn, ranges))
 
-    breakdown = Breakdown()
+    breakdown = Breakdown(simulator_pid)
 
     def timed(name, fn):
         t0 = time.monotonic()
@@ -373,7 +407,7 @@ def main() -> None:
         rt = runtime.configure(database=fresh_db("prefect"), partners_config=config)
         create_wave(rt, quota, export, args.drop_index)
         before = stats(sim)
-        wall, summary, breakdown = run_under_prefect(rt, export)
+        wall, summary, breakdown = run_under_prefect(rt, export, sim.process.pid)
         after = stats(sim)
         result["wall_s"] = round(wall, 1)
         result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -439,7 +473,7 @@ def main() -> None:
             config = partner_settings(sim.base_url)
             rt = runtime.configure(database=fresh_db("plain"), partners_config=config)
             create_wave(rt, quota, export, args.drop_index)
-            plain_wall, plain = run_plain(rt, export)
+            plain_wall, plain = run_plain(rt, export, sim.process.pid)
             result["plain_wall_s"] = round(plain_wall, 1)
             result["plain_stages_s"] = plain["seconds"]
             result["plain_breakdown"] = plain["breakdown"]
