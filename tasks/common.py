@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from models.bulk import update_rows
-from models.queries import R, load_wave, utcnow
+from models.queries import R, in_id_range, load_wave, utcnow
 
 __all__ = ["R", "load_wave", "plan_batches", "utcnow"]
 
@@ -48,14 +48,7 @@ def rows_in_range(
     lo, hi = id_range
     return list(
         session.execute(
-            select(*columns)
-            .where(
-                R.c.wave_id == wave_id,
-                R.c.state.in_(list(states)),
-                R.c.id >= lo,
-                R.c.id <= hi,
-            )
-            .order_by(R.c.id)
+            select(*columns).where(*in_id_range(wave_id, list(states), lo, hi)).order_by(R.c.id)
         )
     )
 

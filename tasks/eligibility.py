@@ -14,6 +14,7 @@ from sqlmodel import col
 
 from models.db import SessionFactory
 from models.enums import ReasonCode, State
+from models.queries import in_id_range
 from models.tables import BlacklistEntry, Registrant
 from rules.eligibility import LOCAL_CHECK_ORDER, latest_birth_date_of_age
 from tasks.common import R, load_wave, utcnow
@@ -139,9 +140,7 @@ def check_local_eligibility_batch(
     with sessions() as session, session.begin():
         wave = load_wave(session, wave_id)
         conn = session.connection()
-        waiting = and_(
-            R.c.wave_id == wave_id, R.c.state == State.AWAIT_LOCAL.value, R.c.id >= lo, R.c.id <= hi
-        )
+        waiting = and_(*in_id_range(wave_id, [State.AWAIT_LOCAL.value], lo, hi))
         # No earlier wave's participant at all (the program's first wave): the check
         # against earlier waves reads nothing.
         earlier = any_participant_elsewhere(conn, wave_id, earlier_only=True)

@@ -91,7 +91,6 @@ def _UNVERIFIED_AS(now: str) -> tuple:  # noqa: N802 - read as the constant abov
     return (_REJECTED, ReasonCode.EMAIL_UNVERIFIED.value, now)
 
 
-
 def _stamp(value: datetime) -> str:
     # The text SQLAlchemy stores naive datetimes as on SQLite; PostgreSQL parses it too.
     return value.isoformat(sep=" ", timespec="microseconds")

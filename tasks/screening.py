@@ -111,8 +111,8 @@ def screen_batch(
         chains = [ask_in_order(agencies, part, niks, answers) for part in chunks]
     for part_failed in chains:
         failed.update(part_failed)
-    for failure in failed.values():
-        report.fail(failure)
+    for why in failed.values():
+        report.fail(why)
     now = utcnow()
     changes = []
     for rid, known in answers.items():

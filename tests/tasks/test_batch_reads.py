@@ -1,0 +1,134 @@
+"""A batch reads and writes its own rows through the primary key's id range, never by
+walking every row of its state.
+
+The regression of issue 19: migration 0003 widened the state index to (wave_id, state,
+reason). Within one state its entries are ordered by reason before id, so a batch's
+`state = ? AND id BETWEEN ? AND ?` could no longer narrow it by id, and SQLite walked
+every entry of the state for each batch: 0.3-0.5 s per batch at six million rows, each
+partner stage quadratic in the wave (identity 214 s, screening 288 s, local eligibility
+99 s at 5,965,048 registrants). Every statement a batch sends is EXPLAINed here as it
+is sent, on each database: the registrant table must be searched by its primary key.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from sqlalchemy import event, text
+
+from models.enums import State
+from tasks.common import R, rows_in_range
+from tasks.eligibility import check_local_eligibility_batch
+from tests.tasks.factories import make_wave
+
+ROWS = 3_000  # three states, interleaved: each batch's range holds all three
+
+
+def _fill(sessions) -> None:
+    make_wave(sessions, 1, quota=10)
+    states = [State.AWAIT_LOCAL.value, State.AWAIT_IDENTITY.value, State.REJECTED.value]
+    with sessions() as session, session.begin():
+        session.connection().execute(
+            R.insert(),
+            [
+                {
+                    "wave_id": 1,
+                    "line": i,
+                    "nik": f"{3171010000000000 + i}",
+                    "phone": f"+6281200{i:06d}",
+                    "state": states[i % 3],
+                    "reason": "UNDERAGE" if i % 3 == 2 else None,
+                    "birth_date": date(1990, 1, 1),
+                    "test_score": 80,
+                }
+                for i in range(1, ROWS + 1)
+            ],
+        )
+        if session.connection().dialect.name == "postgresql":
+            session.connection().exec_driver_sql("ANALYZE registrant")
+
+
+def _plans(engine, statements: list[tuple[str, object]]) -> list[tuple[str, str]]:
+    """Each captured statement on the registrant table, with its plan as text."""
+    plans = []
+    with engine.connect() as conn:
+        for sql, params in statements:
+            if "registrant" not in sql or not sql.lstrip().upper().startswith(("SELECT", "UPDATE")):
+                continue
+            if conn.dialect.name == "sqlite":
+                rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params).all()
+                plan = " | ".join(str(r[-1]) for r in rows)
+            else:
+                rows = conn.exec_driver_sql(f"EXPLAIN {sql}", params).all()
+                plan = " | ".join(str(r[0]) for r in rows)
+            plans.append((sql, plan))
+            conn.rollback()
+    return plans
+
+
+def _sent_while(engine, action) -> list[tuple[str, object]]:
+    sent: list[tuple[str, object]] = []
+
+    def capture(_conn, _cursor, statement, parameters, _context, _many):
+        sent.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        action()
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    return sent
+
+
+def _by_id_range(plan: str, dialect: str) -> bool:
+    if dialect == "sqlite":
+        return "USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)" in plan
+    return "registrant_pkey" in plan
+
+
+def test_a_batch_reads_its_rows_by_id_range(app_env):
+    app = app_env
+    _fill(app.sessions)
+    dialect = app.engine.dialect.name
+
+    def read() -> None:
+        with app.sessions() as session:
+            got = rows_in_range(session, 1, [State.AWAIT_IDENTITY.value], (1000, 1999), [R.c.id])
+        assert len(got) == 334  # a third of the range: the state's rows, no other
+
+    plans = _plans(app.engine, _sent_while(app.engine, read))
+    assert plans, "the batch's read was not seen"
+    for sql, plan in plans:
+        assert _by_id_range(plan, dialect), f"{sql!r} is planned as {plan!r}"
+
+
+def test_local_eligibility_updates_its_batch_by_id_range(app_env):
+    app = app_env
+    _fill(app.sessions)
+    dialect = app.engine.dialect.name
+    counts: dict = {}
+
+    def decide() -> None:
+        counts.update(check_local_eligibility_batch(app.sessions, 1, (1000, 1999)))
+
+    sent = _sent_while(app.engine, decide)
+    assert counts == {"passed": 333}  # the AWAIT_LOCAL rows of the range, all passing
+    updates = [(sql, plan) for sql, plan in _plans(app.engine, sent) if "UPDATE" in sql.upper()]
+    assert len(updates) == 2  # the rejections (none here), then everyone else passing
+    for sql, plan in updates:
+        assert _by_id_range(plan, dialect), f"{sql!r} is planned as {plan!r}"
+    with app.engine.connect() as conn:
+        left = conn.execute(
+            text("SELECT count(*) FROM registrant WHERE state = 'AWAIT_LOCAL' AND id < 1000")
+        ).scalar_one()
+    assert left == 333  # rows outside the batch are not touched
+
+
+@pytest.fixture
+def app_env(database_url):
+    from runtime import app as runtime
+
+    app = runtime.configure(database=database_url)
+    yield app
+    runtime.reset()
