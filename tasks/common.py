@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from enum import Enum
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.schema import CreateIndex, DropIndex
 from sqlmodel import Session
 
 from models.bulk import update_rows
@@ -103,3 +105,25 @@ CLEAR_PENDING = {
     "pending_error": None,
     "pending_at": None,
 }
+
+
+WAITLIST_INDEX = "ix_registrant_waitlist"
+
+
+@contextmanager
+def rebuilt_waitlist_index(session: Session) -> Iterator[None]:
+    """Around an UPDATE that moves a whole waitlist in or out (the draw, the close): on
+    SQLite the waitlist's index is dropped first and built again after, in the same
+    transaction, by one sort, instead of 1.7 million entries inserted or deleted at random
+    places one by one. PostgreSQL keeps it as it is: dropping an index there would lock
+    the table against the dashboard's reads until the transaction ends."""
+    conn = session.connection()
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    index = next(i for i in R.indexes if i.name == WAITLIST_INDEX)
+    # IF (NOT) EXISTS in the statements themselves, under the write lock: another wave's
+    # draw or close may have just done the same.
+    conn.execute(DropIndex(index, if_exists=True))
+    yield
+    conn.execute(CreateIndex(index, if_not_exists=True))

@@ -6,7 +6,7 @@ import json
 from collections import Counter
 from collections.abc import Iterator
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlmodel import Session
 
 from models.db import SessionFactory
@@ -21,7 +21,7 @@ from rules.draw import (
 )
 from tasks import audit
 from tasks.audit import Actor
-from tasks.common import R, bulk_update, load_wave, utcnow
+from tasks.common import R, bulk_update, load_wave, rebuilt_waitlist_index, utcnow
 from tasks.eligibility import reject_prior_recipients
 
 ACCOUNT_REASONS = tuple(sorted(reasons_of(Stage.ACCOUNTS)))
@@ -57,9 +57,9 @@ def _candidates(
     """The wave's registrants in `state`, in draw order, streamed (2 million in a big pool).
 
     With `first_page`, read page by page (each twice the last) instead of sorting the
-    whole set up front: a backfill round needs the head of a waitlist of millions, and a
-    top-N query reads it without sorting the rest (no index holds the draw order: see
-    models.tables).
+    whole set up front: a backfill round needs the head of a waitlist of millions, which
+    the partial index of the waitlisted holds in draw order (models.tables). (The draw's
+    own pool, the eligible, has no such index: it is sorted once.)
     """
     columns = (R.c.id, R.c.nik, R.c.kk_number, R.c.province, R.c.priority, R.c.draw_key)
     where = [R.c.wave_id == wave_id, R.c.state == state, R.c.draw_key.is_not(None)]
@@ -71,21 +71,22 @@ def _candidates(
         for rid, nik, kk, province, priority, key in rows:
             yield rid, Candidate(nik, kk, province, bool(priority), key)
         return
-    page, after = first_page, None
-    while True:
-        query = select(*columns).where(*where)
-        if after is not None:
-            last_priority, last_key = after
-            # Past (priority, key) in draw order: keys are unique within a wave.
-            same = and_(R.c.priority.is_(bool(last_priority)), R.c.draw_key > last_key)
-            query = query.where(or_(same, R.c.priority.is_(False)) if last_priority else same)
-        got = session.execute(query.order_by(*order).limit(page)).all()
-        for rid, nik, kk, province, priority, key in got:
-            yield rid, Candidate(nik, kk, province, bool(priority), key)
-        if len(got) < page:
-            return
-        after = (got[-1].priority, got[-1].draw_key)
-        page *= 2
+    # Priority first, then the rest, each in key order: the partial index of the
+    # waitlisted (ix_registrant_waitlist) holds exactly that order for `state`
+    # WAITLISTED, so a page is read from the head of the index, not by sorting all.
+    for priority in (True, False):
+        page, after = first_page, None
+        while True:
+            query = select(*columns).where(*where, R.c.priority == priority)
+            if after is not None:
+                query = query.where(R.c.draw_key > after)  # keys are unique within a wave
+            got = session.execute(query.order_by(R.c.draw_key.asc()).limit(page)).all()
+            for rid, nik, kk, province, prio, key in got:
+                yield rid, Candidate(nik, kk, province, bool(prio), key)
+            if len(got) < page:
+                break
+            after = got[-1].draw_key
+            page *= 2
 
 
 def waiting_before_draw(session: Session, wave_id: int) -> int:
@@ -175,16 +176,17 @@ def draw_participants(
                     )
                 outcome_counts[outcome] += 1
         bulk_update(session, decided, expect_state=[State.ELIGIBLE.value])
-        waitlisted = (
-            session.connection()
-            .execute(
-                update(R)
-                .where(R.c.wave_id == wave_id, R.c.state == State.ELIGIBLE.value)
-                .values(state=State.WAITLISTED.value, drawn_at=now)
+        with rebuilt_waitlist_index(session):
+            waitlisted = (
+                session.connection()
+                .execute(
+                    update(R)
+                    .where(R.c.wave_id == wave_id, R.c.state == State.ELIGIBLE.value)
+                    .values(state=State.WAITLISTED.value, drawn_at=now)
+                )
+                .rowcount
+                or 0
             )
-            .rowcount
-            or 0
-        )
         wave.drawn_at = now
         wave.draw_without_pending = bool(waiting)
         wave.pool_size = pool_size

@@ -17,7 +17,7 @@ from models.tables import Wave
 from readmodels.reporting import work_left
 from rules.draw import seed_sha256
 from rules.settings import SettingsError, WaveSettings, default_rollout_deadline
-from tasks.common import R, load_wave, utcnow
+from tasks.common import R, load_wave, rebuilt_waitlist_index, utcnow
 
 LEASE_SECONDS = 60
 W = Wave.__table__  # type: ignore[attr-defined]
@@ -303,13 +303,16 @@ def close_wave_if_done(sessions: SessionFactory, wave_id: int, *, keep_open: boo
         if left or keep_open or wave.drawn_at is None:
             return {"closed": False, "work_left": left}
         now = utcnow()
-        session.connection().execute(
-            update(R)
-            .where(R.c.wave_id == wave_id, R.c.state == State.WAITLISTED.value)
-            .values(
-                state=State.NOT_SELECTED.value, reason=ReasonCode.QUOTA_FULL.value, decided_at=now
+        with rebuilt_waitlist_index(session):  # the whole waitlist leaves it
+            session.connection().execute(
+                update(R)
+                .where(R.c.wave_id == wave_id, R.c.state == State.WAITLISTED.value)
+                .values(
+                    state=State.NOT_SELECTED.value,
+                    reason=ReasonCode.QUOTA_FULL.value,
+                    decided_at=now,
+                )
             )
-        )
         wave.status = WaveStatus.CLOSED
         wave.closed_at = now
         session.add(wave)

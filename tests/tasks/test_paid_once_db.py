@@ -122,6 +122,7 @@ def drop_live_credit_index(sessions) -> None:
         session.execute(text("ALTER TABLE wave DROP COLUMN sign_off"))
         session.execute(text("DROP INDEX ix_registrant_wave_state_reason"))
         session.execute(text("DROP INDEX ix_registrant_pending"))
+        session.execute(text("DROP INDEX ix_registrant_waitlist"))  # ... and issue 19's
         old = "CREATE INDEX ix_registrant_wave_state ON registrant (wave_id, state)"
         session.execute(text(old))
 
