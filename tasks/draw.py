@@ -89,6 +89,16 @@ def _candidates(
             page *= 2
 
 
+def _waitlist_the_eligible(session: Session, wave_id: int, now) -> int:
+    """Everyone of the wave still eligible goes on the waitlist; returns how many."""
+    moved = session.connection().execute(
+        update(R)
+        .where(R.c.wave_id == wave_id, R.c.state == State.ELIGIBLE.value)
+        .values(state=State.WAITLISTED.value, drawn_at=now)
+    )
+    return moved.rowcount or 0
+
+
 def waiting_before_draw(session: Session, wave_id: int) -> int:
     return session.execute(
         select(func.count()).where(R.c.wave_id == wave_id, R.c.state.in_(BEFORE_DRAW))
@@ -115,16 +125,8 @@ def draw_participants(
         wave = load_wave(session, wave_id)
         now = utcnow()
         if wave.drawn_at is not None:
-            late = (
-                session.connection()
-                .execute(
-                    update(R)
-                    .where(R.c.wave_id == wave_id, R.c.state == State.ELIGIBLE.value)
-                    .values(state=State.WAITLISTED.value, drawn_at=now)
-                )
-                .rowcount
-            )
-            return {"drawn": True, "already": True, "late_waitlisted": late or 0}
+            late = _waitlist_the_eligible(session, wave_id, now)  # a few late arrivals
+            return {"drawn": True, "already": True, "late_waitlisted": late}
         waiting = waiting_before_draw(session, wave_id)
         if waiting and not without_pending:
             return {"drawn": False, "held_by_pending": waiting}
@@ -176,17 +178,8 @@ def draw_participants(
                     )
                 outcome_counts[outcome] += 1
         bulk_update(session, decided, expect_state=[State.ELIGIBLE.value])
-        with rebuilt_waitlist_index(session):
-            waitlisted = (
-                session.connection()
-                .execute(
-                    update(R)
-                    .where(R.c.wave_id == wave_id, R.c.state == State.ELIGIBLE.value)
-                    .values(state=State.WAITLISTED.value, drawn_at=now)
-                )
-                .rowcount
-                or 0
-            )
+        with rebuilt_waitlist_index(session):  # the whole rest of the pool joins it
+            waitlisted = _waitlist_the_eligible(session, wave_id, now)
         wave.drawn_at = now
         wave.draw_without_pending = bool(waiting)
         wave.pool_size = pool_size

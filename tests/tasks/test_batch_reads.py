@@ -56,6 +56,8 @@ def _plans(engine, statements: list[tuple[str, object]]) -> list[tuple[str, str]
         for sql, params in statements:
             if "registrant" not in sql or not sql.lstrip().upper().startswith(("SELECT", "UPDATE")):
                 continue
+            if isinstance(params, list):  # an executemany: its plan is that of one row's
+                params = params[0]
             if conn.dialect.name == "sqlite":
                 rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params).all()
                 plan = " | ".join(str(r[-1]) for r in rows)
