@@ -130,6 +130,12 @@ class PartnerClient:
         self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
+        # Whether the partner answered its last batch cleanly. Until it has (and after any
+        # failure), this process's batches to it go one at a time, whichever thread or
+        # call sends them (screening's chunks ask an agency side by side): a partner that
+        # is down sees the calls its circuit breaker allows, and no more.
+        self._healthy = False
+        self._probing = threading.Lock()
         # threading's, or multiprocessing's when shared (no common type).
         self._slots: Any = threading.BoundedSemaphore(settings.max_concurrency)
         # A burst as wide as the concurrency lets parallel callers start together; after
@@ -181,11 +187,22 @@ class PartnerClient:
             raise ValueError(f"{key_field} values must be unique within one call")
         results: dict[str, T | PartnerFailure] = {}
 
-        def one(chunk: list[dict]) -> tuple[dict[str, T | PartnerFailure], list[dict]]:
+        def call(chunk: list[dict]) -> tuple[dict[str, T | PartnerFailure], list[dict]]:
             if not self.breaker.allow():
                 failure = PartnerFailure(self.settings.id, "CircuitOpen", "circuit open")
                 return {item[key_field]: failure for item in chunk}, []
-            return self._post_chunk(path, list_key, chunk, key_field, parse)
+            answered, too_large = self._post_chunk(path, list_key, chunk, key_field, parse)
+            self._healthy = not too_large and not any(
+                isinstance(value, PartnerFailure) for value in answered.values()
+            )
+            return answered, too_large
+
+        def one(chunk: list[dict]) -> tuple[dict[str, T | PartnerFailure], list[dict]]:
+            if not self._healthy:
+                with self._probing:
+                    if not self._healthy:
+                        return call(chunk)
+            return call(chunk)
 
         # The first batch goes alone. While the partner answers every batch cleanly, the
         # next ones go side by side, as many at a time as its max_concurrency admits (and
