@@ -85,10 +85,7 @@ _ACCEPTED = State.AWAIT_LOCAL.value
 # only the duplicates, which are few, instead of every unverified row (a quarter of them).
 # A later duplicate among those still becomes DUPLICATE_NIK (check 5 comes first).
 _ACCEPTED_AS = (_ACCEPTED, None, None)
-
-
-def _UNVERIFIED_AS(now: str) -> tuple:  # noqa: N802 - read as the constant above
-    return (_REJECTED, ReasonCode.EMAIL_UNVERIFIED.value, now)
+_UNVERIFIED = ReasonCode.EMAIL_UNVERIFIED.value
 
 
 def _stamp(value: datetime) -> str:
@@ -110,7 +107,7 @@ def _record_values(wave_id: int, rec: IntakeRecord, now: str) -> tuple:
         row.domicile_regency_code, province_of(row.domicile_regency_code), row.test_score,
         row.payout_provider, row.payout_account,
         _stamp(row.registered_at.astimezone(UTC).replace(tzinfo=None)),
-        None, *(_ACCEPTED_AS if row.email_verified else _UNVERIFIED_AS(now)), False,
+        None, *(_ACCEPTED_AS if row.email_verified else (_REJECTED, _UNVERIFIED, now)), False,
     )  # fmt: skip
 
 
