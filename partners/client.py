@@ -12,8 +12,9 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -126,7 +127,12 @@ class PartnerClient:
         self._clock = clock
         self._session_factory = session_factory
         self._log = logger
-        self._local = threading.local()
+        # HTTP sessions (each with its kept-alive connection) lent to one request at a
+        # time and returned: as many as requests were ever in flight at once (at most
+        # max_concurrency, the slots below), whichever threads send them. One per calling
+        # thread leaked a session and a connection for every short-lived thread
+        # (screening's chains start new threads each batch: thousands per worker).
+        self._idle: list[requests.Session] = []
         self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
@@ -158,7 +164,7 @@ class PartnerClient:
     def close(self) -> None:
         """Closes the HTTP sessions this client opened (one per thread that used it)."""
         with self._lock:
-            sessions, self._sessions = self._sessions, []
+            sessions, self._sessions, self._idle = self._sessions, [], []
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True)
@@ -424,14 +430,15 @@ class PartnerClient:
                 self._shared_pacer(self.settings.id)
             sent = time.perf_counter()
             try:
-                response = self._session().request(
-                    method,
-                    self.settings.base_url + path,
-                    data=data,
-                    params=params,
-                    headers=headers,
-                    timeout=(self.settings.connect_timeout_s, self.settings.timeout_s),
-                )
+                with self._lent_session() as session:
+                    response = session.request(
+                        method,
+                        self.settings.base_url + path,
+                        data=data,
+                        params=params,
+                        headers=headers,
+                        timeout=(self.settings.connect_timeout_s, self.settings.timeout_s),
+                    )
             except _TRANSIENT_EXCEPTIONS as exc:
                 # The class name only: requests' messages carry the URL, which may hold a key.
                 name = type(exc).__name__
@@ -542,14 +549,20 @@ class PartnerClient:
                     "%s: answered 413, sending at most %d items per call", self.settings.id, limit
                 )
 
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
+    @contextmanager
+    def _lent_session(self) -> Iterator[requests.Session]:
+        """An idle session for one request (a new one when all are in use), returned after."""
+        with self._lock:
+            session = self._idle.pop() if self._idle else None
         if session is None:
             session = self._session_factory()
-            self._local.session = session
             with self._lock:
                 self._sessions.append(session)
-        return session
+        try:
+            yield session
+        finally:
+            with self._lock:
+                self._idle.append(session)
 
 
 def _safe_parse(parse: Callable[[dict], T | None], result: dict) -> T | None:

@@ -418,7 +418,29 @@ def test_concurrent_callers_share_the_limit_of_max_concurrency():
 
     assert answers == [{"r1": False}, {"r2": False}] * 3
     assert partner.peak == 2
-    assert 2 <= len(sessions) <= 6  # one per calling thread, never one per call
+    assert len(sessions) == 2  # one per request in flight at once, never one per call or thread
+
+
+def test_threads_that_come_and_go_reuse_one_session_and_its_connection():
+    # Screening starts new threads for every batch: a session per thread would open a
+    # connection (and keep a session) per thread, thousands per worker at seed scale.
+    partner = SlowPartner()
+    sessions: list[requests.Session] = []
+
+    def new_session() -> requests.Session:
+        sessions.append(requests.Session())
+        return sessions[-1]
+
+    client = PartnerClient(settings(base_url=partner.base_url), session_factory=new_session)
+    try:
+        for ref in ("r1", "r2", "r3", "r4"):
+            with ThreadPoolExecutor(max_workers=1) as pool:  # a new thread each time
+                assert pool.submit(check, client, records(ref)).result() == {ref: False}
+    finally:
+        client.close()
+        partner.close()
+
+    assert len(sessions) == 1
 
 
 def test_batches_of_one_call_go_side_by_side_within_max_concurrency():
