@@ -37,6 +37,8 @@ T = TypeVar("T")
 LOGGER = logging.getLogger("prakerja.partners")
 
 TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
+# Seconds an idle HTTP session (its kept-alive connection) may wait and still be reused.
+IDLE_REUSE_S = 2.0
 # Errors raised before or while reading an answer that a repeat may cure.
 _TRANSIENT_EXCEPTIONS = (
     requests.ConnectionError,
@@ -132,7 +134,10 @@ class PartnerClient:
         # max_concurrency, the slots below), whichever threads send them. One per calling
         # thread leaked a session and a connection for every short-lived thread
         # (screening's chains start new threads each batch: thousands per worker).
-        self._idle: list[requests.Session] = []
+        # An idle session is closed rather than reused after IDLE_REUSE_S: a server closes
+        # an idle kept-alive connection after a few seconds (uvicorn: 5), and a request
+        # sent on one it is closing just then fails (a retry, a warning, for nothing).
+        self._idle: list[tuple[requests.Session, float]] = []
         self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
@@ -552,17 +557,28 @@ class PartnerClient:
     @contextmanager
     def _lent_session(self) -> Iterator[requests.Session]:
         """An idle session for one request (a new one when all are in use), returned after."""
+        session = None
+        stale: list[requests.Session] = []
+        now = time.monotonic()
         with self._lock:
-            session = self._idle.pop() if self._idle else None
-        if session is None:
-            session = self._session_factory()
-            with self._lock:
+            while self._idle and session is None:
+                candidate, since = self._idle.pop()
+                if now - since < IDLE_REUSE_S:
+                    session = candidate
+                else:
+                    stale.append(candidate)
+                    self._sessions.remove(candidate)
+            if session is None:
+                session = self._session_factory()
                 self._sessions.append(session)
+        for old in stale:
+            old.close()
         try:
             yield session
         finally:
             with self._lock:
-                self._idle.append(session)
+                if session in self._sessions:  # not closed meanwhile by close()
+                    self._idle.append((session, time.monotonic()))
 
 
 def _safe_parse(parse: Callable[[dict], T | None], result: dict) -> T | None:

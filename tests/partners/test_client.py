@@ -443,6 +443,36 @@ def test_threads_that_come_and_go_reuse_one_session_and_its_connection():
     assert len(sessions) == 1
 
 
+def test_a_session_idle_too_long_is_closed_not_reused(monkeypatch):
+    # A server closes an idle kept-alive connection after a few seconds; a request sent
+    # on it just then fails. Past IDLE_REUSE_S the session is replaced and closed.
+    import partners.client as client_module
+
+    monkeypatch.setattr(client_module, "IDLE_REUSE_S", 0.0)
+    partner = SlowPartner()
+    sessions: list[requests.Session] = []
+    closed: list[requests.Session] = []
+
+    class Tracked(requests.Session):
+        def close(self) -> None:
+            closed.append(self)
+            super().close()
+
+    def new_session() -> requests.Session:
+        sessions.append(Tracked())
+        return sessions[-1]
+
+    client = PartnerClient(settings(base_url=partner.base_url), session_factory=new_session)
+    try:
+        for ref in ("r1", "r2", "r3"):
+            assert check(client, records(ref)) == {ref: False}
+        assert len(sessions) == 3 and closed == sessions[:2]
+    finally:
+        client.close()
+        partner.close()
+    assert closed == sessions
+
+
 def test_batches_of_one_call_go_side_by_side_within_max_concurrency():
     partner = SlowPartner()
     items = [{"ref": f"r{i}", "nik": "3171014101900001"} for i in range(1000)]
