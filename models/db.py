@@ -22,6 +22,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 SessionFactory = Callable[[], Session]
 SQLITE_CHECKPOINT_PAGES = 10_000  # about 40 MB of WAL between checkpoints
+SQLITE_SORT_THREADS = 2  # helper threads of a big sort (PRAGMA threads)
 
 
 def database_url(env: Mapping[str, str] | None = None) -> str:
@@ -71,6 +72,10 @@ def make_engine(
             # in memory; a rarer checkpoint copies each hot page once instead of per batch.
             cur.execute(f"PRAGMA cache_size=-{sqlite_cache_mb * 1024}")
             cur.execute(f"PRAGMA wal_autocheckpoint={SQLITE_CHECKPOINT_PAGES}")
+            # A sort too big for memory (intake's two sorts of every NIK, the draw's pool)
+            # merges its runs on helper threads: 21 -> 15 s and 16.5 -> 13.6 s at six
+            # million rows. Small sorts never spill, so never start a thread.
+            cur.execute(f"PRAGMA threads={SQLITE_SORT_THREADS}")
             cur.close()
 
         return engine

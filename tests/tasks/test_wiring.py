@@ -40,6 +40,8 @@ def test_the_sqlite_tuning_comes_from_the_settings(tmp_path):
     try:
         with engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -7 * 1024
+            # a sort of millions (intake's NIKs, the draw's pool) merges on two helpers
+            assert conn.exec_driver_sql("PRAGMA threads").scalar() == 2
     finally:
         engine.dispose()
 
