@@ -102,10 +102,17 @@ class Registrant(SQLModel, table=True):
             sqlite_where=text("draw_round IS NOT NULL"),
             postgresql_where=text("draw_round IS NOT NULL"),
         ),
+        # The drawn, with what a backfill round counts of each seat (state, reason,
+        # province, family card): its free seats and family counts read this index
+        # alone, not a row per drawn registrant (migration 0005).
         Index(
             "ix_registrant_drawn",
             "wave_id",
             "draw_round",
+            "state",
+            "reason",
+            "province",
+            "kk_number",
             sqlite_where=text("draw_round IS NOT NULL"),
             postgresql_where=text("draw_round IS NOT NULL"),
         ),

@@ -43,7 +43,8 @@ def household_counts(session: Session, wave_id: int) -> Counter:
     )
     current = session.execute(
         select(R.c.kk_number, func.count())
-        .where(R.c.wave_id == wave_id, R.c.state.in_(HOLDS_SEAT))
+        # (Every seat holder was drawn: the partial index of the drawn covers this.)
+        .where(R.c.wave_id == wave_id, R.c.draw_round.is_not(None), R.c.state.in_(HOLDS_SEAT))
         .group_by(R.c.kk_number)
     )
     for kk, n in list(earlier) + list(current):
