@@ -42,6 +42,8 @@ def test_the_sqlite_tuning_comes_from_the_settings(tmp_path):
             assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -7 * 1024
             # a sort of millions (intake's NIKs, the draw's pool) merges on two helpers
             assert conn.exec_driver_sql("PRAGMA threads").scalar() == 2
+            # and the process's connections share one bound on their caches
+            assert conn.exec_driver_sql("PRAGMA soft_heap_limit").scalar() == 256 * 1024**2
     finally:
         engine.dispose()
 
