@@ -167,7 +167,7 @@ class PartnerClient:
         self._batch_limit = settings.batch_size
 
     def close(self) -> None:
-        """Closes the HTTP sessions this client opened (one per thread that used it)."""
+        """Closes the HTTP sessions this client opened (one per request in flight at once)."""
         with self._lock:
             sessions, self._sessions, self._idle = self._sessions, [], []
             pool, self._pool = self._pool, None
