@@ -68,6 +68,8 @@ class PartnersConfig:
     card_issuer: PartnerSettings
     notifier: PartnerSettings
     source: str
+    # The training platforms' event feeds, in the file's order; a file may name none.
+    training_platforms: tuple[PartnerSettings, ...] = ()
 
     def every(self) -> list[PartnerSettings]:
         """Every partner of the file, each once."""
@@ -77,6 +79,7 @@ class PartnersConfig:
             *self.payment_providers.values(),
             self.card_issuer,
             self.notifier,
+            *self.training_platforms,
         ]
 
 
@@ -131,6 +134,7 @@ def simulator_config(root_url: str) -> PartnersConfig:
         card_issuer=moved(config.card_issuer),
         notifier=moved(config.notifier),
         source=f"{config.source} (simulator at {root})",
+        training_platforms=tuple(moved(t) for t in config.training_platforms),
     )
 
 
@@ -201,7 +205,12 @@ class _PartnersFile(BaseModel):
     payment_providers: Annotated[list[_ProviderSection], Field(min_length=1)]
     card_issuer: _Section
     notifier: _Section
+    # Optional: a file without the section has no training platforms.
+    training_platforms: list[_ProviderSection] = Field(default_factory=list)
 
+
+# The sections that are arrays of tables, each entry with its own id.
+_MANY = ("agencies", "payment_providers", "training_platforms")
 
 # A refusal's wording per field, whatever pydantic's check was (type or bound).
 _FIELD_MESSAGES = {
@@ -246,6 +255,8 @@ class _Parser:
             raise self.refusal(data, errors[0]) from None
         self.unique_ids(shape.agencies, "agencies")
         self.unique_ids(shape.payment_providers, "payment_providers")
+        self.unique_ids(shape.training_platforms, "training_platforms")
+        self.platform_ids_unused(shape)
         agencies = tuple(
             AgencySettings(
                 id=a.id, category=a.category, effect=a.effect, **self.common(a, self.entry(i, a))
@@ -265,6 +276,10 @@ class _Parser:
             ),
             notifier=PartnerSettings(id="notifier", **self.common(shape.notifier, "[notifier]")),
             source=self.source,
+            training_platforms=tuple(
+                PartnerSettings(id=t.id, **self.common(t, self.entry(i, t, "training_platforms")))
+                for i, t in enumerate(shape.training_platforms)
+            ),
         )
 
     def refusal(self, data: dict[str, Any], error: Any) -> ConfigError:
@@ -273,7 +288,7 @@ class _Parser:
         section = str(loc.pop(0))
         if section not in _PartnersFile.model_fields:
             return self.fail(f"[{section}]", "unknown section")
-        many = section in ("agencies", "payment_providers")
+        many = section in _MANY
         where = f"[[{section}]]" if many else f"[{section}]"
         if many and loc and isinstance(loc[0], int):
             number = loc.pop(0)
@@ -308,6 +323,16 @@ class _Parser:
             if entry.id in seen:
                 raise self.fail(f"{self.entry(index, entry, name)}.id", "duplicate id")
             seen.add(entry.id)
+
+    def platform_ids_unused(self, shape: _PartnersFile) -> None:
+        """A platform's id is no other partner's: limits, breakers and the simulator's
+        faults are kept per partner id, so two partners with one id would share them."""
+        taken = {"registry", "card-issuer", "notifier"}
+        taken |= {a.id for a in shape.agencies} | {p.id for p in shape.payment_providers}
+        for index, platform in enumerate(shape.training_platforms):
+            if platform.id in taken:
+                where = f"{self.entry(index, platform, 'training_platforms')}.id"
+                raise self.fail(where, "duplicate id: another partner of the file has it")
 
     def common(self, section: _Section, where: str) -> dict[str, Any]:
         """What the file's fields mean at run time: the key read from its variable, the

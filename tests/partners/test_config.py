@@ -338,7 +338,7 @@ def test_the_built_in_file_states_only_what_the_defaults_do_not():
 
     data = tomllib.loads(BUILTIN_PATH.read_text())
     sections = [data["registry"], *data["agencies"], *data["payment_providers"]]
-    sections += [data["card_issuer"], data["notifier"]]
+    sections += [data["card_issuer"], data["notifier"], *data["training_platforms"]]
     assert {key for section in sections for key in section} == {
         "base_url",
         "id",
@@ -356,3 +356,137 @@ def test_the_built_in_file_states_only_what_the_defaults_do_not():
         assert {n: getattr(partner, n) for n in tuning} == {
             n: getattr(defaults, n) for n in tuning
         }, partner.id
+
+
+# ------------------------------------------------ training platforms (partner-api.md: the feed)
+PLATFORMS = """
+[[training_platforms]]
+id = "marketplace-a"
+base_url = "https://feed.marketplace-a.example.id/"
+api_key_env = "PRAKERJA_MARKETPLACE_A_API_KEY"
+batch_size = 500
+max_rps = 5
+max_concurrency = 2
+timeout_s = 20
+retry_attempts = 3
+
+[[training_platforms]]
+id = "marketplace-b"
+base_url = "https://marketplace-b.example.id/feed"
+api_key_env = "PRAKERJA_MARKETPLACE_B_API_KEY"
+"""
+PLATFORM_ENV = {
+    **ENV,
+    "PRAKERJA_MARKETPLACE_A_API_KEY": SECRET,
+    "PRAKERJA_MARKETPLACE_B_API_KEY": SECRET,
+}
+
+
+def platform_refusal(tmp_path: Path, text: str) -> str:
+    return refusal(tmp_path, text, env=PLATFORM_ENV)
+
+
+def test_training_platforms_are_read_in_file_order_with_their_settings(tmp_path):
+    config = load_partners_config(write(tmp_path, GOOD + PLATFORMS), env=PLATFORM_ENV)
+
+    a, b = config.training_platforms
+    assert (a.id, b.id) == ("marketplace-a", "marketplace-b")
+    assert a.base_url == "https://feed.marketplace-a.example.id"
+    assert (a.batch_size, a.max_rps, a.max_concurrency, a.timeout_s) == (500, 5.0, 2, 20.0)
+    assert a.retry.attempts == 3 and a.api_key == SECRET
+    assert b.base_url == "https://marketplace-b.example.id/feed"
+    assert config.every()[-2:] == [a, b]
+
+
+def test_a_file_without_training_platforms_has_none(tmp_path):
+    config = load_partners_config(write(tmp_path, GOOD), env=ENV)
+    assert config.training_platforms == ()
+    # A configuration built without them (tests, benchmarks) has none either.
+    built = PartnersConfig(
+        registry=config.registry,
+        agencies=config.agencies,
+        payment_providers=config.payment_providers,
+        card_issuer=config.card_issuer,
+        notifier=config.notifier,
+        source="built",
+    )
+    assert built.training_platforms == () and built.every() == config.every()
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            ("max_concurrency = 2", "max_concurency = 2"),
+            "[[training_platforms]] #1 (marketplace-a).max_concurency: unknown field",
+        ),
+        (
+            ("max_rps = 5", "max_rps = 0"),
+            "[[training_platforms]] #1 (marketplace-a).max_rps: must be a positive number",
+        ),
+        (
+            ('"https://marketplace-b.example.id/feed"', '"http://marketplace-b.example.id/feed"'),
+            "[[training_platforms]] #2 (marketplace-b).base_url: http:// to a host that is not "
+            "loopback",
+        ),
+        (
+            ('api_key_env = "PRAKERJA_MARKETPLACE_B_API_KEY"\n', ""),
+            "[[training_platforms]] #2 (marketplace-b).api_key_env: required",
+        ),
+        (
+            ('id = "marketplace-b"', 'id = "marketplace-a"'),
+            "[[training_platforms]] #2 (marketplace-a).id: duplicate id",
+        ),
+        (
+            ('id = "marketplace-b"', 'id = "wallet-a"'),
+            "[[training_platforms]] #2 (wallet-a).id: duplicate id: another partner",
+        ),
+        (('id = "marketplace-b"\n', ""), "[[training_platforms]] #2.id: required"),
+    ],
+)
+def test_a_bad_training_platform_is_refused_naming_it_and_the_field(tmp_path, change, expected):
+    text = GOOD + PLATFORMS
+    assert change[0] in text
+    assert expected in platform_refusal(tmp_path, text.replace(*change))
+
+
+def test_a_missing_platform_key_variable_is_refused(tmp_path):
+    env = {k: v for k, v in PLATFORM_ENV.items() if k != "PRAKERJA_MARKETPLACE_A_API_KEY"}
+    message = refusal(tmp_path, GOOD + PLATFORMS, env=env)
+    assert message.endswith(
+        "[[training_platforms]] #1 (marketplace-a).api_key_env: "
+        "environment variable PRAKERJA_MARKETPLACE_A_API_KEY is not set"
+    )
+
+
+def test_training_platforms_as_a_single_table_is_refused(tmp_path):
+    text = GOOD + '[training_platforms]\nid = "x"\nbase_url = "https://x.example.id"\n'
+    assert platform_refusal(tmp_path, text).endswith(
+        "[[training_platforms]]: must be an array of tables"
+    )
+
+
+def test_the_built_in_file_has_two_marketplaces_on_the_simulator():
+    config = load_partners_config(env={})
+    assert [(p.id, p.base_url) for p in config.training_platforms] == [
+        ("marketplace-a", "http://127.0.0.1:8700/training/marketplace-a"),
+        ("marketplace-b", "http://127.0.0.1:8700/training/marketplace-b"),
+    ]
+
+
+def test_simulator_config_and_text_move_the_training_platforms(tmp_path):
+    from partners.config import SIMULATOR_KEY_ENV, simulator_partners_text
+
+    config = simulator_config("http://127.0.0.1:55123/")
+    assert [p.base_url for p in config.training_platforms] == [
+        "http://127.0.0.1:55123/training/marketplace-a",
+        "http://127.0.0.1:55123/training/marketplace-b",
+    ]
+
+    path = write(tmp_path, simulator_partners_text("http://127.0.0.1:55124"))
+    config = load_partners_config(path, env={SIMULATOR_KEY_ENV: SECRET})
+    assert [p.base_url for p in config.training_platforms] == [
+        "http://127.0.0.1:55124/training/marketplace-a",
+        "http://127.0.0.1:55124/training/marketplace-b",
+    ]
+    assert {p.api_key for p in config.training_platforms} == {SECRET}
