@@ -54,6 +54,27 @@ class Wave(SQLModel, table=True):
     # Approvers needed before any credit (wave-rules.md, "Sign-off before money"); NULL in
     # a database from before the setting means 0.
     sign_off: int | None = Field(default=WAVE_DEFAULTS["sign_off"])
+    # lifecycle.md's settings; a wave from before them has the defaults (server defaults).
+    first_training_days: int = Field(
+        default=WAVE_DEFAULTS["first_training_days"], sa_column_kwargs={"server_default": "30"}
+    )
+    incentive_amount: int = Field(
+        default=WAVE_DEFAULTS["incentive_amount"],
+        sa_type=BigInteger,
+        sa_column_kwargs={"server_default": "600000"},
+    )
+    incentive_installments: int = Field(
+        default=WAVE_DEFAULTS["incentive_installments"], sa_column_kwargs={"server_default": "4"}
+    )
+    incentive_interval_days: int = Field(
+        default=WAVE_DEFAULTS["incentive_interval_days"], sa_column_kwargs={"server_default": "30"}
+    )
+    survey_amount: int = Field(
+        default=WAVE_DEFAULTS["survey_amount"],
+        sa_type=BigInteger,
+        sa_column_kwargs={"server_default": "50000"},
+    )
+    surveys: int = Field(default=WAVE_DEFAULTS["surveys"], sa_column_kwargs={"server_default": "3"})
 
 
 # The partial index of the waitlisted (written as SQLite needs it to match the queries').
@@ -318,3 +339,172 @@ class AuditEntry(SQLModel, table=True):
     after_json: str | None = Field(default=None, sa_type=Text)
     prev_hash: str
     hash: str
+
+
+# ---------------------------------------------------------------- after the balance
+# lifecycle.md. A payment that is paid or may be (rules/lifecycle.py
+# LIVE_PAYMENT_STATUSES), written the same way in the index and in the queries.
+LIVE_PAYMENT = "status IN ('DUE', 'SENDING', 'PAID', 'CONFLICT')"
+
+
+class Participant(SQLModel, table=True):
+    """One credited registrant's life after the balance (lifecycle.md): its state, reason
+    and the date it was reached, its deadline, what the training events said, and its
+    revocation. Made by the payout run for every CREDITED registrant."""
+
+    __tablename__ = "participant"
+    __table_args__ = (Index("ix_participant_state", "state", "deadline_on"),)
+
+    registrant_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    wave_id: int
+    nik: str = Field(index=True)
+    card_number: str = Field(unique=True)
+    credited_amount: int = Field(sa_type=BigInteger)
+    credited_on: date
+    deadline_on: date
+    state: str
+    reason: str | None = None
+    state_on: date
+    first_purchase_on: date | None = None
+    first_completion_on: date | None = None
+    balance_left: int = Field(sa_type=BigInteger)
+    late_purchase: bool = False
+    orphan_completions: int = 0
+    card_used_at_issuer: bool = False
+    revoke_reason: str | None = None
+    revoke_status: str | None = None  # SENDING, REVOKED, CARD_USED, CONFLICT
+    amount_returned: int | None = Field(default=None, sa_type=BigInteger)
+    revoked_on: date | None = None
+    revoke_error: str | None = None
+    events_seen: int = 0  # training events of the card when its state was last derived
+    updated_at: datetime = Field(sa_type=DateTime)
+
+
+class TrainingEvent(SQLModel, table=True):
+    """Every training platform event the program accepted, once per (platform, event id)."""
+
+    __tablename__ = "training_event"
+
+    platform: str = Field(primary_key=True)
+    event_id: str = Field(primary_key=True)
+    type: str
+    card_number: str = Field(index=True)
+    course_id: str
+    price: int | None = Field(default=None, sa_type=BigInteger)
+    at: datetime = Field(sa_type=DateTime)  # naive UTC
+    received_at: datetime = Field(sa_type=DateTime)
+
+
+class FeedCursor(SQLModel, table=True):
+    """Where each platform's feed was read up to, stored with the events it covered."""
+
+    __tablename__ = "feed_cursor"
+
+    platform: str = Field(primary_key=True)
+    cursor: str | None = None
+    events: int = 0
+    duplicates: int = 0
+    unreadable: int = 0
+    updated_at: datetime = Field(sa_type=DateTime)
+
+
+class Payment(SQLModel, table=True):
+    """One incentive or survey payment: its own ledger row, written before it is sent, with
+    the re-check answers it was paid on. At most one live payment per (NIK, benefit,
+    installment) in the whole program."""
+
+    __tablename__ = "payment"
+    __table_args__ = (
+        UniqueConstraint("wave_id", "nik", "benefit", "installment", name="uq_payment"),
+        Index(
+            "uq_payment_live",
+            "nik",
+            "benefit",
+            "installment",
+            unique=True,
+            sqlite_where=text(LIVE_PAYMENT),
+            postgresql_where=text(LIVE_PAYMENT),
+        ),
+        Index("ix_payment_status", "status", "due_on"),
+        Index("ix_payment_registrant", "registrant_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    wave_id: int
+    registrant_id: int
+    nik: str
+    benefit: str
+    installment: int
+    amount: int = Field(sa_type=BigInteger)
+    due_on: date
+    idempotency_key: str = Field(unique=True)
+    provider: str | None = None
+    account: str | None = None
+    status: str
+    reason: str | None = None
+    checked_on: date | None = None  # the as-of date of the run whose re-check passed
+    checks_json: str | None = Field(default=None, sa_type=Text)
+    reference: str | None = None  # payout-<as-of> of the run that sent it
+    run_as_of: date | None = None  # the run that settled it (paid, failed, stopped)
+    transfer_id: str | None = None
+    attempts: int = 0
+    last_error: str | None = None
+    created_at: datetime = Field(sa_type=DateTime)
+    updated_at: datetime = Field(sa_type=DateTime)
+
+
+class SurveyResponse(SQLModel, table=True):
+    """A participant's answer to survey k (portal.md): it makes survey payment k due."""
+
+    __tablename__ = "survey_response"
+
+    registrant_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    survey: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    answers_json: str = Field(sa_type=Text)
+    answered_at: datetime = Field(sa_type=DateTime)
+
+
+class PayoutRun(SQLModel, table=True):
+    """One payout run per as-of date: a rerun of the same date resumes it."""
+
+    __tablename__ = "payout_run"
+
+    as_of: date = Field(primary_key=True)
+    status: str
+    sign_off: int = 0
+    reruns: int = 0
+    digest: str | None = None
+    counts_json: str | None = Field(default=None, sa_type=Text)
+    started_at: datetime = Field(sa_type=DateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=DateTime)
+
+
+class PayoutLease(SQLModel, table=True):
+    """The lease every payout run holds (one row): two payout runs never interleave."""
+
+    __tablename__ = "payout_lease"
+
+    name: str = Field(primary_key=True)
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = Field(default=None, sa_type=DateTime)
+
+
+class PayoutSignOff(SQLModel, table=True):
+    """One approval of a payout run's payments as they stood (lifecycle.md, "Payout runs");
+    it counts while the run's digest is still `digest`."""
+
+    __tablename__ = "payout_sign_off"
+    __table_args__ = (
+        UniqueConstraint("as_of", "approver_key", "digest", name="uq_payout_sign_off_approver"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    as_of: date = Field(index=True)
+    approved_by: str
+    approver_key: str
+    host: str
+    via: str
+    at: datetime = Field(sa_type=DateTime)
+    payments: int
+    total_amount: int = Field(sa_type=BigInteger)
+    digest: str

@@ -86,6 +86,28 @@ class WaveSettings(BaseModel):
         int,
         Field(ge=0, le=2, description="Approvers needed before any credit (0: no sign-off)."),
     ] = 0
+    # lifecycle.md: after the balance.
+    first_training_days: Annotated[
+        int,
+        Field(
+            ge=1, le=365, description="Days after the credit to buy a first training, else revoked."
+        ),
+    ] = 30
+    incentive_amount: Annotated[
+        int, Field(ge=0, le=1_000_000_000, description="Rupiah per incentive installment.")
+    ] = 600_000
+    incentive_installments: Annotated[
+        int, Field(ge=0, le=24, description="Incentive installments after the first training.")
+    ] = 4
+    incentive_interval_days: Annotated[
+        int, Field(ge=1, le=365, description="Days between incentive installments.")
+    ] = 30
+    survey_amount: Annotated[
+        int, Field(ge=0, le=1_000_000_000, description="Rupiah per survey answered.")
+    ] = 50_000
+    surveys: Annotated[
+        int, Field(ge=0, le=12, description="Surveys a participant is asked to answer.")
+    ] = 3
 
     def __init__(self, **values: Any) -> None:
         try:

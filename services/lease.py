@@ -47,8 +47,10 @@ from models.db import SessionFactory
 from tasks.waves import (
     LEASE_SECONDS,
     Lease,
+    LeaseTarget,
     WaveBusyError,
     acquire_lease,
+    lease_target,
     release_lease,
     renew_lease,
 )
@@ -65,7 +67,7 @@ class LeaseLost(RuntimeError):
 
 @dataclass(eq=False)
 class HeldLease:
-    wave_id: int
+    wave_id: int  # the wave, or for the payout runs' lease 0
     lease: Lease
     sessions: SessionFactory
     engine: Engine
@@ -75,6 +77,7 @@ class HeldLease:
     lost: str | None = None
     wake: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    target: LeaseTarget | None = None  # None: the wave's own row
 
     def check(self) -> None:
         """Raises LeaseLost once the lease is known lost."""
@@ -85,9 +88,10 @@ class HeldLease:
         with self._lock:
             if self.lost is not None:
                 return
+            who = self.target.label if self.target else f"wave {self.wave_id}"
             self.lost = (
-                f"wave {self.wave_id}: another run took over its lease ({how}); this run "
-                "stopped before its next write and leaves the wave to that run"
+                f"{who}: another run took over its lease ({how}); this run "
+                "stopped before its next write and leaves the work to that run"
             )
         self.logger.error("%s", self.lost)
         kill_worker_processes()
@@ -109,15 +113,19 @@ def current_lease(wave_id: int) -> HeldLease | None:
         return next((h for h in _held if h.wave_id == wave_id), None)
 
 
-def _owner_now(conn, wave_id: int) -> str | None:
+def _owner_now(conn, wave_id: int | LeaseTarget) -> str | None:
     """The wave's lease owner, read on the statement's own database connection (inside its
     transaction, if any: no other connection to wait for), with a cursor of its own."""
     style = conn.dialect.paramstyle
     mark = {"qmark": "?", "numeric": ":1", "named": ":w"}.get(style, "%s")
-    params = {"w": wave_id} if style == "named" else (wave_id,)
+    target = lease_target(wave_id)
+    params = {"w": target.key} if style == "named" else (target.key,)
     cursor = conn.connection.dbapi_connection.cursor()
     try:
-        cursor.execute(f"SELECT lease_owner FROM wave WHERE wave_id = {mark}", params)
+        cursor.execute(
+            f"SELECT lease_owner FROM {target.table_name} WHERE {target.key_column} = {mark}",
+            params,
+        )
         row = cursor.fetchone()
     finally:
         cursor.close()
@@ -134,7 +142,7 @@ def _guard(conn, cursor, statement, parameters, context, executemany) -> None:
     for h in held:
         h.check()
         if h.stale():
-            owner = _owner_now(conn, h.wave_id)
+            owner = _owner_now(conn, h.target or h.wave_id)
             if owner != h.lease.owner:
                 h.mark_lost(f"found {owner!r} before a write")
                 h.check()
@@ -177,7 +185,7 @@ def _engine_of(sessions: SessionFactory) -> Engine:
 @contextmanager
 def hold_wave_lease(
     sessions: SessionFactory,
-    wave_id: int,
+    wave_id: int | LeaseTarget,
     *,
     wait_s: float | None = None,
     on_lost: Callable[[HeldLease], None] | None = None,
@@ -192,6 +200,7 @@ def hold_wave_lease(
     """
     logger = logger or log
     engine = _engine_of(sessions)
+    target = lease_target(wave_id)
     if wait_s is None:
         lease = acquire_lease(sessions, wave_id)
     else:
@@ -206,9 +215,17 @@ def hold_wave_lease(
                     raise
                 if time.monotonic() - told > 60:
                     told = time.monotonic()
-                    logger.info("wave %s is being run by another live process; waiting", wave_id)
+                    logger.info("%s is being run by another live process; waiting", target.label)
                 sleep(min(5.0, max(0.1, give_up - time.monotonic())))
-    held = HeldLease(wave_id, lease, sessions, engine, on_lost, logger)
+    held = HeldLease(
+        wave_id if isinstance(wave_id, int) else 0,
+        lease,
+        sessions,
+        engine,
+        on_lost,
+        logger,
+        target=None if isinstance(wave_id, int) else target,
+    )
     _install_guard(engine)
     with _held_lock:
         _held.append(held)
@@ -223,7 +240,7 @@ def hold_wave_lease(
             try:
                 renewed = renew_lease(sessions, wave_id, lease)
             except Exception:  # noqa: BLE001 - a missed beat only shortens the lease
-                logger.warning("could not renew the lease of wave %s", wave_id)
+                logger.warning("could not renew the lease of %s", target.label)
                 continue
             if renewed:
                 held.confirmed_at = time.monotonic()
@@ -231,7 +248,7 @@ def hold_wave_lease(
                 held.mark_lost("found at a renewal")
                 return
 
-    beater = threading.Thread(target=beat, daemon=True, name=f"lease-wave-{wave_id}")
+    beater = threading.Thread(target=beat, daemon=True, name=f"lease-{target.label}")
     beater.start()
     try:
         yield held

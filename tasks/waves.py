@@ -23,6 +23,36 @@ LEASE_SECONDS = 60
 W = Wave.__table__  # type: ignore[attr-defined]
 
 
+@dataclass(frozen=True)
+class LeaseTarget:
+    """The row a lease lives on: a wave's own row, or the payout runs' one row
+    (models/tables.py PayoutLease). The same lease, taken, renewed and released alike."""
+
+    table_name: str
+    key_column: str
+    key: object
+    label: str  # "wave 3", "a payout run": in the busy message
+
+    @property
+    def table(self):
+        from sqlmodel import SQLModel
+
+        return SQLModel.metadata.tables[self.table_name]
+
+    def where(self):
+        return self.table.c[self.key_column] == self.key
+
+
+PAYOUT_LEASE = LeaseTarget("payout_lease", "name", "payout", "a payout run")
+
+
+def lease_target(key: int | LeaseTarget) -> LeaseTarget:
+    """A wave's id is its own row's lease."""
+    if isinstance(key, LeaseTarget):
+        return key
+    return LeaseTarget("wave", "wave_id", key, f"wave {key}")
+
+
 def create_or_resume_wave(
     sessions: SessionFactory,
     settings: WaveSettings,
@@ -220,7 +250,11 @@ def _db_now(dialect: str, plus_s: float = 0.0):
 
 
 def acquire_lease(
-    sessions: SessionFactory, wave_id: int, *, wait_s: float = LEASE_SECONDS, sleep=None
+    sessions: SessionFactory,
+    wave_id: int | LeaseTarget,
+    *,
+    wait_s: float = LEASE_SECONDS,
+    sleep=None,
 ) -> Lease:
     """Takes the wave's lease; a dead holder's lease is taken at once on the same host,
     or after it expires (at most LEASE_SECONDS, by the database's clock) elsewhere; a
@@ -228,30 +262,30 @@ def acquire_lease(
     import time
 
     sleep = sleep or time.sleep
+    target = lease_target(wave_id)
+    T = target.table
     owner = lease_owner_for(os.getpid())
     deadline = time.monotonic() + wait_s + 1
     while True:
         with sessions() as session, session.begin():
             conn = session.connection(execution_options=LEASE_STATEMENT)
             row = conn.execute(
-                select(W.c.lease_owner)
-                .where(W.c.wave_id == wave_id)
-                .execution_options(**LEASE_STATEMENT)
+                select(T.c.lease_owner).where(target.where()).execution_options(**LEASE_STATEMENT)
             ).first()
             holder = row[0] if row else None
             alive = _owner_alive(holder) if holder is not None else None
             takeover = holder is not None and alive is False
             now = _db_now(conn.dialect.name)
-            cond = or_(W.c.lease_owner.is_(None), W.c.lease_expires_at < now)
+            cond = or_(T.c.lease_owner.is_(None), T.c.lease_expires_at < now)
             if takeover:
-                cond = or_(cond, W.c.lease_owner == holder)
+                cond = or_(cond, T.c.lease_owner == holder)
             if alive is True:
                 # A live run on this host keeps the wave even when its heartbeat is late
                 # and its lease ran out: two runs of one wave must never interleave.
-                cond = W.c.lease_owner.is_(None)
+                cond = T.c.lease_owner.is_(None)
             got = conn.execute(
-                update(W)
-                .where(W.c.wave_id == wave_id, cond)
+                update(T)
+                .where(target.where(), cond)
                 .values(
                     lease_owner=owner,
                     lease_expires_at=_db_now(conn.dialect.name, LEASE_SECONDS),
@@ -262,32 +296,36 @@ def acquire_lease(
             return Lease(owner)
         if alive is True or time.monotonic() >= deadline:
             raise WaveBusyError(
-                f"wave {wave_id} is being run by another live process ({holder}); "
+                f"{target.label} is being run by another live process ({holder}); "
                 "try again when it has finished"
             )
         sleep(2)
 
 
-def renew_lease(sessions: SessionFactory, wave_id: int, lease: Lease) -> bool:
+def renew_lease(sessions: SessionFactory, wave_id: int | LeaseTarget, lease: Lease) -> bool:
     """Moves the lease's expiry LEASE_SECONDS past the database's now; False when the
     lease is no longer ours (another run took it after it expired)."""
+    target = lease_target(wave_id)
+    T = target.table
     with sessions() as session, session.begin():
         conn = session.connection(execution_options=LEASE_STATEMENT)
         return bool(
             conn.execute(
-                update(W)
-                .where(W.c.wave_id == wave_id, W.c.lease_owner == lease.owner)
+                update(T)
+                .where(target.where(), T.c.lease_owner == lease.owner)
                 .values(lease_expires_at=_db_now(conn.dialect.name, LEASE_SECONDS))
                 .execution_options(**LEASE_STATEMENT)
             ).rowcount
         )
 
 
-def release_lease(sessions: SessionFactory, wave_id: int, lease: Lease) -> None:
+def release_lease(sessions: SessionFactory, wave_id: int | LeaseTarget, lease: Lease) -> None:
+    target = lease_target(wave_id)
+    T = target.table
     with sessions() as session, session.begin():
         session.connection(execution_options=LEASE_STATEMENT).execute(
-            update(W)
-            .where(W.c.wave_id == wave_id, W.c.lease_owner == lease.owner)
+            update(T)
+            .where(target.where(), T.c.lease_owner == lease.owner)
             .values(lease_owner=None, lease_expires_at=None)
             .execution_options(**LEASE_STATEMENT)
         )
