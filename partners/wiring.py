@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from partners.agency import AgencyClient
 from partners.config import PartnersConfig
@@ -13,6 +13,7 @@ from partners.limits import Limiter, SharedLimits
 from partners.notifier import NotifierClient
 from partners.payment import PaymentClient
 from partners.registry import RegistryClient
+from partners.training import TrainingPlatformClient
 
 
 @dataclass
@@ -23,10 +24,12 @@ class Partners:
     issuer: IssuerClient
     notifier: NotifierClient
     config: PartnersConfig
+    # The training platforms' feeds, in the file's order.
+    platforms: list[TrainingPlatformClient] = field(default_factory=list)
 
     def close(self) -> None:
         """Closes every client's HTTP sessions."""
-        for client in [self.registry, *self.agencies, *self.payments.values()]:
+        for client in [self.registry, *self.agencies, *self.payments.values(), *self.platforms]:
             client.close()
         self.issuer.close()
         self.notifier.close()
@@ -40,7 +43,7 @@ def build_partners(
     shared: Mapping[str, SharedLimits] | None = None,
     on_call: Callable[[float, float], None] | None = None,
 ) -> Partners:
-    """One client per configured partner; agencies keep the file's order. `limiter`:
+    """One client per configured partner; agencies and platforms keep the file's order. `limiter`:
     shared beyond the process (partners/limits.py); `shared`: a worker pool's limits per
     partner id, replacing each client's own."""
     shared = shared or {}
@@ -62,4 +65,5 @@ def build_partners(
         issuer=IssuerClient(config.card_issuer, **options(config.card_issuer.id)),
         notifier=NotifierClient(config.notifier, **options(config.notifier.id)),
         config=config,
+        platforms=[TrainingPlatformClient(t, **options(t.id)) for t in config.training_platforms],
     )
