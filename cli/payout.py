@@ -1,0 +1,285 @@
+"""`prakerja payout run | sign-off | report | reconcile` (interfaces.md; lifecycle.md,
+"Payout runs"): the run service's outcome mapped to the exit codes of `wave run`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import date, datetime
+
+import click
+
+from cli.root import (
+    _by_option,
+    _load_partners,
+    _prefect_api_url,
+    _refuse,
+    _runtime,
+    _rupiah,
+    main,
+)
+from cli.wave import EXIT_OF
+
+
+@main.group()
+def payout() -> None:
+    """After the balance: training feeds, revocations, incentives and survey payments."""
+
+
+def _as_of(value: str | None) -> date:
+    from rules.settings import jakarta_today
+
+    if value is None:
+        return jakarta_today()
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").date()
+    except ValueError:
+        _refuse(f"--as-of: not a date (YYYY-MM-DD): {value!r}")
+
+
+def _run_flow(as_of: date, run_name: str) -> dict:
+    from flows.payout import run_payout_flow
+
+    if not _prefect_api_url():
+        click.echo(
+            f"{run_name}: starting Prefect's temporary local server "
+            "(PREFECT_API_URL is not set; about 10 s)",
+            err=True,
+        )
+    return run_payout_flow(as_of, run_name)
+
+
+def _exit_process(held) -> None:
+    from services.lease import exit_process
+
+    exit_process(held)
+
+
+@payout.command("run")
+@click.option("--as-of", "as_of", default=None, help="YYYY-MM-DD (default: today, Asia/Jakarta).")
+@click.option(
+    "--sign-off",
+    "sign_off",
+    type=click.IntRange(0, 2),
+    default=None,
+    help="Approvers needed before any payment of this run (default: the run's, else 0).",
+)
+@click.option("--json", "as_json", is_flag=True)
+@_by_option
+def payout_run(as_of: str | None, sign_off: int | None, as_json: bool, by: str | None) -> None:
+    """The payout run for a date: feeds, revocations, what falls due, re-checks,
+    disbursements, reconciliation."""
+    sys.exit(run_payout_command(_as_of(as_of), sign_off=sign_off, as_json=as_json, by=by))
+
+
+def run_payout_command(
+    as_of: date,
+    *,
+    sign_off: int | None = None,
+    as_json: bool = False,
+    by: str | None = None,
+    quiet: bool = False,
+    partners_config=None,
+) -> int:
+    from services.payouts import start_payout_run
+    from services.runs import RunEnd
+
+    app = _runtime(partners_config or _load_partners())
+    outcome = start_payout_run(
+        app, as_of, run_flow=_run_flow, sign_off=sign_off, by=by, on_lost=_exit_process
+    )
+    code = EXIT_OF[outcome.end.value]
+    if as_json:
+        from readmodels.payouts import payout_report
+
+        click.echo(
+            json.dumps(
+                {
+                    "as_of": as_of.isoformat(),
+                    "end": outcome.end.value,
+                    "exit_code": code,
+                    "run": outcome.run_name,
+                    "message": outcome.message,
+                    "stages": (outcome.result or {}).get("stages"),
+                    "report": payout_report(app.sessions, as_of),
+                },
+                default=str,
+            )
+        )
+        return code
+    if outcome.message:
+        click.echo(
+            f"error: {outcome.message}"
+            if outcome.end in (RunEnd.FAILED, RunEnd.REFUSED)
+            else outcome.message,
+            err=True,
+        )
+    if outcome.result and not quiet:
+        for name, stage in outcome.result["stages"].items():
+            counts = ", ".join(
+                f"{k} {v:,}"
+                for k, v in sorted(stage.get("counts", {}).items())
+                if isinstance(v, int)
+            )
+            failures = stage.get("failures") or {}
+            line = f"  {name:<16} {stage.get('seconds', 0):>7.1f} s  {counts or '-'}"
+            if failures:
+                line += f"  (partners failing: {', '.join(sorted(failures))})"
+            click.echo(line)
+    if outcome.end == RunEnd.SIGN_OFF:
+        from tasks.payout_signoff import status
+
+        s = status(app.sessions, as_of)
+        click.echo(
+            f"payout run {as_of}: waiting for sign-off: {s['payments']:,} payments, "
+            f"{_rupiah(s['total_amount'])}, digest {s['digest']}; {len(s['approvals'])} of "
+            f"{s['required']} approvals (prakerja payout sign-off --as-of {as_of} --by NAME)",
+            err=True,
+        )
+    elif outcome.end == RunEnd.PENDING:
+        click.echo(
+            f"payout run {as_of}: some payments or revocations wait on a partner; "
+            "run it again later (nothing was paid without its check)",
+            err=True,
+        )
+    elif outcome.end == RunEnd.DONE and not quiet:
+        click.echo(f"payout run {as_of}: done ({outcome.run_name})", err=True)
+    return code
+
+
+@payout.command("sign-off")
+@click.option("--as-of", "as_of", required=True, help="The run's date, YYYY-MM-DD.")
+@click.option("--by", "by", default=None, help="The approver's name (without it: show only).")
+@click.option("--digest", "digest", default=None, help="The digest you were shown.")
+@click.option("--json", "as_json", is_flag=True)
+def payout_sign_off(as_of: str, by: str | None, digest: str | None, as_json: bool) -> None:
+    """Shows a payout run's payments as they stand and their digest, or (with --by) records
+    one approval of them."""
+    from rules.signoff import approver_problem
+    from tasks.audit import Actor
+    from tasks.payout_signoff import record_approval, status
+    from tasks.signoff import SignOffError
+
+    day = _as_of(as_of)
+    app = _runtime()
+    if by is None:
+        result = status(app.sessions, day)
+    else:
+        problem = approver_problem(by)
+        if problem:
+            _refuse(f"--by: {problem}")
+        try:
+            result = record_approval(
+                app.sessions, day, Actor.here(by), via="cli", seen_digest=digest
+            )
+        except SignOffError as exc:
+            _refuse(str(exc))
+    if as_json:
+        click.echo(json.dumps(result, default=str))
+        return
+    click.echo(
+        f"payout run {result['as_of']}: {result['payments']:,} payments, "
+        f"{_rupiah(result['total_amount'])}"
+    )
+    for benefit, v in result["by_benefit"].items():
+        click.echo(f"  {benefit:<10} {v['count']:>9,}  {_rupiah(v['amount'])}")
+    click.echo(f"  digest     {result['digest']}")
+    who = ", ".join(a["by"] for a in result["approvals"]) or "none"
+    click.echo(f"{len(result['approvals'])} of {result['required']} approvals ({who})")
+
+
+@payout.command("report")
+@click.option("--as-of", "as_of", default=None, help="A run's date (default: the whole program).")
+@click.option("--json", "as_json", is_flag=True)
+def payout_report_cmd(as_of: str | None, as_json: bool) -> None:
+    """Lifecycle states, revocations, payments by benefit and installment, money."""
+    from readmodels.payouts import payout_report
+
+    day = _as_of(as_of) if as_of else None
+    report = payout_report(_runtime().sessions, day)
+    if as_json:
+        click.echo(json.dumps(report, default=str))
+        return
+    print_report(report)
+
+
+def print_report(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    title = f"payout run {report['as_of']}" if report["as_of"] else "the whole program"
+    states = Table(title=f"Participants ({title})")
+    states.add_column("state")
+    states.add_column("count", justify="right")
+    states.add_column("reasons")
+    for state, n in report["states"].items():
+        reasons = ", ".join(f"{r} {c:,}" for r, c in report["reasons"].get(state, {}).items())
+        states.add_row(state, f"{n:,}", reasons)
+    console.print(states)
+    pay = Table(title="Payments")
+    for col in (
+        "benefit",
+        "installment",
+        "due",
+        "paid",
+        "stopped",
+        "failed",
+        "pending",
+        "rupiah paid",
+    ):
+        pay.add_column(col, justify="right" if col not in ("benefit",) else "left")
+    for benefit, rows in report["payments"].items():
+        for k, row in rows.items():
+            pay.add_row(
+                benefit,
+                k,
+                f"{row['due']:,}",
+                f"{row['paid']:,}",
+                _by_reason(row["stopped"]),
+                _by_reason(row["failed"]),
+                f"{row['pending'] + row['conflict']:,}",
+                _rupiah(row["rupiah_paid"]),
+            )
+    console.print(pay)
+    returned = report["rupiah_returned"]
+    console.print(
+        f"revoked: {sum(v['count'] for v in report['revoked'].values()):,} "
+        f"({_rupiah(returned)} returned); used at the issuer, no platform event: "
+        f"{report['card_used_at_issuer']:,}; paid before exclusion: "
+        f"{report['paid_before_exclusion']['count']:,} "
+        f"({_rupiah(report['paid_before_exclusion']['rupiah'])}); unmatched events: "
+        f"{report['unmatched_events']:,}; completions without purchase: "
+        f"{report['completions_without_purchase']:,}"
+    )
+    money = ", ".join(f"{b} {_rupiah(v)}" for b, v in report["rupiah_paid"].items()) or "nothing"
+    console.print(
+        f"paid: {money}; conservation {'holds' if report['conservation_ok'] else 'BROKEN'}"
+    )
+
+
+def _by_reason(counts: dict) -> str:
+    if not counts:
+        return "0"
+    return ", ".join(f"{r} {n:,}" for r, n in sorted(counts.items()))
+
+
+@payout.command("reconcile")
+@click.option("--as-of", "as_of", required=True, help="The run's date, YYYY-MM-DD.")
+@click.option("--json", "as_json", is_flag=True)
+def payout_reconcile(as_of: str, as_json: bool) -> None:
+    """That run's payments against each payment partner's statement."""
+    from tasks.payout import reconcile
+
+    app = _runtime(_load_partners())
+    result = reconcile(app.sessions, app.partners.payments, _as_of(as_of))
+    if as_json:
+        click.echo(json.dumps(result, default=str))
+    else:
+        for provider, r in result["partners"].items():
+            click.echo(
+                f"{provider}: ledger {r['ledger_count']:,} ({_rupiah(r['ledger_amount'])}), "
+                f"statement {r['statement_count']}, missing {r['missing_in_statement']}, "
+                f"unknown {r['unknown_in_statement']}: {'ok' if r['ok'] else 'MISMATCH'}"
+            )
+    sys.exit(0 if result["ok"] else 1)
