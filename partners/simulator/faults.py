@@ -16,7 +16,12 @@ BODY_FAULTS = ("bad_json", "truncated_json")
 # Per-item faults (one draw per item key, mutually exclusive).
 ITEM_FAULTS = ("missing_result", "duplicate_result", "unknown_status")
 SERVER_ERRORS = (500, 502, 503, 504)
-LOST_ANSWER_PARTNER = "card-issuer"
+# "lost_answer" (the call takes effect, then the client gets a 503) is drawn only for calls
+# that take effect: the issuer's credits and revocations, the payment partners'
+# disbursements. It is configured per partner like every rate: `rate_lost_answer` under
+# [partners.card-issuer] (credits and revocations) or [partners.<provider id>]
+# (disbursements); other calls of those partners (look-ups, statements, account checks) and
+# other partners never draw it.
 
 
 class FaultsError(ValueError):
@@ -168,7 +173,11 @@ class FaultDecider:
         self._seen: dict[tuple[str, bytes], int] = {}
         self._lock = threading.Lock()
 
-    def decide(self, partner_id: str, body: bytes, faults: PartnerFaults) -> Decision:
+    def decide(
+        self, partner_id: str, body: bytes, faults: PartnerFaults, *, effects: bool = False
+    ) -> Decision:
+        """The decision for one call; `effects`: the call changes state (credits,
+        revocations, disbursements), so that it may take effect and lose its answer."""
         body_hash = hashlib.sha256(body).digest()
         with self._lock:
             n = self._seen.get((partner_id, body_hash), 0)
@@ -179,7 +188,7 @@ class FaultDecider:
         request_fault = None
         u = _unit(salt, 0)
         for name in REQUEST_FAULTS:
-            if name == "lost_answer" and partner_id != LOST_ANSWER_PARTNER:
+            if name == "lost_answer" and not effects:
                 continue
             rate = getattr(faults, f"rate_{name}")
             if u < rate:

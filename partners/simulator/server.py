@@ -29,11 +29,26 @@ from partners.simulator.faults import (
     faults_from_dict,
     load_faults,
 )
-from partners.simulator.state import CreditBody, open_state
+from partners.simulator.lives import (
+    LIFE_MODES,
+    MAX_FEED_PAGE,
+    check_scripted,
+    parse_aware,
+    wib_iso,
+)
+from partners.simulator.state import (
+    REVOCATION_REASONS,
+    CreditBody,
+    DisbursementBody,
+    RevocationBody,
+    open_journal,
+)
 from partners.simulator.truth import (
     AGENCY_CATEGORIES,
+    DISBURSEMENT_FAILURES,
     LAID_OFF_AGENCY,
     PAYMENT_PROVIDERS,
+    TRAINING_PLATFORMS,
     person_truth,
 )
 
@@ -120,10 +135,15 @@ class Simulator:
         faults: FaultsConfig | None,
         state_path: str | Path | None,
         providers: tuple[str, ...],
+        lives: str = "seeded",
     ) -> None:
         self.seed = seed
         self.providers = frozenset(providers)
-        self.issuer, self.notifier, self._journal = open_state(seed, state_path)
+        self.state = open_journal(seed, state_path, lives)
+        self.issuer, self.notifier = self.state.issuer, self.state.notifier
+        self.payments, self.rechecks = self.state.payments, self.state.rechecks
+        self.training, self.clock = self.state.training, self.state.clock
+        self._journal = self.state.journal
         self.set_faults(faults or FaultsConfig())
         self.reset_stats()
 
@@ -150,6 +170,10 @@ class Simulator:
             "credits_applied": self.issuer.applied,
             "messages_accepted": self.notifier.accepted,
             "messages_duplicate_keys": self.notifier.duplicate_keys,
+            "cards_revoked": self.issuer.revoked,
+            "disbursements_completed": self.payments.completed,
+            "disbursements_failed": self.payments.failed,
+            "training": self.training.stats(),
         }
 
     def close(self) -> None:
@@ -157,9 +181,10 @@ class Simulator:
             self._journal.close()
 
     async def guard(
-        self, request: Request, partner: str, body: bytes
+        self, request: Request, partner: str, body: bytes, *, effects: bool = False
     ) -> tuple[Response | None, PartnerFaults, Decision | None]:
-        """The checks every call goes through before its items are looked at."""
+        """The checks every call goes through before its items are looked at; `effects`:
+        the call changes state (it may then take effect and lose its answer)."""
         self.calls[partner] += 1
         faults = self.faults.for_partner(partner)
         if faults.latency_ms:
@@ -171,7 +196,10 @@ class Simulator:
         key = key.strip()
         if scheme.lower() != "bearer" or not key or (faults.api_key and key != faults.api_key):
             return _error(401, "credentials refused"), faults, None
-        decision = self.decider.decide(partner, body, faults) if faults.draws else None
+        if faults.draws:
+            decision = self.decider.decide(partner, body, faults, effects=effects)
+        else:
+            decision = None
         return None, faults, decision
 
     async def request_fault(
@@ -207,9 +235,11 @@ class Simulator:
         required: tuple[str, ...],
         prepare: Callable[[list[dict[str, Any]]], Answer],
         unknown_status: dict[str, Any],
+        *,
+        effects: bool = False,
     ) -> Response:
         body = await request.body()
-        refused, faults, decision = await self.guard(request, partner, body)
+        refused, faults, decision = await self.guard(request, partner, body, effects=effects)
         if refused is not None:
             return refused
         try:
@@ -242,11 +272,23 @@ class Simulator:
 
     def _identity(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         seed = self.seed
+        deceased = self.rechecks.deceased
         out = []
         for item in items:
             t = person_truth(seed, item["nik"])
             fate = t.registry_fate
-            if fate == "NIK_NOT_FOUND":
+            if deceased and item["nik"] in deceased:  # set by POST /_admin/registry/deceased
+                out.append(
+                    {
+                        "ref": item["ref"],
+                        "found": True,
+                        "deceased": True,
+                        "name_score": t.name_score,
+                        "birth_date_match": fate != "BIRTH_DATE_MISMATCH",
+                        "kk_match": fate != "KK_MISMATCH",
+                    }
+                )
+            elif fate == "NIK_NOT_FOUND":
                 out.append({"ref": item["ref"], "found": False})
             else:
                 out.append(
@@ -264,11 +306,21 @@ class Simulator:
     def screening(self, agency_id: str) -> Callable[[list[dict[str, Any]]], Answer]:
         seed = self.seed
         cat = AGENCY_CATEGORIES.get(agency_id)
+        listed = self.rechecks.listed
 
         def prepare(items: list[dict[str, Any]]) -> Answer:
             return lambda: answer(items)
 
         def answer(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            added = listed.get(agency_id)  # set by POST /_admin/agencies/<id>/list
+            if added:
+                results = truth(items)
+                for i, result in zip(items, results, strict=True):
+                    result["listed"] = result["listed"] or i["nik"] in added
+                return results
+            return truth(items)
+
+        def truth(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if agency_id == LAID_OFF_AGENCY:
                 return [
                     {"ref": i["ref"], "listed": person_truth(seed, i["nik"]).laid_off}
@@ -316,9 +368,71 @@ class Simulator:
             batch.append((item["idempotency_key"], body))
         return lambda: self.issuer.apply(batch)
 
+    def revocations(self, items: list[dict[str, Any]]) -> Answer:
+        batch: list[tuple[str, RevocationBody]] = []
+        for i, item in enumerate(items):
+            if item["reason"] not in REVOCATION_REASONS:
+                raise BadRequest(f"revocations[{i}].reason must be one of {REVOCATION_REASONS}")
+            body = (item["card_number"], item["reason"], item["reference"])
+            batch.append((item["idempotency_key"], body))
+        return lambda: self.issuer.revoke(batch)
+
+    def disbursements(self, provider_id: str) -> Callable[[list[dict[str, Any]]], Answer]:
+        def prepare(items: list[dict[str, Any]]) -> Answer:
+            batch: list[tuple[str, DisbursementBody]] = []
+            for i, item in enumerate(items):
+                amount = item.get("amount")
+                if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+                    raise BadRequest(f"disbursements[{i}].amount must be a positive integer")
+                body = (
+                    item["account"],
+                    item["nik"],
+                    amount,
+                    item["currency"],
+                    item["reference"],
+                )
+                batch.append((item["idempotency_key"], body))
+            return lambda: self.payments.disburse(provider_id, batch)
+
+        return prepare
+
     def messages(self, items: list[dict[str, Any]]) -> Answer:
         batch = [(m["idempotency_key"], _nik_of_message(m)) for m in items]
         return lambda: self.notifier.send(batch, items)
+
+
+def _page_params(request: Request, max_limit: int) -> tuple[str | None, int] | Response:
+    """The `after` cursor and `limit` of a paged GET, or its 400 answer."""
+    params = request.query_params
+    try:
+        limit = int(params.get("limit") or 1000)
+    except ValueError:
+        return _error(400, "limit must be an integer")
+    if not 1 <= limit <= max_limit:
+        return _error(400, f"limit is 1..{max_limit}")
+    return params.get("after") or None, limit
+
+
+def _ok(data: Any = None) -> Response:
+    return Response(orjson.dumps({"ok": True} if data is None else data), media_type=_JSON)
+
+
+async def _admin_body(request: Request) -> dict[str, Any]:
+    """The JSON object of an admin POST; BadRequest otherwise."""
+    try:
+        data = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"body is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequest("body must be a JSON object")
+    return data
+
+
+def _text_field(data: dict[str, Any], name: str) -> str:
+    value = data.get(name)
+    if not isinstance(value, str) or not value:
+        raise BadRequest(f"{name} must be a non-empty string")
+    return value
 
 
 def _error(status: int, message: str) -> Response:
@@ -467,11 +581,14 @@ def create_app(
     *,
     providers: tuple[str, ...] = PAYMENT_PROVIDERS,
     admin_token: str | None = None,
+    lives: str = "seeded",
 ) -> FastAPI:
     """The simulator app; partners answer from person_truth(seed, nik) and the faults config.
 
+    `lives`: "seeded" (each credited card gets a life of training events drawn from the
+    seed) or "none" (only the events scripted by POST /_admin/training/events).
     /_admin answers loopback clients, and others that send `Bearer <admin_token>`."""
-    sim = Simulator(seed, faults, state_path, providers)
+    sim = Simulator(seed, faults, state_path, providers, lives)
     app = _SimulatorApp(title="partner simulator", docs_url=None, redoc_url=None, openapi_url=None)
     app.admin_token = admin_token.encode() if admin_token else None
     app.state.simulator = sim
@@ -516,6 +633,7 @@ def create_app(
             ("card_number", "nik", "currency", "reference"),
             sim.credits,
             {"status": "WEIRD"},
+            effects=True,
         )
 
     @app.get("/issuer/v1/credits/{idempotency_key}")
@@ -550,6 +668,110 @@ def create_app(
         if refused is not None:
             return refused
         entries, after = sim.issuer.statement(reference, start, limit)
+        page = {"entries": entries, "next": None if after is None else str(after)}
+        return _json(orjson.dumps(page), decision)
+
+    @app.post("/issuer/v1/revocations")
+    async def revoke_cards(request: Request) -> Response:
+        return await sim.batch(
+            request,
+            CARD_ISSUER,
+            "revocations",
+            "idempotency_key",
+            ("card_number", "reason", "reference"),
+            sim.revocations,
+            {"status": "WEIRD"},
+            effects=True,
+        )
+
+    @app.get("/issuer/v1/revocations/{idempotency_key}")
+    async def get_revocation(request: Request, idempotency_key: str) -> Response:
+        body = request.url.path.encode()
+        refused, faults, decision = await sim.guard(request, CARD_ISSUER, body)
+        if refused is None:
+            refused = await sim.request_fault(request, CARD_ISSUER, faults, decision)
+        if refused is not None:
+            return refused
+        result = sim.issuer.revocation(idempotency_key)
+        if result is None:
+            return _error(404, "unknown idempotency key")
+        return _json(orjson.dumps(result), decision)
+
+    @app.get("/training/{platform_id}/v1/events")
+    async def get_events(request: Request, platform_id: str) -> Response:
+        if platform_id not in TRAINING_PLATFORMS:
+            return _error(404, f"no training platform {platform_id!r}")
+        body = str(request.url.path + "?" + request.url.query).encode()
+        refused, faults, decision = await sim.guard(request, platform_id, body)
+        if refused is not None:
+            return refused
+        params = _page_params(request, MAX_FEED_PAGE)
+        if isinstance(params, Response):
+            return params
+        after, limit = params
+        refused = await sim.request_fault(request, platform_id, faults, decision)
+        if refused is not None:
+            return refused
+        try:
+            page = sim.training.page(TRAINING_PLATFORMS.index(platform_id), after, limit)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        sim.items[platform_id] += len(page["events"])
+        return _json(orjson.dumps(page), decision)
+
+    @app.post("/payment/{provider_id}/v1/disbursements")
+    async def disburse(request: Request, provider_id: str) -> Response:
+        if provider_id not in sim.providers:
+            return _error(404, f"no payment partner {provider_id!r}")
+        return await sim.batch(
+            request,
+            provider_id,
+            "disbursements",
+            "idempotency_key",
+            ("account", "nik", "currency", "reference"),
+            sim.disbursements(provider_id),
+            {"status": "WEIRD"},
+            effects=True,
+        )
+
+    @app.get("/payment/{provider_id}/v1/disbursements/{idempotency_key}")
+    async def get_disbursement(
+        request: Request, provider_id: str, idempotency_key: str
+    ) -> Response:
+        if provider_id not in sim.providers:
+            return _error(404, f"no payment partner {provider_id!r}")
+        body = request.url.path.encode()
+        refused, faults, decision = await sim.guard(request, provider_id, body)
+        if refused is None:
+            refused = await sim.request_fault(request, provider_id, faults, decision)
+        if refused is not None:
+            return refused
+        result = sim.payments.result(provider_id, idempotency_key)
+        if result is None:
+            return _error(404, "unknown idempotency key")
+        return _json(orjson.dumps(result), decision)
+
+    @app.get("/payment/{provider_id}/v1/statements")
+    async def get_payment_statement(request: Request, provider_id: str) -> Response:
+        if provider_id not in sim.providers:
+            return _error(404, f"no payment partner {provider_id!r}")
+        body = str(request.url.path + "?" + request.url.query).encode()
+        refused, faults, decision = await sim.guard(request, provider_id, body)
+        if refused is not None:
+            return refused
+        params = request.query_params
+        reference = params.get("reference")
+        try:
+            start = int(params.get("after") or 0)
+            limit = int(params.get("limit") or 1000)
+        except ValueError:
+            return _error(400, "after and limit must be cursors/integers")
+        if not reference or start < 0 or not 1 <= limit <= MAX_STATEMENT_PAGE:
+            return _error(400, f"reference is required; limit is 1..{MAX_STATEMENT_PAGE}")
+        refused = await sim.request_fault(request, provider_id, faults, decision)
+        if refused is not None:
+            return refused
+        entries, after = sim.payments.statement(provider_id, reference, start, limit)
         page = {"entries": entries, "next": None if after is None else str(after)}
         return _json(orjson.dumps(page), decision)
 
@@ -596,6 +818,95 @@ def create_app(
         sim.reset_stats()
         return Response(orjson.dumps({"ok": True}), media_type=_JSON)
 
+    @app.get("/_admin/clock")
+    async def admin_get_clock() -> Response:
+        return _ok({"now": wib_iso(sim.clock.now())})
+
+    @app.post("/_admin/clock")
+    async def admin_set_clock(request: Request) -> Response:
+        try:
+            data = await _admin_body(request)
+        except BadRequest as exc:
+            return _error(400, str(exc))
+        at = parse_aware(data.get("now"))
+        if at is None:
+            return _error(400, "now must be an ISO 8601 time with an offset")
+        sim.state.set_clock(at)
+        return _ok({"now": wib_iso(sim.clock.now())})
+
+    @app.post("/_admin/lives")
+    async def admin_lives(request: Request) -> Response:
+        try:
+            data = await _admin_body(request)
+        except BadRequest as exc:
+            return _error(400, str(exc))
+        mode = data.get("mode")
+        if mode not in LIFE_MODES:
+            return _error(400, f"mode must be one of {LIFE_MODES}")
+        sim.training.lives = mode
+        return _ok({"mode": mode})
+
+    @app.post("/_admin/training/events")
+    async def admin_training_events(request: Request) -> Response:
+        try:
+            data = await _admin_body(request)
+            platform = data.get("platform")
+            if platform not in TRAINING_PLATFORMS:
+                raise BadRequest(f"platform must be one of {TRAINING_PLATFORMS}")
+            events = check_scripted(data.get("events"))
+        except (BadRequest, ValueError) as exc:
+            return _error(400, str(exc))
+        sim.state.script_events(TRAINING_PLATFORMS.index(platform), events)
+        return _ok({"ok": True, "events": len(events)})
+
+    @app.post("/_admin/issuer/card-used")
+    async def admin_card_used(request: Request) -> Response:
+        try:
+            card = _text_field(await _admin_body(request), "card_number")
+        except BadRequest as exc:
+            return _error(400, str(exc))
+        sim.state.set_card_used(card)
+        return _ok()
+
+    @app.get("/_admin/issuer/revocations")
+    async def admin_revocations() -> Response:
+        return _ok({"revocations": sim.issuer.revocations()})
+
+    @app.post("/_admin/payment/{provider_id}/fail")
+    async def admin_payment_fail(request: Request, provider_id: str) -> Response:
+        try:
+            data = await _admin_body(request)
+            account = _text_field(data, "account")
+            reason = data.get("reason")
+            if reason not in DISBURSEMENT_FAILURES:
+                raise BadRequest(f"reason must be one of {DISBURSEMENT_FAILURES}")
+        except BadRequest as exc:
+            return _error(400, str(exc))
+        sim.payments.set_failing(provider_id, account, reason)
+        return _ok()
+
+    @app.get("/_admin/payment/{provider_id}/disbursements")
+    async def admin_disbursements(provider_id: str) -> Response:
+        return _ok({"disbursements": sim.payments.listing(provider_id)})
+
+    @app.post("/_admin/agencies/{agency_id}/list")
+    async def admin_agency_list(request: Request, agency_id: str) -> Response:
+        try:
+            nik = _text_field(await _admin_body(request), "nik")
+        except BadRequest as exc:
+            return _error(400, str(exc))
+        sim.rechecks.list_nik(agency_id, nik)
+        return _ok()
+
+    @app.post("/_admin/registry/deceased")
+    async def admin_deceased(request: Request) -> Response:
+        try:
+            nik = _text_field(await _admin_body(request), "nik")
+        except BadRequest as exc:
+            return _error(400, str(exc))
+        sim.rechecks.set_deceased(nik)
+        return _ok()
+
     app.router.on_shutdown.append(sim.close)
     return app
 
@@ -635,6 +946,7 @@ def serve(
     state_path: str | None = None,
     admin_token: str | None = None,
     on_listening: Callable[[int], None] | None = None,
+    lives: str = "seeded",
 ) -> None:
     """Run the simulator until interrupted (uvicorn, warnings only, no access log).
 
@@ -643,7 +955,7 @@ def serve(
     faults = load_faults(faults_path) if faults_path else None
     sock = listen_socket(host, port)
     config = uvicorn.Config(
-        create_app(seed, faults, state_path, admin_token=admin_token),
+        create_app(seed, faults, state_path, admin_token=admin_token, lives=lives),
         host=host,
         port=port,
         log_level="warning",
@@ -677,10 +989,11 @@ class SimulatorThread:
         port: int = 0,
         *,
         state_path: str | Path | None = None,
+        lives: str = "seeded",
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
-        self.app = create_app(seed, faults, state_path)
+        self.app = create_app(seed, faults, state_path, lives=lives)
         self.simulator: Simulator = self.app.state.simulator
         config = uvicorn.Config(
             self.app,
@@ -730,6 +1043,7 @@ class SimulatorProcess:
         *,
         state_path: str | Path | None = None,
         startup_timeout_s: float = 20.0,
+        lives: str = "seeded",
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
@@ -739,6 +1053,8 @@ class SimulatorProcess:
             self.args += ["--faults", str(faults_path)]
         if state_path is not None:
             self.args += ["--state", str(state_path)]
+        if lives != "seeded":
+            self.args += ["--lives", lives]
         self.startup_timeout_s = startup_timeout_s
         self.process: subprocess.Popen[bytes] | None = None
 

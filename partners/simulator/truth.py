@@ -28,6 +28,10 @@ AGENCY_CATEGORIES: dict[str, str] = {
 # The labour ministry's list of laid-off workers (a priority list, not an exclusion).
 LAID_OFF_AGENCY = "manpower"
 PAYMENT_PROVIDERS = ("bank-a", "bank-b", "wallet-a", "wallet-b")
+# The training platforms (marketplaces) whose event feeds the simulator serves, at
+# /training/<id>/v1/events.
+TRAINING_PLATFORMS = ("marketplace-a", "marketplace-b")
+DISBURSEMENT_FAILURES = ("ACCOUNT_CLOSED", "ACCOUNT_BLOCKED", "LIMIT_EXCEEDED")
 
 # Name scores at or above this pass the program's default name_score_min.
 NAME_SCORE_PASS = 80
@@ -75,7 +79,16 @@ LAID_OFF_BP = 300
 CREDIT_REJECTED_BP = 30
 SMS_REJECTED_BP = 50
 
+# Disbursements: 1% of (NIK, account) pairs fail, for one of these reasons.
+DISBURSEMENT_FAILED_BP = 100
+DISBURSEMENT_FAILURE_SHARES = (
+    ("ACCOUNT_CLOSED", 4000),
+    ("ACCOUNT_BLOCKED", 4000),
+    ("LIMIT_EXCEEDED", 2000),
+)
+
 _FATES = _table(FATE_SHARES)
+_DISBURSEMENT_FAILURES = _table(DISBURSEMENT_FAILURE_SHARES)
 _CATEGORIES = _table(CATEGORY_SHARES)
 _ACCOUNTS = _table(ACCOUNT_SHARES)
 _UNPACK = struct.Struct(">8I").unpack
@@ -168,3 +181,14 @@ def passes_everything(truth: PersonTruth) -> bool:
         and not truth.credit_rejected
         and not truth.sms_rejected
     )
+
+
+def disbursement_failure(seed: str, nik: str, account: str) -> str | None:
+    """Why a payment partner fails every disbursement to this (NIK, account), or None (the
+    ~99% it pays); from sha256(f"{seed}|payout|{nik}|{account}")."""
+    a, b = struct.unpack(
+        ">2I", hashlib.sha256(f"{seed}|payout|{nik}|{account}".encode()).digest()[:8]
+    )
+    if a % _SCALE >= DISBURSEMENT_FAILED_BP:
+        return None
+    return str(_DISBURSEMENT_FAILURES[b % _SCALE])
