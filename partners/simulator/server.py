@@ -713,7 +713,12 @@ def create_app(
         if refused is not None:
             return refused
         try:
-            page = sim.training.page(TRAINING_PLATFORMS.index(platform_id), after, limit)
+            # On a helper thread: the first read after a big move of the clock delivers
+            # every event it passed (seconds for millions), and the other partners keep
+            # answering meanwhile.
+            page = await asyncio.to_thread(
+                sim.training.page, TRAINING_PLATFORMS.index(platform_id), after, limit
+            )
         except ValueError as exc:
             return _error(400, str(exc))
         sim.items[platform_id] += len(page["events"])

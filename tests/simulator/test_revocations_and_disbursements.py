@@ -348,3 +348,49 @@ def test_admin_listing_and_death_change_the_re_checks_from_then_on(partners):
     assert (answer["found"], answer["deceased"]) == (True, True)
     bad = partners.http.post(partners.base_url + "/_admin/registry/deceased", json={"nik": 1})
     assert bad.status_code == 400
+
+
+def test_the_new_admin_routes_are_refused_off_loopback_without_the_token():
+    import asyncio
+
+    import httpx
+
+    from partners.simulator.server import create_app
+
+    app = create_app(SEED, admin_token="t" * 20)
+    routes = [
+        ("GET", "/_admin/clock", None),
+        ("POST", "/_admin/clock", {"now": NOW}),
+        ("POST", "/_admin/lives", {"mode": "none"}),
+        ("POST", "/_admin/training/events", {"platform": "marketplace-a", "events": []}),
+        ("POST", "/_admin/issuer/card-used", {"card_number": "5049"}),
+        ("GET", "/_admin/issuer/revocations", None),
+        ("POST", "/_admin/payment/bank-a/fail", {"account": "1", "reason": "ACCOUNT_CLOSED"}),
+        ("GET", "/_admin/payment/bank-a/disbursements", None),
+        ("POST", "/_admin/agencies/soe/list", {"nik": "1"}),
+        ("POST", "/_admin/registry/deceased", {"nik": "1"}),
+    ]
+
+    async def codes(client: tuple) -> list[int]:
+        transport = httpx.ASGITransport(app=app, client=client)
+        async with httpx.AsyncClient(transport=transport, base_url="http://sim") as http:
+            return [(await http.request(m, p, json=b)).status_code for m, p, b in routes]
+
+    assert asyncio.run(codes(("203.0.113.7", 4000))) == [403] * len(routes)
+    assert asyncio.run(codes(("127.0.0.1", 4000))) == [200] * len(routes)
+    assert app.state.simulator.training.lives == "none"
+
+
+def test_the_simulator_process_takes_lives_none():
+    from partners.simulator.server import SimulatorProcess
+
+    nik = creditable(1, 99_000)[0]
+    with SimulatorProcess(SEED, lives="none") as sim:
+        client = Partners(sim)
+        client.set_clock("2020-04-20T09:00:00+07:00")
+        assert client.post("/issuer/v1/credits", {"credits": [credit("p:1", nik)]}).ok
+        client.set_clock("2020-12-01T00:00:00+07:00")
+        assert client.read_feed("marketplace-a")[0] == []
+        assert client.read_feed("marketplace-b")[0] == []
+        (result,) = revoke(client, revocation("p:r", card_of(nik)))
+        assert (result["status"], result["amount_returned"]) == ("REVOKED", 1_000_000)
