@@ -79,7 +79,7 @@ def _open_run(app: App, as_of: date, sign_off: int | None, actor: audit.Actor, v
                     }
                 ],
             )
-            created = True
+            before = None
         else:
             need = row.sign_off if sign_off is None else sign_off
             reruns = row.reruns + 1
@@ -89,12 +89,12 @@ def _open_run(app: App, as_of: date, sign_off: int | None, actor: audit.Actor, v
                 .values(status="running", reruns=reruns, sign_off=need, finished_at=None)
             )
             name = f"{name}-rerun-{reruns}"
-            created = False
+            before = {"sign_off": row.sign_off, "status": row.status}
         audit.append(
             session,
             actor,
             "payout.run",
-            before=None if created else {"sign_off": row.sign_off, "status": row.status},
+            before=before,
             after={"as_of": as_of.isoformat(), "run": name, "sign_off": need, "via": via},
         )
     return name

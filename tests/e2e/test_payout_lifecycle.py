@@ -1,0 +1,487 @@
+"""After the balance, end to end (lifecycle.md): a small wave is credited with the real
+simulator over HTTP, its participants' training lives are scripted on the simulator's
+platforms, and `python -m cli payout run` is run at as-of dates months apart, as an
+operator would. Each test asserts the rules of lifecycle.md a participant or the
+treasury would notice: who is revoked and why, which installment is paid, stopped or
+failed, that nothing is paid twice at the partner, and conservation after every run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+
+import pytest
+import requests
+from sqlalchemy import create_engine, text
+
+from tests.cli_process import run_cli
+
+SEED = "payout-e2e-seed"
+REGISTRANTS = 160
+QUOTA = 12
+REFERENCE = date(2026, 11, 28)
+AUTH = {"Authorization": "Bearer simulator"}
+WIB = "+07:00"
+
+
+@pytest.fixture
+def simulator():
+    from partners.simulator.server import SimulatorThread
+
+    with SimulatorThread(SEED, lives="none") as sim:
+        yield sim
+
+
+@pytest.fixture
+def env(prefect_server, database_url, simulator, tmp_path) -> dict[str, str]:
+    from prefect.settings import PREFECT_API_URL
+
+    from tests.crash.conftest import partners_file
+
+    env = dict(os.environ)
+    env["PRAKERJA_DATABASE_URL"] = database_url
+    env["PREFECT_API_URL"] = str(PREFECT_API_URL.value())
+    # A partner that stays down ends a run in seconds, not a minute of retries.
+    quick = {
+        "retry_attempts": 2,
+        "retry_total_s": 2,
+        "retry_backoff_s": 0.05,
+        "breaker_threshold": 2,
+    }
+    overrides = {
+        name: quick for name in ("registry", "agencies", "payment_providers", "card_issuer")
+    }
+    env["PRAKERJA_PARTNERS"] = str(
+        partners_file(tmp_path / "partners.toml", simulator.base_url, overrides)
+    )
+    env["PRAKERJA_WORKERS"] = "1"
+    env["PRAKERJA_SIMULATOR_API_KEY"] = "simulator"
+    return env
+
+
+def _cli(env, *args: str, check: int | None = 0):
+    result = run_cli(list(args), env=env, timeout=600)
+    if check is not None:
+        assert result.returncode == check, (result.returncode, result.stdout, result.stderr)
+    return result
+
+
+def _credited_wave(env, tmp_path: Path, database_url: str) -> list[dict]:
+    """Wave 1 run to the end; its participants (nik, card, provider, account), by id."""
+    from partners.simulator.generate import generate_export
+
+    export = tmp_path / "wave1.csv"
+    generate_export(export, registrants=REGISTRANTS, seed=SEED, reference_date=REFERENCE)
+    _cli(
+        env,
+        "wave",
+        "run",
+        "--wave",
+        "1",
+        "--registrants",
+        str(export),
+        "--quota",
+        str(QUOTA),
+        "--lottery-seed",
+        "payout-lottery",
+        "--reference-date",
+        REFERENCE.isoformat(),
+    )
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        rows = (
+            conn.execute(
+                text(
+                    "SELECT id, nik, card_number, payout_provider, payout_account, credited_at "
+                    "FROM registrant WHERE state = 'CREDITED' ORDER BY id"
+                )
+            )
+            .mappings()
+            .all()
+        )
+    engine.dispose()
+    assert len(rows) == QUOTA
+    return [dict(r) for r in rows]
+
+
+def _day0(people: list[dict]) -> date:
+    from rules.lifecycle import wib_date
+
+    credited_at = people[0]["credited_at"]
+    if isinstance(credited_at, str):  # SQLite's text, read without the model
+        credited_at = datetime.fromisoformat(credited_at)
+    return wib_date(credited_at)
+
+
+def _at(day: date, hour: int = 10, minute: int = 0) -> str:
+    return datetime.combine(day, time(hour, minute)).isoformat() + WIB
+
+
+def _script(sim, platform: str, events: list[dict]) -> None:
+    r = requests.post(
+        f"{sim.base_url}/_admin/training/events",
+        json={"platform": platform, "events": events},
+        headers=AUTH,
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+
+
+def _clock(sim, day: date) -> None:
+    r = requests.post(
+        f"{sim.base_url}/_admin/clock", json={"now": _at(day, 12)}, headers=AUTH, timeout=10
+    )
+    assert r.status_code == 200, r.text
+
+
+def _payout(env, sim, day: date, *extra: str, check: int | None = 0) -> dict:
+    _clock(sim, day)
+    result = _cli(env, "payout", "run", "--as-of", day.isoformat(), "--json", *extra, check=check)
+    out = json.loads(result.stdout)
+    assert out["report"]["conservation_ok"], out["report"]
+    return out
+
+
+def _lifecycle(database_url: str) -> dict[str, dict]:
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        people = {
+            r["nik"]: dict(r) for r in conn.execute(text("SELECT * FROM participant")).mappings()
+        }
+        for nik in people:
+            people[nik]["payments"] = {
+                (p["benefit"], p["installment"]): dict(p)
+                for p in conn.execute(
+                    text("SELECT * FROM payment WHERE nik = :n"), {"n": nik}
+                ).mappings()
+            }
+    engine.dispose()
+    return people
+
+
+def _paid_at_partner(sim) -> dict[str, int]:
+    """(NIK, benefit, installment) -> times money moved for it at any payment partner,
+    under any key (a key is applied once; a second key would be a second payment)."""
+    from partners.simulator.truth import PAYMENT_PROVIDERS
+
+    moved: dict[str, int] = {}
+    for provider in PAYMENT_PROVIDERS:
+        r = requests.get(
+            f"{sim.base_url}/_admin/payment/{provider}/disbursements", headers=AUTH, timeout=10
+        )
+        assert r.status_code == 200, r.text
+        for d in r.json()["disbursements"]:
+            if d["status"] == "COMPLETED":
+                what = d["idempotency_key"].split(":", 1)[1]  # without the wave
+                moved[what] = moved.get(what, 0) + 1
+    return moved
+
+
+def _event(eid: str, kind: str, card: str, course: str, at: str, price: int | None = None) -> dict:
+    e = {"event_id": eid, "type": kind, "card_number": card, "course_id": course, "at": at}
+    if price is not None:
+        e["price"] = price
+    return e
+
+
+def test_a_participants_life_rule_by_rule(env, simulator, tmp_path, database_url):
+    people = _credited_wave(env, tmp_path, database_url)
+    d0 = _day0(people)
+    deadline = d0 + timedelta(days=30)
+    on_deadline, cancelled, orphan, used, shuffled, excluded, failing, late = people[:8]
+    sim = simulator
+    _script(
+        sim,
+        "marketplace-a",
+        [
+            # a purchase at 23:30 WIB on the deadline day counts
+            _event(
+                "a-1", "PURCHASED", on_deadline["card_number"], "c1", _at(deadline, 23, 30), 300_000
+            ),
+            _event(
+                "a-2",
+                "COMPLETED",
+                on_deadline["card_number"],
+                "c1",
+                _at(deadline + timedelta(days=5)),
+            ),
+            # a cancelled purchase is no purchase
+            _event(
+                "a-3",
+                "PURCHASED",
+                cancelled["card_number"],
+                "c2",
+                _at(d0 + timedelta(days=2)),
+                200_000,
+            ),
+            _event(
+                "a-4",
+                "CANCELLED",
+                cancelled["card_number"],
+                "c2",
+                _at(d0 + timedelta(days=3)),
+                200_000,
+            ),
+            # a completion without a purchase is no completion (nor a purchase)
+            _event("a-5", "COMPLETED", orphan["card_number"], "c3", _at(d0 + timedelta(days=4))),
+            # out of order: the completion arrives first; the purchase arrives twice
+            _event("a-6", "COMPLETED", shuffled["card_number"], "c4", _at(d0 + timedelta(days=5))),
+            _event(
+                "a-7",
+                "PURCHASED",
+                shuffled["card_number"],
+                "c4",
+                _at(d0 + timedelta(days=1)),
+                1_000_000,
+            ),
+            _event(
+                "a-7",
+                "PURCHASED",
+                shuffled["card_number"],
+                "c4",
+                _at(d0 + timedelta(days=1)),
+                1_000_000,
+            ),
+            # an event for a card the program never issued
+            _event(
+                "a-8", "PURCHASED", "5049000000000000", "c5", _at(d0 + timedelta(days=1)), 100_000
+            ),
+            # a purchase one day after the deadline does not count (made after the issuer
+            # closed the card at noon, the simulator's clock of that run)
+            _event(
+                "a-9",
+                "PURCHASED",
+                late["card_number"],
+                "c9",
+                _at(deadline + timedelta(days=1), 13),
+                100_000,
+            ),
+        ],
+    )
+    _script(
+        sim,
+        "marketplace-b",
+        [
+            _event(f"b-{i}", kind, p["card_number"], "k1", _at(d0 + timedelta(days=day)), price)
+            for i, (p, kind, day, price) in enumerate(
+                [
+                    (excluded, "PURCHASED", 1, 500_000),
+                    (excluded, "COMPLETED", 6, None),
+                    (failing, "PURCHASED", 1, 500_000),
+                    (failing, "COMPLETED", 6, None),
+                ]
+            )
+        ],
+    )
+    r = requests.post(
+        f"{sim.base_url}/_admin/issuer/card-used",
+        json={"card_number": used["card_number"]},
+        headers=AUTH,
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+    r = requests.post(
+        f"{sim.base_url}/_admin/payment/{failing['payout_provider']}/fail",
+        json={"account": failing["payout_account"], "reason": "ACCOUNT_CLOSED"},
+        headers=AUTH,
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+
+    # Day 7: shuffled, excluded and failing are trained; their first installment is due.
+    out = _payout(env, sim, d0 + timedelta(days=7))
+    life = _lifecycle(database_url)
+    assert life[shuffled["nik"]]["state"] == "TRAINED"
+    assert life[on_deadline["nik"]]["state"] == "AWAITING_TRAINING"
+    assert life[shuffled["nik"]]["payments"][("incentive", 1)]["status"] == "PAID"
+    assert life[failing["nik"]]["payments"][("incentive", 1)]["status"] == "FAILED"
+    assert life[failing["nik"]]["payments"][("incentive", 1)]["reason"] == "ACCOUNT_CLOSED"
+    assert out["report"]["unmatched_events"] >= 1
+    assert out["report"]["completions_without_purchase"] >= 1
+    feeds = out["report"]["feeds"]
+    assert sum(f["duplicates"] for f in feeds.values()) >= 1
+
+    # A rerun of the same date pays nothing twice.
+    before = _paid_at_partner(sim)
+    again = _payout(env, sim, d0 + timedelta(days=7))
+    assert again["run"].endswith("-rerun-1")
+    assert _paid_at_partner(sim) == before
+
+    # Day 31: whoever bought nothing by the deadline day is revoked; the deadline-day
+    # buyer is in training; the card used at the issuer is not revoked.
+    _payout(env, sim, deadline + timedelta(days=1))
+    life = _lifecycle(database_url)
+    assert life[on_deadline["nik"]]["state"] == "IN_TRAINING"
+    for who in (cancelled, orphan, late):
+        assert life[who["nik"]]["state"] == "REVOKED", who
+        assert life[who["nik"]]["reason"] == "NO_TRAINING_IN_TIME"
+    assert life[cancelled["nik"]]["amount_returned"] == 1_000_000
+    assert life[late["nik"]]["late_purchase"]
+    assert life[used["nik"]]["state"] == "AWAITING_TRAINING"
+    assert life[used["nik"]]["card_used_at_issuer"]
+    assert not life[cancelled["nik"]]["payments"]
+
+    # An agency lists `excluded` after its first installment: the second is stopped, the
+    # first is reported as paid before exclusion.
+    r = requests.post(
+        f"{sim.base_url}/_admin/agencies/civil-service/list",
+        json={"nik": excluded["nik"]},
+        headers=AUTH,
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+    out = _payout(env, sim, d0 + timedelta(days=37))
+    life = _lifecycle(database_url)
+    assert life[excluded["nik"]]["state"] == "STOPPED"
+    assert life[excluded["nik"]]["reason"] == "EXCLUDED_CIVIL_SERVANT"
+    assert life[excluded["nik"]]["payments"][("incentive", 2)]["status"] == "STOPPED"
+    assert life[shuffled["nik"]]["payments"][("incentive", 2)]["status"] == "PAID"
+    # FAILED is final for its installment; the next one is still paid if the account works
+    assert life[failing["nik"]]["payments"][("incentive", 1)]["status"] == "FAILED"
+    whole = json.loads(_cli(env, "payout", "report", "--json").stdout)
+    assert whole["paid_before_exclusion"] == {"count": 1, "rupiah": 600_000}
+    assert whole["conservation_ok"]
+
+    # Months later: the rest of the installments; later payments of the stopped stay stopped.
+    _payout(env, sim, d0 + timedelta(days=130))
+    life = _lifecycle(database_url)
+    assert life[shuffled["nik"]]["state"] == "COMPLETED"
+    assert {k: p["status"] for k, p in life[excluded["nik"]]["payments"].items()} == {
+        ("incentive", 1): "PAID",
+        ("incentive", 2): "STOPPED",
+        ("incentive", 3): "STOPPED",
+        ("incentive", 4): "STOPPED",
+    }
+    moved = _paid_at_partner(sim)
+    assert moved and set(moved.values()) == {1}  # every key paid exactly once
+    whole = json.loads(_cli(env, "payout", "report", "--json").stdout)
+    paid_rows = sum(row["paid"] for rows in whole["payments"].values() for row in rows.values())
+    assert paid_rows == len(moved)
+    assert whole["rupiah_paid"]["incentive"] == 600_000 * sum(
+        1 for k in moved if ":incentive:" in k
+    )
+    recon = _cli(
+        env, "payout", "reconcile", "--as-of", (d0 + timedelta(days=130)).isoformat(), "--json"
+    )
+    assert json.loads(recon.stdout)["ok"]
+
+
+def test_a_recheck_partner_down_pays_nothing_and_stops_nothing(
+    env, simulator, tmp_path, database_url
+):
+    people = _credited_wave(env, tmp_path, database_url)
+    d0 = _day0(people)
+    trained = people[0]
+    _script(
+        simulator,
+        "marketplace-a",
+        [
+            _event(
+                "x-1",
+                "PURCHASED",
+                trained["card_number"],
+                "c1",
+                _at(d0 + timedelta(days=1)),
+                300_000,
+            ),
+            _event("x-2", "COMPLETED", trained["card_number"], "c1", _at(d0 + timedelta(days=2))),
+        ],
+    )
+    down = {"partners": {"registry": {"down": True}}}
+    r = requests.post(f"{simulator.base_url}/_admin/faults", json=down, headers=AUTH, timeout=10)
+    assert r.status_code == 200, r.text
+    out = _payout(env, simulator, d0 + timedelta(days=3), check=3)
+    assert out["end"] == "pending"
+    life = _lifecycle(database_url)
+    payment = life[trained["nik"]]["payments"][("incentive", 1)]
+    assert payment["status"] == "DUE" and payment["checked_on"] is None
+    assert life[trained["nik"]]["state"] == "TRAINED"
+    assert not _paid_at_partner(simulator)
+
+    requests.post(f"{simulator.base_url}/_admin/faults", json={}, headers=AUTH, timeout=10)
+    out = _payout(env, simulator, d0 + timedelta(days=3))
+    assert out["end"] == "done"
+    assert (
+        _lifecycle(database_url)[trained["nik"]]["payments"][("incentive", 1)]["status"] == "PAID"
+    )
+
+
+def test_sign_off_then_two_approvals_then_paid(env, simulator, tmp_path, database_url):
+    people = _credited_wave(env, tmp_path, database_url)
+    d0 = _day0(people)
+    _script(
+        simulator,
+        "marketplace-a",
+        [
+            _event(
+                f"s-{i}-{kind}",
+                kind,
+                p["card_number"],
+                "c1",
+                _at(d0 + timedelta(days=1 + (kind == "COMPLETED"))),
+                300_000 if kind == "PURCHASED" else None,
+            )
+            for i, p in enumerate(people[:3])
+            for kind in ("PURCHASED", "COMPLETED")
+        ],
+    )
+    day = d0 + timedelta(days=3)
+    out = _payout(env, simulator, day, "--sign-off", "2", check=5)
+    assert out["end"] == "sign-off"
+    assert not _paid_at_partner(simulator)
+    shown = json.loads(_cli(env, "payout", "sign-off", "--as-of", day.isoformat(), "--json").stdout)
+    assert shown["payments"] == 3 and shown["total_amount"] == 1_800_000
+    bad = _cli(
+        env,
+        "payout",
+        "sign-off",
+        "--as-of",
+        day.isoformat(),
+        "--by",
+        "ani",
+        "--digest",
+        "0" * 64,
+        check=2,
+    )
+    assert "changed since it was shown" in bad.stderr
+    _cli(
+        env,
+        "payout",
+        "sign-off",
+        "--as-of",
+        day.isoformat(),
+        "--by",
+        "ani",
+        "--digest",
+        shown["digest"],
+    )
+    _cli(env, "payout", "sign-off", "--as-of", day.isoformat(), "--by", "ani", check=2)
+    _payout(env, simulator, day, check=5)
+    _cli(env, "payout", "sign-off", "--as-of", day.isoformat(), "--by", "budi")
+    out = _payout(env, simulator, day)
+    assert out["end"] == "done"
+    assert len(_paid_at_partner(simulator)) == 3
+    audit = json.loads(_cli(env, "audit", "--json").stdout)
+    actions = [a["action"] for a in audit]
+    assert actions.count("payout.sign-off") == 2 and "payout.run" in actions
+
+
+def test_two_payout_runs_never_interleave(env, simulator, tmp_path, database_url):
+    from runtime import app as runtime
+    from services.lease import hold_wave_lease
+    from tasks.waves import PAYOUT_LEASE
+
+    _credited_wave(env, tmp_path, database_url)
+    app = runtime.configure(database=database_url)
+    try:
+        from services.payouts import _ensure_lease_row
+
+        _ensure_lease_row(app)
+        with hold_wave_lease(app.sessions, PAYOUT_LEASE):
+            busy = _cli(env, "payout", "run", "--as-of", "2030-01-01", check=4)
+            assert "being run by another live process" in busy.stderr
+    finally:
+        runtime.reset()
