@@ -11,7 +11,7 @@ from collections import defaultdict
 from datetime import date
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import exists, func, or_, select
 
 from models.db import SessionFactory
 from models.queries import R
@@ -59,9 +59,9 @@ def payout_report(sessions: SessionFactory, as_of: date | None = None) -> dict[s
             select(func.coalesce(func.sum(P.c.orphan_completions), 0))
         ).scalar_one()
         unmatched = session.execute(
-            select(func.count()).where(
-                ~select(P.c.card_number).where(P.c.card_number == E.c.card_number).exists()
-            )
+            select(func.count())
+            .select_from(E)
+            .where(~exists().where(P.c.card_number == E.c.card_number))
         ).scalar_one()
         credited = session.execute(
             select(func.count()).where(R.c.state == State.CREDITED.value)
