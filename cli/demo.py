@@ -73,6 +73,10 @@ def demo(registrants: int, seed: str, workdir: str) -> None:
         )
         if code in (EXIT_OK, EXIT_PENDING):
             reconciled = _demo_reconcile(sim.base_url)
+        if code in (EXIT_OK, EXIT_PENDING):
+            life = _demo_program_life(sim.base_url, today, seed)
+            if life not in (EXIT_OK, EXIT_PENDING):
+                code = life
     if code in (EXIT_OK, EXIT_PENDING):
         _demo_dashboard(work, seed)
     elapsed = time.monotonic() - started
@@ -111,6 +115,114 @@ def _demo_reconcile(simulator_url: str) -> bool:
         "here, not later with `wave reconcile`.)"
     )
     return bool(result["ok"])
+
+
+# The program's life after the wave, in payout runs at these days after the credit: the
+# first purchases and completions, the deadline (day 30) and its revocations, then the
+# four monthly installments and the surveys (about five months).
+DEMO_PAYOUT_DAYS = (12, 31, 45, 75, 105, 140)
+DEMO_SURVEY_SHARE = 0.6  # of those paid installment k, who answer survey k on the dashboard
+
+
+def _demo_program_life(simulator_url: str, credited_on, seed: str) -> int:
+    """Payout runs at as-of dates over about five months, the simulator's clock moved to
+    each; between runs some participants answer the survey their last installment opened
+    (as the dashboard would record it); then the lifecycle funnel and money by benefit."""
+    from datetime import timedelta
+
+    import requests
+
+    from cli.payout import print_report, run_payout_command
+    from partners.config import simulator_config
+    from readmodels.payouts import payout_report
+
+    config = simulator_config(simulator_url)
+    code = EXIT_OK
+    click.echo("\ndemo: the program after the balance: payout runs over five months", err=True)
+    for day in DEMO_PAYOUT_DAYS:
+        as_of = credited_on + timedelta(days=day)
+        requests.post(
+            f"{simulator_url}/_admin/clock",
+            json={"now": f"{as_of.isoformat()}T01:00:00+07:00"},
+            timeout=10,
+        ).raise_for_status()
+        _demo_answer_surveys(as_of, seed)
+        click.echo(f"demo: payout run {as_of} (day {day} after the credit)", err=True)
+        code = run_payout_command(as_of, quiet=True, partners_config=config)
+        if code not in (EXIT_OK, EXIT_PENDING):
+            return code
+        if day == DEMO_PAYOUT_DAYS[2]:
+            _demo_new_listings(simulator_url, seed)
+    report = payout_report(_runtime().sessions)
+    click.echo("")
+    print_report(report)
+    return code
+
+
+DEMO_LISTED_SHARE = 0.02  # participants an agency lists, or the registry finds deceased, later
+
+
+def _demo_new_listings(simulator_url: str, seed: str) -> None:
+    """Life goes on: a few participants take a civil-service job or die after their first
+    installment; the next re-checks stop their later payments."""
+    import hashlib
+
+    import requests
+    from sqlalchemy import select
+
+    from models.tables import Participant
+
+    P = Participant.__table__  # type: ignore[attr-defined]
+    with _runtime().sessions() as session:
+        niks = list(session.execute(select(P.c.nik)).scalars())
+    for nik in niks:
+        draw = hashlib.sha256(f"{seed}:listed:{nik}".encode()).digest()[0] / 256
+        if draw < DEMO_LISTED_SHARE * 0.75:
+            route = "/_admin/agencies/civil-service/list"
+        elif draw < DEMO_LISTED_SHARE:
+            route = "/_admin/registry/deceased"
+        else:
+            continue
+        requests.post(f"{simulator_url}{route}", json={"nik": nik}, timeout=10).raise_for_status()
+
+
+def _demo_answer_surveys(as_of, seed: str) -> None:
+    """Survey k answered by a seeded share of those whose installment k was paid."""
+    import hashlib
+    import json as jsonlib
+
+    from sqlalchemy import select
+
+    from models.queries import utcnow
+    from models.tables import Payment, SurveyResponse
+
+    Y = Payment.__table__  # type: ignore[attr-defined]
+    S = SurveyResponse.__table__  # type: ignore[attr-defined]
+    rt = _runtime()
+    with rt.sessions() as session, session.begin():
+        conn = session.connection()
+        answered = set(conn.execute(select(S.c.registrant_id, S.c.survey)).tuples())
+        rows = conn.execute(
+            select(Y.c.registrant_id, Y.c.installment).where(
+                Y.c.benefit == "incentive", Y.c.status == "PAID"
+            )
+        ).tuples()
+        new = []
+        for rid, k in rows:
+            if (rid, k) in answered or k > 3:
+                continue
+            draw = hashlib.sha256(f"{seed}:{rid}:{k}".encode()).digest()[0] / 256
+            if draw < DEMO_SURVEY_SHARE:
+                new.append(
+                    {
+                        "registrant_id": rid,
+                        "survey": k,
+                        "answers_json": jsonlib.dumps({"useful": "yes"}),
+                        "answered_at": utcnow(),
+                    }
+                )
+        if new:
+            conn.execute(S.insert(), new)
 
 
 def _setup_time_note() -> str:

@@ -37,10 +37,15 @@ def _as_of(value: str | None) -> date:
         _refuse(f"--as-of: not a date (YYYY-MM-DD): {value!r}")
 
 
+_told_ephemeral = False
+
+
 def _run_flow(as_of: date, run_name: str) -> dict:
     from flows.payout import run_payout_flow
 
-    if not _prefect_api_url():
+    global _told_ephemeral
+    if not _prefect_api_url() and not _told_ephemeral:
+        _told_ephemeral = True
         click.echo(
             f"{run_name}: starting Prefect's temporary local server "
             "(PREFECT_API_URL is not set; about 10 s)",
@@ -204,57 +209,55 @@ def payout_report_cmd(as_of: str | None, as_json: bool) -> None:
 
 
 def print_report(report: dict) -> None:
+    """The lifecycle funnel (credited, bought, completed, each installment paid; revoked
+    and stopped by reason) and the money by benefit."""
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
     title = f"payout run {report['as_of']}" if report["as_of"] else "the whole program"
-    states = Table(title=f"Participants ({title})")
-    states.add_column("state")
-    states.add_column("count", justify="right")
-    states.add_column("reasons")
-    for state, n in report["states"].items():
-        reasons = ", ".join(f"{r} {c:,}" for r, c in report["reasons"].get(state, {}).items())
-        states.add_row(state, f"{n:,}", reasons)
-    console.print(states)
-    pay = Table(title="Payments")
-    for col in (
-        "benefit",
-        "installment",
-        "due",
-        "paid",
-        "stopped",
-        "failed",
-        "pending",
-        "rupiah paid",
-    ):
-        pay.add_column(col, justify="right" if col not in ("benefit",) else "left")
-    for benefit, rows in report["payments"].items():
-        for k, row in rows.items():
-            pay.add_row(
-                benefit,
-                k,
-                f"{row['due']:,}",
-                f"{row['paid']:,}",
-                _by_reason(row["stopped"]),
-                _by_reason(row["failed"]),
-                f"{row['pending'] + row['conflict']:,}",
-                _rupiah(row["rupiah_paid"]),
-            )
-    console.print(pay)
-    returned = report["rupiah_returned"]
+    funnel = Table(title=f"After the balance ({title})")
+    funnel.add_column("step")
+    funnel.add_column("count", justify="right")
+    funnel.add_column("note")
+    funnel.add_row("credited", f"{report['participants']:,}", "")
+    funnel.add_row("bought a first training in time", f"{report['bought_in_time']:,}", "")
+    funnel.add_row("completed a training", f"{report['completed_training']:,}", "")
+    for k, row in report["payments"].get("incentive", {}).items():
+        other = []
+        if row["stopped"]:
+            other.append("stopped " + _by_reason(row["stopped"]))
+        if row["failed"]:
+            other.append("failed " + _by_reason(row["failed"]))
+        if row["pending"] or row["conflict"]:
+            other.append(f"pending {row['pending'] + row['conflict']:,}")
+        funnel.add_row(f"incentive {k} paid", f"{row['paid']:,}", "; ".join(other))
+    for k, row in report["payments"].get("survey", {}).items():
+        funnel.add_row(f"survey {k} paid", f"{row['paid']:,}", f"of {row['due']:,} answered")
+    for reason, v in report["revoked"].items():
+        funnel.add_row(
+            f"revoked: {reason}", f"{v['count']:,}", f"{_rupiah(v['rupiah_returned'])} returned"
+        )
+    for reason, n in report["reasons"].get("STOPPED", {}).items():
+        funnel.add_row(f"stopped: {reason}", f"{n:,}", "")
+    console.print(funnel)
+    states = ", ".join(f"{s} {n:,}" for s, n in report["states"].items())
+    console.print(f"now: {states}")
+    money = Table(title="Money by benefit")
+    money.add_column("benefit")
+    money.add_column("rupiah", justify="right")
+    money.add_row("training balance credited", _rupiah(report["rupiah_credited"]))
+    money.add_row("  returned by revocations", _rupiah(report["rupiah_returned"]))
+    for benefit, amount in report["rupiah_paid"].items():
+        money.add_row(f"{benefit} paid", _rupiah(amount))
+    console.print(money)
     console.print(
-        f"revoked: {sum(v['count'] for v in report['revoked'].values()):,} "
-        f"({_rupiah(returned)} returned); used at the issuer, no platform event: "
-        f"{report['card_used_at_issuer']:,}; paid before exclusion: "
-        f"{report['paid_before_exclusion']['count']:,} "
+        f"used at the issuer, no platform event: {report['card_used_at_issuer']:,}; "
+        f"paid before exclusion: {report['paid_before_exclusion']['count']:,} "
         f"({_rupiah(report['paid_before_exclusion']['rupiah'])}); unmatched events: "
         f"{report['unmatched_events']:,}; completions without purchase: "
-        f"{report['completions_without_purchase']:,}"
-    )
-    money = ", ".join(f"{b} {_rupiah(v)}" for b, v in report["rupiah_paid"].items()) or "nothing"
-    console.print(
-        f"paid: {money}; conservation {'holds' if report['conservation_ok'] else 'BROKEN'}"
+        f"{report['completions_without_purchase']:,}; conservation "
+        f"{'holds' if report['conservation_ok'] else 'BROKEN'}"
     )
 
 

@@ -30,9 +30,16 @@ PREFIX = "prakerja: "
 TAG = "prakerja"
 # Flows whose failed or crashed runs are alerts: the wave, its stages (runs named
 # wave-<N>-<stage>, so the alert names the stage) and the deployments' flows.
-OPERATION_FLOWS = [names.WAVE_FLOW, *names.STAGE_FLOWS, *names.OPERATION_FLOWS]
+OPERATION_FLOWS = [
+    names.WAVE_FLOW,
+    *names.STAGE_FLOWS,
+    *names.OPERATION_FLOWS,
+    names.PAYOUT_FLOW,
+]
 # Flows that own a process (stages run inside the wave's): a silent one has died.
 TOP_FLOWS = [names.WAVE_FLOW, *names.OPERATION_FLOWS]
+_AS_OF = "{{ event.payload.as_of }}"
+_PAYOUT = {"prefect.resource.id": "prakerja.payout.*"}
 PARTNER_ALERT_WINDOW = timedelta(minutes=10)
 # A run with no heartbeat for this long has died: 3+ missed heartbeats (Prefect sends one
 # every 180 s by default, PREFECT_FLOWS_HEARTBEAT_FREQUENCY); keep it above that period.
@@ -57,6 +64,62 @@ class Alert:
     match_related: dict[str, Any] | None = None
     for_each: tuple[str, ...] = ()
     within: timedelta = timedelta(0)
+
+
+PAYOUT_ALERTS: tuple[Alert, ...] = (
+    Alert(
+        "payout completed",
+        "A payout run ended with nothing pending.",
+        (names.PAYOUT_COMPLETED,),
+        "[prakerja] payout run " + _AS_OF + " completed",
+        "The payout run of " + _AS_OF + " ended with nothing pending. "
+        "`prakerja payout report --as-of " + _AS_OF + "` shows what it paid.",
+        _PAYOUT,
+    ),
+    Alert(
+        "payout pending",
+        "A payout run ended with payments or revocations pending after partner failures.",
+        (names.PAYOUT_PENDING,),
+        "[prakerja] payout run " + _AS_OF + " left payments pending",
+        "The payout run of " + _AS_OF + " ended with {{ event.payload.pending }} payments or "
+        "revocations waiting on a partner (none was paid without its re-check, none stopped "
+        "for an outage). Run `prakerja payout run --as-of " + _AS_OF + "` again when the "
+        "partners are back.",
+        _PAYOUT,
+    ),
+    Alert(
+        "payout awaiting sign-off",
+        "A payout run waits for sign-off before any payment.",
+        (names.PAYOUT_AWAITING_SIGN_OFF,),
+        "[prakerja] payout run " + _AS_OF + " waits for sign-off",
+        "The payout run of " + _AS_OF + " waits for sign-off: {{ event.payload.payments }} "
+        "payments, Rp {{ event.payload.total_amount }}; {{ event.payload.required }} "
+        "approvals needed. Approve in the paused run's form or with `prakerja payout "
+        "sign-off --as-of " + _AS_OF + " --by NAME`.",
+        _PAYOUT,
+    ),
+    Alert(
+        "payout stopped",
+        "A payout run's re-checks stopped payments of participants now listed.",
+        (names.PAYOUT_STOPPED,),
+        "[prakerja] payout run " + _AS_OF + ": payments stopped by re-checks",
+        "The re-checks of the payout run of " + _AS_OF + " stopped participants: "
+        "{% for k, v in event.payload.stopped.items() %}{{ k }} {{ v }}"
+        "{% if not loop.last %}, {% endif %}{% endfor %}. Nothing more is paid to them; "
+        "what was paid before is in `prakerja payout report` (paid before exclusion).",
+        _PAYOUT,
+    ),
+    Alert(
+        "payout mismatch",
+        "A payout run's payments and a payment partner's statement disagree.",
+        (names.PAYOUT_MISMATCH,),
+        "[prakerja] payout run " + _AS_OF + ": ledger and statement disagree",
+        "Reconciliation of the payout run of " + _AS_OF + " found a mismatch with "
+        "{% for k, v in event.payload.partners.items() %}{% if not v %}{{ k }} {% endif %}"
+        "{% endfor %}. `prakerja payout reconcile --as-of " + _AS_OF + "` shows it again.",
+        _PAYOUT,
+    ),
+)
 
 
 ALERTS: tuple[Alert, ...] = (
@@ -210,6 +273,8 @@ ALERTS: tuple[Alert, ...] = (
         {"prefect.resource.role": "flow", "prefect.resource.name": OPERATION_FLOWS},
     ),
 )
+# The payout runs' alerts (operations.md, "Alerts"), after the waves'.
+ALERTS = ALERTS + PAYOUT_ALERTS
 
 
 def automation_name(alert: Alert) -> str:

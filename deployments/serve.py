@@ -1,6 +1,6 @@
 """`prakerja serve`: the deployments of operations.md served from this machine, no work pool.
 
-The same four deployments as `prefect.yaml` (tests/ops check that both agree): names,
+The same five deployments as `prefect.yaml` (tests/ops check that both agree): names,
 schedules (cron in Asia/Jakarta), concurrency, tags and parameters. Use one or the other:
 both register the same deployment names, so the last one to start wins.
 """
@@ -53,6 +53,13 @@ DEPLOYMENTS = (
         "flows/operations.py:raise_quota_flow",
         None,
         "Manual: raises an open wave's quota and processes the new seats.",
+    ),
+    DeploymentSpec(
+        "daily-payouts",
+        "flows/operations.py:daily_payouts",
+        "0 2 * * *",
+        "Daily 02:00 WIB: today's payout run (training feeds, revocations, incentives and "
+        "survey payments due, each re-checked, then paid); pauses for sign-off if required.",
     ),
 )
 

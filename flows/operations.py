@@ -7,6 +7,7 @@ them: prefect.yaml, `prakerja serve`, the automations).
 | `overnight-rollout`  | `wave-<N>-overnight-rollout`      | credits the confirmed, paced      |
 | `rerun-wave`         | `wave-<N>-rerun-<stamp>-<4 hex>`  | resumes a wave (all/chosen stages)|
 | `raise-quota`        | `wave-<N>-raise-quota-<Q>`        | raises the quota, new seats       |
+| `daily-payouts`      | `daily-payouts-<as-of>`           | today's payout run (lifecycle.md) |
 
 (`<stamp>`: `YYYYmmdd-HHMMSS`, Jakarta time.)
 
@@ -43,6 +44,7 @@ from rules.settings import JAKARTA, Quota, WaveId
 from runtime.app import current
 from runtime.boundary import flow
 from runtime.log_masking import install_masking
+from services.payouts import start_payout_run
 from services.runs import RunEnd, RunOutcome, raise_quota, run_wave
 from tasks import batches as t
 from tasks import drop
@@ -419,3 +421,114 @@ def raise_quota_flow(
     )
     summary = _finished(outcome)
     return {"quota": raised[0] if raised else None, **summary.brief()}
+
+
+# ---------------------------------------------------------------- daily-payouts
+class PayoutSignOffForm(RunInput):
+    """The form of a payout run paused for sign-off: what it is about to pay, then the
+    approver's name and an explicit approval of exactly that list (its digest)."""
+
+    approver: str = Field(description="Your name, as the audit trail will show it.")
+    approve: bool = Field(default=False, description="I approve these payments as shown.")
+    as_of: str = Field(description="The payout run's date.")
+    payments: int = Field(description="Payments to make.")
+    total_rupiah: int = Field(description="Their total, in rupiah.")
+    digest: str = Field(description="SHA-256 of the (NIK, benefit, installment, amount) list.")
+
+
+def _payout_form(status: dict) -> type[PayoutSignOffForm]:
+    lines = "\n".join(
+        f"- {b}: **{v['count']}** payments, **{rupiah(v['amount'])}**"
+        for b, v in status["by_benefit"].items()
+    )
+    return PayoutSignOffForm.with_initial_data(
+        description=(
+            f"## Payout run {status['as_of']} waits for sign-off\n\n{lines}\n"
+            f"- digest: `{status['digest']}`\n\nApprovals: {len(status['approvals'])} of "
+            f"{status['required']}. Type your name and tick *approve*; each approver must be "
+            "a different person."
+        ),
+        approver="",
+        approve=False,
+        as_of=status["as_of"],
+        payments=status["payments"],
+        total_rupiah=status["total_amount"],
+        digest=status["digest"],
+    )
+
+
+def _daily_run_name() -> str:
+    return f"{names.DAILY_PAYOUTS}-{datetime.now(JAKARTA).date().isoformat()}"
+
+
+def await_payout_sign_off(as_of) -> dict:
+    """Pauses with the form until enough different people approved the run's list as it
+    stands (each approval recorded as `prakerja payout sign-off` records it)."""
+    from tasks.audit import Actor
+    from tasks.payout_signoff import record_approval, status
+    from tasks.signoff import SignOffError
+
+    logger = get_run_logger()
+    sessions = current().sessions
+    now = status(sessions, as_of)
+    while not now["approved"]:
+        try:
+            answer = pause_flow_run(
+                wait_for_input=_payout_form(now), timeout=int(current().settings.sign_off_wait_s)
+            )
+        except FlowPauseTimeout:
+            logger.warning("payout run %s: no sign-off through the form in time", as_of)
+            break
+        if answer.approve:
+            try:
+                record_approval(
+                    sessions,
+                    as_of,
+                    Actor(answer.approver.strip(), Actor.here().host),
+                    via="prefect",
+                    seen_digest=answer.digest,
+                )
+            except SignOffError as exc:
+                logger.warning("payout run %s: approval refused: %s", as_of, exc)
+        else:
+            logger.warning("payout run %s: the form was sent without 'approve'", as_of)
+        now = status(sessions, as_of)
+    return now
+
+
+@flow(name=names.DAILY_PAYOUTS, flow_run_name=_daily_run_name)
+def daily_payouts(
+    sign_off: Annotated[int, Field(ge=0, le=2)] = 0,
+) -> dict:
+    """Today's payout run (Asia/Jakarta): platform feeds, revocations, incentives and
+    survey payments due, each re-checked, disbursed and reconciled; pauses with a form
+    for sign-off when the run requires it, then pays.
+
+    Args:
+        sign_off: Approvers needed before any payment of today's run (0: none).
+    """
+    from flows.payout import run_payout_flow
+    from rules.settings import jakarta_today
+    from tasks.audit import Actor
+
+    install_masking()
+    as_of = jakarta_today()
+    app = current()
+
+    def start():
+        return start_payout_run(
+            app,
+            as_of,
+            run_flow=run_payout_flow,
+            sign_off=sign_off or None,
+            actor=Actor.deployment(),
+            via="prefect",
+            wait_s=_lease_wait_s(),
+        )
+
+    outcome = start()
+    if outcome.end == RunEnd.SIGN_OFF and await_payout_sign_off(as_of)["approved"]:
+        outcome = start()  # approved: the same date again (a rerun pays the approved list)
+    if outcome.end in (RunEnd.FAILED, RunEnd.BUSY, RunEnd.REFUSED):
+        raise RuntimeError(outcome.message or f"payout run {as_of}: {outcome.end.value}")
+    return {"as_of": as_of.isoformat(), "end": outcome.end.value, "run": outcome.run_name}

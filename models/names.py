@@ -26,7 +26,16 @@ WEEKLY_WAVE = "weekly-wave"
 OVERNIGHT_ROLLOUT = "overnight-rollout"
 RERUN_WAVE = "rerun-wave"
 RAISE_QUOTA = "raise-quota"
-OPERATION_FLOWS = (WEEKLY_WAVE, OVERNIGHT_ROLLOUT, RERUN_WAVE, RAISE_QUOTA)
+DAILY_PAYOUTS = "daily-payouts"
+OPERATION_FLOWS = (WEEKLY_WAVE, OVERNIGHT_ROLLOUT, RERUN_WAVE, RAISE_QUOTA, DAILY_PAYOUTS)
+# The payout run's flow and its stage subflows (flows/payout.py).
+PAYOUT_FLOW = "payout"
+# Payout runs' events (operations.md, "Alerts"); resource prakerja.payout.<as-of>.
+PAYOUT_COMPLETED = "prakerja.payout.completed"
+PAYOUT_PENDING = "prakerja.payout.pending"
+PAYOUT_AWAITING_SIGN_OFF = "prakerja.payout.awaiting-sign-off"
+PAYOUT_STOPPED = "prakerja.payout.stopped"
+PAYOUT_MISMATCH = "prakerja.payout.mismatch"
 
 
 def wave_resource(wave_id: int) -> str:

@@ -66,6 +66,13 @@ def payout_report(sessions: SessionFactory, as_of: date | None = None) -> dict[s
         credited = session.execute(
             select(func.count()).where(R.c.state == State.CREDITED.value)
         ).scalar_one()
+        bought, trained, credited_rupiah = session.execute(
+            select(
+                func.count(P.c.first_purchase_on),
+                func.count(P.c.first_completion_on),
+                func.coalesce(func.sum(P.c.credited_amount), 0),
+            )
+        ).one()
 
         payment_where = []
         if as_of is not None:
@@ -146,6 +153,9 @@ def payout_report(sessions: SessionFactory, as_of: date | None = None) -> dict[s
         "run": run,
         "credited": int(credited),
         "participants": participants,
+        "bought_in_time": int(bought),
+        "completed_training": int(trained),
+        "rupiah_credited": int(credited_rupiah),
         "states": states,
         "reasons": dict(reasons),
         "revoked": revoked,

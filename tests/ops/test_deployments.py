@@ -30,6 +30,7 @@ WANTED = {
     "overnight-rollout": ("0 22 * * *", "overnight_rollout"),
     "rerun-wave": (None, "rerun_wave"),
     "raise-quota": (None, "raise_quota_flow"),
+    "daily-payouts": ("0 2 * * *", "daily_payouts"),
 }
 
 
