@@ -280,6 +280,48 @@ def explain(result: dict, out: Console | None = None) -> None:
         out.print("Other rows with this NIK: none")
 
 
+def lifecycle(life: dict, out: Console | None = None) -> None:
+    """`explain`'s part after the balance: state, dates, the events used, every payment
+    with its key, its re-check and the partner's answer."""
+    out = out or console()
+    reason = f" ({life['reason']})" if life.get("reason") else ""
+    out.print(
+        f"After the balance: {life['state']}{reason} since {life['state_on']}; credited "
+        f"{life['credited_on']}, deadline {life['deadline_on']}, first purchase "
+        f"{life['first_purchase_on'] or '-'}, first completion "
+        f"{life['first_completion_on'] or '-'}, balance left {life['balance_left']:,}",
+        soft_wrap=True,
+    )
+    revocation = life["revocation"]
+    if revocation["status"]:
+        out.print(
+            f"Revocation: {revocation['reason']} -> {revocation['status']} on "
+            f"{revocation['on'] or '-'}, returned {revocation['amount_returned'] or 0:,}",
+            soft_wrap=True,
+        )
+    events = _table("Training events")
+    for col in ("at (UTC)", "platform", "type", "course", "price"):
+        events.add_column(col)
+    for e in life["events"]:
+        events.add_row(e["at"], e["platform"], e["type"], e["course_id"], _n(e["price"]))
+    out.print(events)
+    payments = _table("Payments")
+    for col in ("benefit", "k", "due", "amount", "status", "checked", "key"):
+        payments.add_column(col, overflow="fold")
+    for p in life["payments"]:
+        status = p["status"] + (f" {p['reason']}" if p.get("reason") else "")
+        payments.add_row(
+            p["benefit"],
+            str(p["installment"]),
+            p["due_on"],
+            f"{p['amount']:,}",
+            status,
+            p["checked_on"] or "-",
+            p["key"],
+        )
+    out.print(payments)
+
+
 # ------------------------------------------------------------------ audit
 def audit(rows: list[dict], out: Console | None = None) -> None:
     """`prakerja audit`: one entry per operator action, oldest first: who (on which host),

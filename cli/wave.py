@@ -441,12 +441,19 @@ def explain(wave_id: int, nik: str, as_json: bool) -> None:
     if result is None:
         click.echo(f"error: no registrant with that NIK in wave {wave_id}", err=True)
         sys.exit(EXIT_ERROR)
+    from readmodels.payouts import lifecycle_of, participant_ids
+
+    # After the balance (lifecycle.md): the participant's state, events used, payments.
+    lifecycle = lifecycle_of(rt.sessions, participant_ids(rt.sessions, wave_id, nik))
+    result["lifecycle"] = lifecycle[0] if lifecycle else None
     if as_json:
         click.echo(json.dumps(result, default=str))
         return
     from cli import render
 
     render.explain(result)
+    if lifecycle:
+        render.lifecycle(lifecycle[0])
 
 
 @wave.command("sign-off")

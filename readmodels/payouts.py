@@ -238,3 +238,13 @@ def lifecycle_of(sessions: SessionFactory, registrant_ids: list[int]) -> list[di
 
 def _iso(value: date | None) -> str | None:
     return value.isoformat() if value else None
+
+
+def participant_ids(sessions: SessionFactory, wave_id: int, nik: str) -> list[int]:
+    """The participant rows of a NIK in a wave (at most one: the credited registrant)."""
+    with sessions() as session:
+        return list(
+            session.execute(
+                select(P.c.registrant_id).where(P.c.wave_id == wave_id, P.c.nik == nik)
+            ).scalars()
+        )

@@ -755,35 +755,8 @@ def disburse(sessions: SessionFactory, payments: dict[str, Any], as_of: date) ->
     then each checked DUE payment is marked SENDING (committed) and sent."""
     report = StageReport("disburse")
     reference = lc.payout_reference(as_of)
-    # 1. What may already have moved.
-    after = 0
-    while True:
-        with sessions() as session:
-            rows = session.execute(
-                select(Y)
-                .where(Y.c.status == lc.PaymentStatus.SENDING.value, Y.c.id > after)
-                .order_by(Y.c.id)
-                .limit(BATCH)
-            ).all()
-        if not rows:
-            break
-        after = rows[-1].id
-        resend = []
-        settled: dict[int, Any] = {}
-        for row in rows:
-            client = payments.get(row.provider or "")
-            if client is None:
-                continue
-            found = client.lookup_disbursement(row.idempotency_key)
-            if isinstance(found, PartnerFailure):
-                report.fail(found)
-            elif found is None:
-                resend.append(row)
-            else:
-                settled[row.id] = found
-                report.counts["looked_up"] += 1
-        _apply(sessions, rows, settled, as_of, report)
-        _send(sessions, payments, resend, reference, as_of, report)
+    # 1. What may already have moved (a lost answer, a crash): looked up first.
+    _settle_sending(sessions, payments, reference, as_of, report)
     # 2. The checked, due payments.
     after = 0
     while True:
@@ -802,7 +775,7 @@ def disburse(sessions: SessionFactory, payments: dict[str, Any], as_of: date) ->
                 .limit(BATCH)
             ).all()
             if not rows:
-                return report
+                break
             after = rows[-1].id
             # Written before the partner is called: possibly paid from here on.
             conn.execute(
@@ -811,6 +784,43 @@ def disburse(sessions: SessionFactory, payments: dict[str, Any], as_of: date) ->
                 .values(status="SENDING", reference=reference, updated_at=now)
             )
         _send(sessions, payments, rows, reference, as_of, report)
+    # 3. Answers still missing after the calls' own retries: looked up before any resend.
+    _settle_sending(sessions, payments, reference, as_of, report)
+    return report
+
+
+def _settle_sending(sessions, payments, reference: str, as_of: date, report: StageReport) -> None:
+    """Every SENDING payment looked up by its key: the partner's answer settles it; a key
+    the partner never received is sent again (the same key); a lookup that fails leaves it
+    SENDING (pending), never sent again blind."""
+    after = 0
+    while True:
+        with sessions() as session:
+            rows = session.execute(
+                select(Y)
+                .where(Y.c.status == lc.PaymentStatus.SENDING.value, Y.c.id > after)
+                .order_by(Y.c.id)
+                .limit(BATCH)
+            ).all()
+        if not rows:
+            return
+        after = rows[-1].id
+        resend = []
+        settled: dict[int, Any] = {}
+        for row in rows:
+            client = payments.get(row.provider or "")
+            if client is None:
+                continue
+            found = client.lookup_disbursement(row.idempotency_key)
+            if isinstance(found, PartnerFailure):
+                report.fail(found)
+            elif found is None:
+                resend.append(row)
+            else:
+                settled[row.id] = found
+                report.counts["looked_up"] += 1
+        _apply(sessions, rows, settled, as_of, report)
+        _send(sessions, payments, resend, reference, as_of, report)
 
 
 def _send(sessions, payments, rows, reference: str, as_of: date, report: StageReport) -> None:

@@ -485,3 +485,132 @@ def test_two_payout_runs_never_interleave(env, simulator, tmp_path, database_url
             assert "being run by another live process" in busy.stderr
     finally:
         runtime.reset()
+
+
+def _train(sim, people: list[dict], d0: date, prefix: str) -> None:
+    """Each of `people` buys a course on day 1 and completes it on day 2."""
+    _script(
+        sim,
+        "marketplace-a",
+        [
+            _event(
+                f"{prefix}-{i}-{kind}",
+                kind,
+                p["card_number"],
+                "c1",
+                _at(d0 + timedelta(days=1 if kind == "PURCHASED" else 2)),
+                300_000 if kind == "PURCHASED" else None,
+            )
+            for i, p in enumerate(people)
+            for kind in ("PURCHASED", "COMPLETED")
+        ],
+    )
+
+
+def _faults(sim, partners: dict) -> None:
+    r = requests.post(
+        f"{sim.base_url}/_admin/faults", json={"partners": partners}, headers=AUTH, timeout=10
+    )
+    assert r.status_code == 200, r.text
+
+
+def test_lost_answers_are_looked_up_never_paid_again(env, simulator, tmp_path, database_url):
+    from partners.simulator.truth import PAYMENT_PROVIDERS
+
+    people = _credited_wave(env, tmp_path, database_url)
+    d0 = _day0(people)
+    _train(simulator, people, d0, "lost")
+    # Half the disbursements take effect and their answer is lost.
+    _faults(simulator, {p: {"rate_lost_answer": 0.5} for p in PAYMENT_PROVIDERS})
+    day = d0 + timedelta(days=3)
+    first = _payout(env, simulator, day, check=None)
+    assert first["exit_code"] in (0, 3)
+    _faults(simulator, {})
+    _payout(env, simulator, day)
+    moved = _paid_at_partner(simulator)
+    life = _lifecycle(database_url)
+    paid = [p for person in life.values() for p in person["payments"].values()]
+    assert {p["status"] for p in paid} <= {"PAID", "FAILED"}
+    assert sum(p["status"] == "PAID" for p in paid) == len(moved)
+    assert set(moved.values()) == {1}
+
+
+def test_kill_9_mid_disbursement_then_a_rerun_pays_every_key_once(
+    env, simulator, tmp_path, database_url
+):
+    import signal
+    import subprocess
+    import sys
+    import time as clock
+
+    from partners.simulator.truth import PAYMENT_PROVIDERS
+
+    people = _credited_wave(env, tmp_path, database_url)
+    d0 = _day0(people)
+    _train(simulator, people, d0, "kill")
+    # Slow payment partners, one payment per call: the run is mid-disbursement for seconds.
+    _faults(simulator, {p: {"latency_ms": 700, "batch_size": 1} for p in PAYMENT_PROVIDERS})
+    day = d0 + timedelta(days=3)
+    _clock(simulator, day)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cli", "payout", "run", "--as-of", day.isoformat()],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    engine = create_engine(database_url)
+    try:
+        deadline = clock.monotonic() + 240
+        while clock.monotonic() < deadline:
+            with engine.connect() as conn:
+                paid = conn.execute(
+                    text("SELECT count(*) FROM payment WHERE status = 'PAID'")
+                ).scalar_one()
+            if paid >= 1:
+                break
+            assert process.poll() is None, "the run ended before it was killed"
+            clock.sleep(0.2)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+        with engine.connect() as conn:
+            statuses = dict(
+                conn.execute(text("SELECT status, count(*) FROM payment GROUP BY status")).all()
+            )
+    finally:
+        engine.dispose()
+    assert statuses.get("PAID", 0) >= 1
+    assert statuses.get("SENDING", 0) + statuses.get("DUE", 0) >= 1, statuses  # killed midway
+    _faults(simulator, {})
+    _payout(env, simulator, day)
+    moved = _paid_at_partner(simulator)
+    life = _lifecycle(database_url)
+    payments = [p for person in life.values() for p in person["payments"].values()]
+    assert {p["status"] for p in payments} <= {"PAID", "FAILED"}
+    assert sum(p["status"] == "PAID" for p in payments) == len(moved)
+    assert set(moved.values()) == {1}
+
+
+def test_a_survey_answered_is_paid_once_at_the_next_run(env, simulator, tmp_path, database_url):
+    people = _credited_wave(env, tmp_path, database_url)
+    d0 = _day0(people)
+    _train(simulator, people[:2], d0, "survey")
+    _payout(env, simulator, d0 + timedelta(days=3))
+    engine = create_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO survey_response (registrant_id, survey, answers_json, answered_at) "
+                "VALUES (:r, 1, '{}', :at)"
+            ),
+            {"r": people[0]["id"], "at": datetime(2026, 1, 1)},
+        )
+    engine.dispose()
+    out = _payout(env, simulator, d0 + timedelta(days=4))
+    survey = _lifecycle(database_url)[people[0]["nik"]]["payments"][("survey", 1)]
+    assert survey["status"] == "PAID" and survey["amount"] == 50_000
+    assert out["report"]["payments"]["survey"]["1"]["paid"] == 1
+    _payout(env, simulator, d0 + timedelta(days=5))
+    assert sum(1 for k in _paid_at_partner(simulator) if ":survey:" in k) == 1
+    explained = _cli(env, "explain", "--wave", "1", "--nik", people[0]["nik"], "--json")
+    assert "survey" in explained.stdout and "incentive" in explained.stdout
