@@ -42,6 +42,7 @@ from models.tables import (
 from partners.client import PartnerError, PartnerFailure
 from rules import lifecycle as lc
 from rules.enums import State
+from tasks import audit
 
 P = Participant.__table__  # type: ignore[attr-defined]
 E = TrainingEvent.__table__  # type: ignore[attr-defined]
@@ -456,6 +457,20 @@ def revoke(sessions: SessionFactory, issuer: Any, as_of: date) -> StageReport:
             )
             update_rows(conn, P, ("revoke_status",), conflict, key="registrant_id")
             update_rows(conn, P, ("revoke_error",), failed, key="registrant_id")
+            if revoked or used or conflict:
+                # Every revocation batch in the audit trail, with the action it records.
+                audit.append(
+                    session,
+                    audit.Actor.here(),
+                    "payout.revocation",
+                    after={
+                        "as_of": as_of.isoformat(),
+                        "revoked": len(revoked),
+                        "rupiah_returned": sum(row[4] for row in revoked),
+                        "card_used_at_issuer": len(used),
+                        "conflict": len(conflict),
+                    },
+                )
 
 
 # ---------------------------------------------------------------- what falls due
