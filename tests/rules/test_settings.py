@@ -23,6 +23,13 @@ def test_the_defaults_are_the_spec_table():
         "backfill": True,
         "training_balance": 1_000_000,
         "sign_off": 0,
+        # lifecycle.md's settings
+        "first_training_days": 30,
+        "incentive_amount": 600_000,
+        "incentive_installments": 4,
+        "incentive_interval_days": 30,
+        "survey_amount": 50_000,
+        "surveys": 3,
     }
     s = WaveSettings(**REQUIRED)
     assert s.as_dict() == {**REQUIRED, **defaults()}

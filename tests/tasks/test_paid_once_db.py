@@ -123,6 +123,27 @@ def drop_live_credit_index(sessions) -> None:
         session.execute(text("DROP INDEX ix_registrant_wave_state_reason"))
         session.execute(text("DROP INDEX ix_registrant_pending"))
         session.execute(text("DROP INDEX ix_registrant_waitlist"))  # ... and issue 19's
+        # ... and before lifecycle.md's tables and settings (issue 20).
+        for table in (
+            "payout_sign_off",
+            "payout_lease",
+            "payout_run",
+            "survey_response",
+            "payment",
+            "feed_cursor",
+            "training_event",
+            "participant",
+        ):
+            session.execute(text(f"DROP TABLE {table}"))
+        for column in (
+            "first_training_days",
+            "incentive_amount",
+            "incentive_installments",
+            "incentive_interval_days",
+            "survey_amount",
+            "surveys",
+        ):
+            session.execute(text(f"ALTER TABLE wave DROP COLUMN {column}"))
         old = "CREATE INDEX ix_registrant_wave_state ON registrant (wave_id, state)"
         session.execute(text(old))
 
