@@ -76,6 +76,14 @@ def generate(registrants: int, seed: str, out: str, reference_date, truth) -> No
     show_default=True,
     help="The key variable that file names in every section (any non-empty key works).",
 )
+@click.option(
+    "--lives",
+    type=click.Choice(["seeded", "none"]),
+    default="seeded",
+    show_default=True,
+    help="Training events: each credited card's seeded life on the platforms' feeds, or "
+    "none but those scripted through POST /_admin/training/events.",
+)
 def simulator(
     host: str,
     port: int,
@@ -83,9 +91,10 @@ def simulator(
     faults: str | None,
     write_partners: str | None,
     api_key_env: str,
+    lives: str,
 ) -> None:
     """Serves every simulated partner (registry, agencies, payment partners, card issuer,
-    SMS gateway) on one port.
+    training platforms, SMS gateway) on one port.
 
     Its /_admin routes answer loopback clients, and others only with the token of
     $PRAKERJA_SIMULATOR_ADMIN_TOKEN (sent as "Authorization: Bearer <token>")."""
@@ -114,7 +123,7 @@ def simulator(
             _write_simulator_partners(Path(write_partners), host, bound, api_key_env)
 
     try:
-        serve(host, port, seed, faults, admin_token=token, on_listening=listening)
+        serve(host, port, seed, faults, admin_token=token, on_listening=listening, lives=lives)
     except CannotListen as exc:  # a busy port: the environment, not the input (exit 1)
         log.debug("bind failed", exc_info=True)
         click.echo(f"error: the partner simulator {exc}", err=True)
