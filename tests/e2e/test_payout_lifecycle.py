@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import requests
 from sqlalchemy import create_engine, text
 
 from tests.cli_process import run_cli
+from tests.conftest import DATABASES, POSTGRES_URL
 
 SEED = "payout-e2e-seed"
 REGISTRANTS = 160
@@ -27,16 +29,12 @@ AUTH = {"Authorization": "Bearer simulator"}
 WIB = "+07:00"
 
 
-@pytest.fixture
-def simulator():
-    from partners.simulator.server import SimulatorThread
-
-    with SimulatorThread(SEED, lives="none") as sim:
-        yield sim
+# One credited wave per database kind for the whole module (a wave run costs most of a
+# test's time): its database and the simulator's journal (the issuer's credits, so the
+# cards are known) are copied for each test, which then starts from the same morning.
 
 
-@pytest.fixture
-def env(prefect_server, database_url, simulator, tmp_path) -> dict[str, str]:
+def _partners_env(database_url: str, sim, work: Path) -> dict[str, str]:
     from prefect.settings import PREFECT_API_URL
 
     from tests.crash.conftest import partners_file
@@ -51,15 +49,103 @@ def env(prefect_server, database_url, simulator, tmp_path) -> dict[str, str]:
         "retry_backoff_s": 0.05,
         "breaker_threshold": 2,
     }
-    overrides = {
-        name: quick for name in ("registry", "agencies", "payment_providers", "card_issuer")
-    }
-    env["PRAKERJA_PARTNERS"] = str(
-        partners_file(tmp_path / "partners.toml", simulator.base_url, overrides)
-    )
+    overrides = {name: quick for name in ("registry", "agencies", "payment_providers")}
+    overrides["card_issuer"] = quick
+    env["PRAKERJA_PARTNERS"] = str(partners_file(work / "partners.toml", sim.base_url, overrides))
     env["PRAKERJA_WORKERS"] = "1"
     env["PRAKERJA_SIMULATOR_API_KEY"] = "simulator"
     return env
+
+
+def _pg_database(name: str) -> tuple[str, str]:
+    """(server URL for administration, URL of database `name` beside the test database)."""
+    from sqlalchemy.engine import make_url
+
+    base = make_url(POSTGRES_URL)
+    return base.render_as_string(hide_password=False), base.set(
+        database=f"{base.database}_{name}"
+    ).render_as_string(hide_password=False)
+
+
+def _pg_admin(sql: str) -> None:
+    admin = create_engine(_pg_database("")[0], isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(sql)
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def template(request, tmp_path_factory, prefect_server):
+    from partners.simulator.generate import generate_export
+    from partners.simulator.server import SimulatorThread
+
+    work = tmp_path_factory.mktemp("payout-template")
+    if request.param == "sqlite":
+        url = f"sqlite:///{work}/prakerja.db"
+    else:
+        url = _pg_database("payout_tpl")[1]
+        name = url.rsplit("/", 1)[1]
+        _pg_admin(f"DROP DATABASE IF EXISTS {name}")
+        _pg_admin(f"CREATE DATABASE {name}")
+    journal = work / "simulator.jsonl"
+    sim = SimulatorThread(SEED, lives="none", state_path=journal).start()
+    try:
+        env = _partners_env(url, sim, work)
+        export = work / "wave1.csv"
+        generate_export(export, registrants=REGISTRANTS, seed=SEED, reference_date=REFERENCE)
+        _cli(
+            env,
+            "wave", "run", "--wave", "1", "--registrants", str(export), "--quota", str(QUOTA),
+            "--lottery-seed", "payout-lottery", "--reference-date", REFERENCE.isoformat(),
+        )  # fmt: skip
+        engine = create_engine(url)
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT id, nik, card_number, payout_provider, payout_account, credited_at "
+                    "FROM registrant WHERE state = 'CREDITED' ORDER BY id"
+                )
+            ).mappings()
+            people = [dict(r) for r in rows]
+        engine.dispose()
+    finally:
+        sim.stop()
+    assert len(people) == QUOTA
+    yield {"kind": request.param, "url": url, "journal": journal, "people": people}
+
+
+@pytest.fixture
+def database_url(template, tmp_path, monkeypatch) -> str:
+    if template["kind"] == "sqlite":
+        source = Path(template["url"].removeprefix("sqlite:///"))
+        for suffix in ("", "-wal", "-shm"):
+            if Path(f"{source}{suffix}").exists():
+                shutil.copy(f"{source}{suffix}", tmp_path / f"prakerja.db{suffix}")
+        url = f"sqlite:///{tmp_path}/prakerja.db"
+    else:
+        url = _pg_database("payout_run")[1]
+        name = url.rsplit("/", 1)[1]
+        _pg_admin(f"DROP DATABASE IF EXISTS {name}")
+        _pg_admin(f"CREATE DATABASE {name} TEMPLATE {template['url'].rsplit('/', 1)[1]}")
+    monkeypatch.setenv("PRAKERJA_DATABASE_URL", url)
+    return url
+
+
+@pytest.fixture
+def simulator(template, tmp_path):
+    from partners.simulator.server import SimulatorThread
+
+    journal = tmp_path / "simulator.jsonl"
+    shutil.copy(template["journal"], journal)
+    with SimulatorThread(SEED, lives="none", state_path=journal) as sim:
+        yield sim
+
+
+@pytest.fixture
+def env(prefect_server, database_url, simulator, tmp_path) -> dict[str, str]:
+    return _partners_env(database_url, simulator, tmp_path)
 
 
 def _cli(env, *args: str, check: int | None = 0):
@@ -69,42 +155,10 @@ def _cli(env, *args: str, check: int | None = 0):
     return result
 
 
-def _credited_wave(env, tmp_path: Path, database_url: str) -> list[dict]:
-    """Wave 1 run to the end; its participants (nik, card, provider, account), by id."""
-    from partners.simulator.generate import generate_export
-
-    export = tmp_path / "wave1.csv"
-    generate_export(export, registrants=REGISTRANTS, seed=SEED, reference_date=REFERENCE)
-    _cli(
-        env,
-        "wave",
-        "run",
-        "--wave",
-        "1",
-        "--registrants",
-        str(export),
-        "--quota",
-        str(QUOTA),
-        "--lottery-seed",
-        "payout-lottery",
-        "--reference-date",
-        REFERENCE.isoformat(),
-    )
-    engine = create_engine(database_url)
-    with engine.connect() as conn:
-        rows = (
-            conn.execute(
-                text(
-                    "SELECT id, nik, card_number, payout_provider, payout_account, credited_at "
-                    "FROM registrant WHERE state = 'CREDITED' ORDER BY id"
-                )
-            )
-            .mappings()
-            .all()
-        )
-    engine.dispose()
-    assert len(rows) == QUOTA
-    return [dict(r) for r in rows]
+@pytest.fixture
+def people(template) -> list[dict]:
+    """The template wave's participants (id, nik, card, provider, account, credited_at)."""
+    return [dict(p) for p in template["people"]]
 
 
 def _day0(people: list[dict]) -> date:
@@ -187,8 +241,7 @@ def _event(eid: str, kind: str, card: str, course: str, at: str, price: int | No
     return e
 
 
-def test_a_participants_life_rule_by_rule(env, simulator, tmp_path, database_url):
-    people = _credited_wave(env, tmp_path, database_url)
+def test_a_participants_life_rule_by_rule(env, simulator, people, database_url):
     d0 = _day0(people)
     deadline = d0 + timedelta(days=30)
     on_deadline, cancelled, orphan, used, shuffled, excluded, failing, late = people[:8]
@@ -370,9 +423,8 @@ def test_a_participants_life_rule_by_rule(env, simulator, tmp_path, database_url
 
 
 def test_a_recheck_partner_down_pays_nothing_and_stops_nothing(
-    env, simulator, tmp_path, database_url
+    env, simulator, people, database_url
 ):
-    people = _credited_wave(env, tmp_path, database_url)
     d0 = _day0(people)
     trained = people[0]
     _script(
@@ -409,8 +461,7 @@ def test_a_recheck_partner_down_pays_nothing_and_stops_nothing(
     )
 
 
-def test_sign_off_then_two_approvals_then_paid(env, simulator, tmp_path, database_url):
-    people = _credited_wave(env, tmp_path, database_url)
+def test_sign_off_then_two_approvals_then_paid(env, simulator, people, database_url):
     d0 = _day0(people)
     _script(
         simulator,
@@ -469,12 +520,11 @@ def test_sign_off_then_two_approvals_then_paid(env, simulator, tmp_path, databas
     assert actions.count("payout.sign-off") == 2 and "payout.run" in actions
 
 
-def test_two_payout_runs_never_interleave(env, simulator, tmp_path, database_url):
+def test_two_payout_runs_never_interleave(env, simulator, people, database_url):
     from runtime import app as runtime
     from services.lease import hold_wave_lease
     from tasks.waves import PAYOUT_LEASE
 
-    _credited_wave(env, tmp_path, database_url)
     app = runtime.configure(database=database_url)
     try:
         from services.payouts import _ensure_lease_row
@@ -514,10 +564,9 @@ def _faults(sim, partners: dict) -> None:
     assert r.status_code == 200, r.text
 
 
-def test_lost_answers_are_looked_up_never_paid_again(env, simulator, tmp_path, database_url):
+def test_lost_answers_are_looked_up_never_paid_again(env, simulator, people, database_url):
     from partners.simulator.truth import PAYMENT_PROVIDERS
 
-    people = _credited_wave(env, tmp_path, database_url)
     d0 = _day0(people)
     _train(simulator, people, d0, "lost")
     # Half the disbursements take effect and their answer is lost.
@@ -536,7 +585,7 @@ def test_lost_answers_are_looked_up_never_paid_again(env, simulator, tmp_path, d
 
 
 def test_kill_9_mid_disbursement_then_a_rerun_pays_every_key_once(
-    env, simulator, tmp_path, database_url
+    env, simulator, people, database_url
 ):
     import signal
     import subprocess
@@ -545,7 +594,6 @@ def test_kill_9_mid_disbursement_then_a_rerun_pays_every_key_once(
 
     from partners.simulator.truth import PAYMENT_PROVIDERS
 
-    people = _credited_wave(env, tmp_path, database_url)
     d0 = _day0(people)
     _train(simulator, people, d0, "kill")
     # Slow payment partners, one payment per call: the run is mid-disbursement for seconds.
@@ -591,8 +639,7 @@ def test_kill_9_mid_disbursement_then_a_rerun_pays_every_key_once(
     assert set(moved.values()) == {1}
 
 
-def test_a_survey_answered_is_paid_once_at_the_next_run(env, simulator, tmp_path, database_url):
-    people = _credited_wave(env, tmp_path, database_url)
+def test_a_survey_answered_is_paid_once_at_the_next_run(env, simulator, people, database_url):
     d0 = _day0(people)
     _train(simulator, people[:2], d0, "survey")
     _payout(env, simulator, d0 + timedelta(days=3))
