@@ -44,7 +44,14 @@ REGISTRANTS = 120
 QUOTA = 12
 LOCK_TIMEOUT_S = 2
 STEP_TIMEOUT = 120.0
-PARTNER_SECTIONS = ("registry", "agencies", "payment_providers", "card_issuer", "notifier")
+PARTNER_SECTIONS = (
+    "registry",
+    "agencies",
+    "payment_providers",
+    "card_issuer",
+    "notifier",
+    "training_platforms",
+)
 KEY_ENV = "PRAKERJA_TEST_SIMULATOR_KEY"
 
 
