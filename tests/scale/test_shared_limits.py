@@ -15,7 +15,9 @@ def test_partner_limits_are_created_at_max_rps_and_pace_requests(prefect_server)
 
     config = simulator_config("http://127.0.0.1:9")
     names = ensure_partner_limits(config)
-    assert limit_name("registry") in names and len(names) == 1 + 8 + 4 + 2
+    # registry, 8 agencies, 4 payment partners, issuer and gateway, 2 training platforms
+    assert limit_name("registry") in names and len(names) == 1 + 8 + 4 + 2 + 2
+    assert limit_name("marketplace-a") in names
     assert ensure_partner_limits(config) == names  # idempotent
     with get_client(sync_client=True) as client:
         registry = client.read_global_concurrency_limit_by_name(limit_name("registry"))
