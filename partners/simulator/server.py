@@ -636,18 +636,25 @@ def create_app(
             effects=True,
         )
 
-    @app.get("/issuer/v1/credits/{idempotency_key}")
-    async def get_credit(request: Request, idempotency_key: str) -> Response:
+    async def look_up(
+        request: Request, partner_id: str, find: Callable[[], dict[str, Any] | None]
+    ) -> Response:
+        """GET <route>/{idempotency_key}: the key's original result, or 404 (credits,
+        revocations, disbursements alike), behind the partner's guard and faults."""
         body = request.url.path.encode()
-        refused, faults, decision = await sim.guard(request, CARD_ISSUER, body)
+        refused, faults, decision = await sim.guard(request, partner_id, body)
         if refused is None:
-            refused = await sim.request_fault(request, CARD_ISSUER, faults, decision)
+            refused = await sim.request_fault(request, partner_id, faults, decision)
         if refused is not None:
             return refused
-        result = sim.issuer.result(idempotency_key)
+        result = find()
         if result is None:
             return _error(404, "unknown idempotency key")
         return _json(orjson.dumps(result), decision)
+
+    @app.get("/issuer/v1/credits/{idempotency_key}")
+    async def get_credit(request: Request, idempotency_key: str) -> Response:
+        return await look_up(request, CARD_ISSUER, lambda: sim.issuer.result(idempotency_key))
 
     @app.get("/issuer/v1/statements")
     async def get_statement(request: Request) -> Response:
@@ -686,16 +693,7 @@ def create_app(
 
     @app.get("/issuer/v1/revocations/{idempotency_key}")
     async def get_revocation(request: Request, idempotency_key: str) -> Response:
-        body = request.url.path.encode()
-        refused, faults, decision = await sim.guard(request, CARD_ISSUER, body)
-        if refused is None:
-            refused = await sim.request_fault(request, CARD_ISSUER, faults, decision)
-        if refused is not None:
-            return refused
-        result = sim.issuer.revocation(idempotency_key)
-        if result is None:
-            return _error(404, "unknown idempotency key")
-        return _json(orjson.dumps(result), decision)
+        return await look_up(request, CARD_ISSUER, lambda: sim.issuer.revocation(idempotency_key))
 
     @app.get("/training/{platform_id}/v1/events")
     async def get_events(request: Request, platform_id: str) -> Response:
@@ -745,16 +743,9 @@ def create_app(
     ) -> Response:
         if provider_id not in sim.providers:
             return _error(404, f"no payment partner {provider_id!r}")
-        body = request.url.path.encode()
-        refused, faults, decision = await sim.guard(request, provider_id, body)
-        if refused is None:
-            refused = await sim.request_fault(request, provider_id, faults, decision)
-        if refused is not None:
-            return refused
-        result = sim.payments.result(provider_id, idempotency_key)
-        if result is None:
-            return _error(404, "unknown idempotency key")
-        return _json(orjson.dumps(result), decision)
+        return await look_up(
+            request, provider_id, lambda: sim.payments.result(provider_id, idempotency_key)
+        )
 
     @app.get("/payment/{provider_id}/v1/statements")
     async def get_payment_statement(request: Request, provider_id: str) -> Response:
