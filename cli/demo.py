@@ -217,12 +217,23 @@ def _demo_answer_surveys(as_of, seed: str) -> None:
                     {
                         "registrant_id": rid,
                         "survey": k,
-                        "answers_json": jsonlib.dumps({"useful": "yes"}),
+                        "answers_json": jsonlib.dumps(_demo_answers(draw)),
                         "answered_at": utcnow(),
                     }
                 )
         if new:
             conn.execute(S.insert(), new)
+
+
+def _demo_answers(draw: float) -> dict:
+    """A seeded answer from the survey's fixed choices (portal.md, "Surveys")."""
+    from portal.lifecycle import CHOICES
+
+    answers = {}
+    for i, (name, choices) in enumerate(CHOICES.items()):
+        answers[name] = choices[int(draw * 997 * (i + 1)) % len(choices)]
+    answers["comment"] = ""
+    return answers
 
 
 def _setup_time_note() -> str:

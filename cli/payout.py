@@ -259,6 +259,23 @@ def print_report(report: dict) -> None:
         f"{report['completions_without_purchase']:,}; conservation "
         f"{'holds' if report['conservation_ok'] else 'BROKEN'}"
     )
+    print_surveys(report["surveys"])
+
+
+def print_surveys(surveys: dict) -> None:
+    """Survey answers as counts and the distribution of the fixed choices: never a
+    comment, never whose answer."""
+    from rich.console import Console
+    from rich.table import Table
+
+    answered = ", ".join(f"survey {k} {n:,}" for k, n in surveys["answered"].items())
+    table = Table(title=f"Survey answers ({answered or 'none yet'})")
+    table.add_column("question")
+    table.add_column("answers", justify="left")
+    for name, counts in surveys["choices"].items():
+        table.add_row(name, ", ".join(f"{choice} {n:,}" for choice, n in counts.items()))
+    table.add_row("comment left", f"{surveys['with_comment']:,}")
+    Console().print(table)
 
 
 def _by_reason(counts: dict) -> str:

@@ -581,3 +581,304 @@ _UNKNOWN = {
     "id": ("Status ini belum punya penjelasan rinci.", "Hubungi layanan pengaduan."),
     "en": ("This status has no detailed explanation yet.", "Contact the help desk."),
 }
+
+
+# ---------------------------------------------------------------- after the credit
+# (portal.md, "After the credit"; lifecycle.md). tests/portal/test_words.py holds every
+# state, reason and status below to the program's vocabularies, in both languages.
+
+# A participant's state (with its reason where it has one): (headline, what, next step).
+LIFECYCLE: dict[str, dict[str, tuple[str, str, str]]] = {
+    "AWAITING_TRAINING": {
+        "id": ("Menunggu pelatihan pertama",
+               "Saldo pelatihan Anda sudah masuk, tetapi Anda belum membeli pelatihan.",
+               "Beli pelatihan pertama di salah satu platform digital sebelum batas waktu, "
+               "atau kartu dan saldonya dicabut."),
+        "en": ("Waiting for your first training",
+               "Your training balance is credited, but you have not bought a training yet.",
+               "Buy a first training on one of the digital platforms before the deadline, "
+               "or the card and its balance are taken back."),
+    },
+    "IN_TRAINING": {
+        "id": ("Sedang mengikuti pelatihan",
+               "Anda sudah membeli pelatihan pertama.",
+               "Selesaikan pelatihan sampai mendapat sertifikat; insentif dibayar setelah "
+               "pelatihan pertama selesai."),
+        "en": ("In training",
+               "You have bought your first training.",
+               "Finish it and get its certificate: the incentive is paid once a first "
+               "training is completed."),
+    },
+    "TRAINED": {
+        "id": ("Pelatihan selesai, insentif berjalan",
+               "Anda sudah menyelesaikan pelatihan pertama. Insentif dibayar sebulan sekali "
+               "ke rekening atau dompet digital Anda yang sudah diverifikasi.",
+               "Pastikan rekening Anda tetap aktif, dan isi survei yang terbuka."),
+        "en": ("Training completed, incentives under way",
+               "You completed a first training. The incentive is paid once a month into "
+               "your verified bank account or e-wallet.",
+               "Keep that account open, and answer the surveys that are open."),
+    },
+    "COMPLETED": {
+        "id": ("Semua insentif selesai",
+               "Semua cicilan insentif Anda sudah diproses.",
+               "Tidak ada lagi yang perlu dilakukan selain mengisi survei yang masih terbuka."),
+        "en": ("All incentives done",
+               "Every incentive installment of yours has been processed.",
+               "Nothing more to do, except any survey still open."),
+    },
+    "REVOKED:NO_TRAINING_IN_TIME": {
+        "id": ("Kartu dicabut",
+               "Anda tidak membeli pelatihan pertama sampai batas waktu, sehingga kartu "
+               "dan sisa saldonya dicabut.",
+               "Anda bisa mendaftar lagi di gelombang berikutnya jika masih memenuhi syarat."),
+        "en": ("Card revoked",
+               "You bought no first training by the deadline, so the card and what was "
+               "left on it were taken back.",
+               "You may register again in a later wave if you still qualify."),
+    },
+    "REVOKED:BLACKLISTED": {
+        "id": ("Kartu dicabut",
+               "Nama Anda masuk daftar hitam program sebelum pelatihan pertama selesai, "
+               "sehingga kartu ditutup.",
+               "Jika ini keliru, hubungi layanan pengaduan."),
+        "en": ("Card revoked",
+               "You were put on the program's blacklist before completing a first training, "
+               "so the card was closed.",
+               "If this is wrong, contact the help desk."),
+    },
+    "STOPPED": {
+        "id": ("Pembayaran dihentikan",
+               "Pemeriksaan ulang sebelum pembayaran menemukan Anda tidak lagi memenuhi "
+               "syarat. Tidak ada pembayaran lagi; yang sudah dibayar tidak ditarik.",
+               "Jika ini keliru, hubungi layanan pengaduan."),
+        "en": ("Payments stopped",
+               "A check before a payment found you no longer qualify. Nothing more is paid; "
+               "what was paid before is not taken back.",
+               "If this is wrong, contact the help desk."),
+    },
+}  # fmt: skip
+
+# Why a payment was stopped or failed: (what it means, what to do).
+PAYMENT_REASON: dict[str, dict[str, tuple[str, str]]] = {
+    "ACCOUNT_CLOSED": {
+        "id": ("Rekening tujuan sudah ditutup; uang tidak terkirim.",
+               "Hubungi layanan pengaduan untuk memperbarui rekening Anda."),
+        "en": ("The receiving account is closed; no money moved.",
+               "Contact the help desk to update your account."),
+    },
+    "ACCOUNT_BLOCKED": {
+        "id": ("Rekening tujuan diblokir oleh bank atau dompet digital; uang tidak terkirim.",
+               "Hubungi bank atau dompet digital Anda, lalu layanan pengaduan."),
+        "en": ("The bank or e-wallet has blocked the account; no money moved.",
+               "Contact your bank or e-wallet, then the help desk."),
+    },
+    "LIMIT_EXCEEDED": {
+        "id": ("Saldo rekening tujuan melewati batas yang diizinkan; uang tidak terkirim.",
+               "Naikkan batas akun (misalnya verifikasi penuh dompet digital), lalu hubungi "
+               "layanan pengaduan."),
+        "en": ("The account would go over its allowed limit; no money moved.",
+               "Raise the account's limit (for example a fully verified e-wallet), then "
+               "contact the help desk."),
+    },
+    "BLACKLISTED": {
+        "id": ("Anda masuk daftar hitam program.",
+               "Jika ini keliru, hubungi layanan pengaduan."),
+        "en": ("You are on the program's blacklist.",
+               "If this is wrong, contact the help desk."),
+    },
+    "DECEASED": {
+        "id": ("Data kependudukan mencatat pemilik NIK ini telah meninggal dunia.",
+               "Jika ini keliru, perbaiki data di kantor Dukcapil setempat."),
+        "en": ("The population registry records the holder of this NIK as deceased.",
+               "If this is wrong, have the record corrected at your civil registry office."),
+    },
+    "EXCLUDED_CIVIL_SERVANT": {
+        "id": ("Anda kini terdata sebagai ASN (PNS).",
+               "Jika ini keliru, hubungi layanan pengaduan."),
+        "en": ("You are now listed as a civil servant.",
+               "If this is wrong, contact the help desk."),
+    },
+    "EXCLUDED_MILITARY_POLICE": {
+        "id": ("Anda kini terdata sebagai anggota TNI atau Polri.",
+               "Jika ini keliru, hubungi layanan pengaduan."),
+        "en": ("You are now listed as military or police.",
+               "If this is wrong, contact the help desk."),
+    },
+    "EXCLUDED_STUDENT": {
+        "id": ("Anda kini terdata sebagai pelajar atau mahasiswa aktif.",
+               "Jika ini keliru, hubungi layanan pengaduan."),
+        "en": ("You are now listed as an active student.",
+               "If this is wrong, contact the help desk."),
+    },
+    "EXCLUDED_VILLAGE_OFFICIAL": {
+        "id": ("Anda kini terdata sebagai kepala atau perangkat desa.",
+               "Jika ini keliru, hubungi layanan pengaduan."),
+        "en": ("You are now listed as a village head or official.",
+               "If this is wrong, contact the help desk."),
+    },
+    "EXCLUDED_LEGISLATOR": {
+        "id": ("Anda kini terdata sebagai anggota DPR, DPD atau DPRD.",
+               "Jika ini keliru, hubungi layanan pengaduan."),
+        "en": ("You are now listed as a member of a legislature.",
+               "If this is wrong, contact the help desk."),
+    },
+    "EXCLUDED_SOE_BOARD": {
+        "id": ("Anda kini terdata sebagai direksi, komisaris atau dewan pengawas BUMN/BUMD.",
+               "Jika ini keliru, hubungi layanan pengaduan."),
+        "en": ("You are now listed on the board of a state-owned enterprise.",
+               "If this is wrong, contact the help desk."),
+    },
+    "EXCLUDED_SOCIAL_AID": {
+        "id": ("Anda kini terdata sebagai penerima bantuan sosial lain yang tidak boleh "
+               "digabung dengan program ini.",
+               "Jika ini keliru, hubungi layanan pengaduan."),
+        "en": ("You are now listed as receiving another social aid that cannot be combined "
+               "with this program.",
+               "If this is wrong, contact the help desk."),
+    },
+}  # fmt: skip
+_PAYMENT_REASON_OTHER = {
+    "id": ("Kementerian atau lembaga kini mendata Anda dalam kelompok yang tidak termasuk "
+           "sasaran program.", "Jika ini keliru, hubungi layanan pengaduan."),
+    "en": ("A ministry or agency now lists you in a group the program does not serve.",
+           "If this is wrong, contact the help desk."),
+}  # fmt: skip
+_PAYMENT_REASON_UNKNOWN = {
+    "id": ("Pembayaran ini tidak dapat diproses.", "Hubungi layanan pengaduan."),
+    "en": ("This payment could not be made.", "Contact the help desk."),
+}
+
+PAYMENT_STATUS = {
+    "SCHEDULED": {"id": "Terjadwal", "en": "Scheduled"},
+    "DUE": {"id": "Sedang diproses", "en": "Being paid"},
+    "PAID": {"id": "Sudah dibayar", "en": "Paid"},
+    "STOPPED": {"id": "Dihentikan", "en": "Stopped"},
+    "FAILED": {"id": "Gagal dikirim", "en": "Failed"},
+}
+SURVEY_STATUS = {
+    "LOCKED": {"id": "Belum dibuka", "en": "Not open yet"},
+    "OPEN": {"id": "Terbuka, silakan isi", "en": "Open: please answer"},
+    "ANSWERED": {"id": "Sudah diisi, menunggu pembayaran", "en": "Answered, payment on its way"},
+    "PAID": {"id": "Sudah diisi dan dibayar", "en": "Answered and paid"},
+}
+
+# The survey (portal.md, "Surveys"): each question and the words of its fixed choices.
+SURVEY_QUESTIONS: dict[str, dict[str, str]] = {
+    "work_status": {"id": "Apa kegiatan utama Anda sekarang?",
+                    "en": "What is your main activity now?"},
+    "training_helped": {"id": "Seberapa membantu pelatihan ini? (1 = tidak membantu, "
+                        "5 = sangat membantu)",
+                        "en": "How much did the training help? (1 = not at all, "
+                        "5 = very much)"},
+    "field": {"id": "Bidang pelatihan yang Anda ikuti", "en": "The field of your training"},
+    "applied_for_job": {"id": "Apakah Anda melamar kerja sejak pelatihan?",
+                        "en": "Have you applied for a job since the training?"},
+    "recommend": {"id": "Apakah Anda akan menyarankan program ini kepada orang lain?",
+                  "en": "Would you recommend the program to others?"},
+    "comment": {"id": "Komentar (tidak wajib, paling banyak 500 karakter)",
+                "en": "Comment (optional, at most 500 characters)"},
+}  # fmt: skip
+SURVEY_CHOICES: dict[str, dict[str, dict[str, str]]] = {
+    "work_status": {
+        "employed": {"id": "Bekerja", "en": "Employed"},
+        "own_business": {"id": "Usaha sendiri", "en": "Own business"},
+        "not_working": {"id": "Tidak bekerja", "en": "Not working"},
+    },
+    "training_helped": {str(n): {"id": str(n), "en": str(n)} for n in range(1, 6)},
+    "field": {
+        "digital": {"id": "Digital", "en": "Digital"},
+        "sales": {"id": "Penjualan dan pemasaran", "en": "Sales and marketing"},
+        "hospitality": {"id": "Pariwisata dan kuliner", "en": "Hospitality and food"},
+        "language": {"id": "Bahasa", "en": "Languages"},
+        "trades": {"id": "Keterampilan teknik", "en": "Trades"},
+        "other": {"id": "Lainnya", "en": "Other"},
+    },
+    "applied_for_job": {"true": {"id": "Ya", "en": "Yes"}, "false": {"id": "Tidak", "en": "No"}},
+    "recommend": {"true": {"id": "Ya", "en": "Yes"}, "false": {"id": "Tidak", "en": "No"}},
+}
+
+TEXT.update(
+    {
+        "program": {"id": "Setelah saldo masuk", "en": "After the credit"},
+        "deadline": {"id": "Batas beli pelatihan pertama", "en": "Buy a first training by"},
+        "days_left": {"id": "{n} hari lagi", "en": "{n} days left"},
+        "last_day": {"id": "hari ini hari terakhir", "en": "today is the last day"},
+        "deadline_passed": {"id": "batas waktu sudah lewat", "en": "the deadline has passed"},
+        "balance_left": {"id": "Sisa saldo pelatihan", "en": "Training balance left"},
+        "payments": {"id": "Pembayaran", "en": "Payments"},
+        "no_payments": {
+            "id": "Belum ada pembayaran. Insentif dijadwalkan setelah pelatihan pertama selesai.",
+            "en": "No payments yet. Incentives are scheduled once a first training is completed.",
+        },
+        "incentive_k": {"id": "Insentif ke-{k}", "en": "Incentive {k}"},
+        "survey_payment_k": {"id": "Survei ke-{k}", "en": "Survey {k}"},
+        "due_on": {"id": "Jadwal", "en": "Due"},
+        "paid_on": {"id": "Dibayar", "en": "Paid"},
+        "surveys": {"id": "Survei", "en": "Surveys"},
+        "survey_k": {"id": "Survei ke-{k}", "en": "Survey {k}"},
+        "answer_survey": {"id": "Isi survei ke-{k}", "en": "Answer survey {k}"},
+        "survey_heading": {"id": "Survei ke-{k}", "en": "Survey {k}"},
+        "survey_intro": {
+            "id": "Jawaban Anda membantu kami memperbaiki program. Setelah Anda mengisi, "
+            "{amount} dibayar ke rekening Anda pada pembayaran berikutnya.",
+            "en": "Your answers help us improve the program. Once you answer, {amount} is "
+            "paid into your account at the next payout.",
+        },
+        "survey_send": {"id": "Kirim jawaban", "en": "Send answers"},
+        "survey_done": {
+            "id": "Terima kasih. Jawaban Anda sudah tersimpan; pembayarannya diproses pada "
+            "pembayaran berikutnya.",
+            "en": "Thank you. Your answers are saved; the payment is made at the next payout.",
+        },
+        "survey_already": {
+            "id": "Survei ini sudah Anda isi. Jawaban hanya bisa dikirim sekali.",
+            "en": "You have already answered this survey. Answers can be sent only once.",
+        },
+        "survey_invalid": {
+            "id": "Jawaban belum lengkap. Pilih satu jawaban untuk setiap pertanyaan; "
+            "komentar paling banyak 500 karakter.",
+            "en": "Some answers are missing. Choose one answer for each question; a comment "
+            "has at most 500 characters.",
+        },
+        "survey_not_open": {
+            "id": "Survei ini belum dibuka untuk Anda. Survei ke-k terbuka setelah insentif "
+            "ke-k dibayar.",
+            "en": "This survey is not open for you. Survey k opens once incentive k is paid.",
+        },
+        "survey_choose": {"id": "Pilih satu", "en": "Choose one"},
+        "back_to_status": {"id": "Kembali ke status", "en": "Back to your status"},
+        "reason_label": {"id": "Artinya", "en": "What it means"},
+    }
+)
+
+
+def lifecycle_explain(state: str, reason: str, lang: str) -> tuple[str, str, str]:
+    """(headline, what happened, what to do next) for a participant's state and reason."""
+    entry = LIFECYCLE.get(f"{state}:{reason}") or LIFECYCLE.get(state)
+    if entry is None:
+        return (_UNKNOWN[lang][0], _UNKNOWN[lang][0], _UNKNOWN[lang][1])
+    return entry[lang]
+
+
+def payment_reason(reason: str, lang: str) -> tuple[str, str]:
+    """(what it means, what to do) for a stopped or failed payment."""
+    if reason in PAYMENT_REASON:
+        return PAYMENT_REASON[reason][lang]
+    if reason.startswith("EXCLUDED_"):
+        return _PAYMENT_REASON_OTHER[lang]
+    return _PAYMENT_REASON_UNKNOWN[lang]
+
+
+def date_text(iso_date: str, lang: str) -> str:
+    """`21 Mei 2020` / `21 May 2020` for an ISO date (already a WIB calendar date)."""
+    d = datetime.fromisoformat(iso_date[:10])
+    return f"{d.day} {_MONTHS[lang][d.month - 1]} {d.year}"
+
+
+def wib_iso_text(iso: str, lang: str) -> str:
+    """An aware ISO time (WIB) as `26 Mei 2020, 02.14 WIB`."""
+    t = datetime.fromisoformat(iso).astimezone(WIB)
+    month = _MONTHS[lang][t.month - 1]
+    clock = f"{t.hour:02d}.{t.minute:02d}" if lang == "id" else f"{t.hour:02d}:{t.minute:02d}"
+    return f"{t.day} {month} {t.year}, {clock} WIB"

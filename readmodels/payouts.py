@@ -11,19 +11,28 @@ from collections import defaultdict
 from datetime import date
 from typing import Any
 
+import orjson
 from sqlalchemy import exists, func, or_, select
 
 from models.db import SessionFactory
 from models.queries import R
-from models.tables import FeedCursor, Participant, Payment, PayoutRun, TrainingEvent
+from models.tables import (
+    FeedCursor,
+    Participant,
+    Payment,
+    PayoutRun,
+    SurveyResponse,
+    TrainingEvent,
+)
 from rules.enums import State
-from rules.lifecycle import LifecycleState
+from rules.lifecycle import SURVEY_CHOICES, LifecycleState, end_of_day_utc, survey_choice_ok
 
 P = Participant.__table__  # type: ignore[attr-defined]
 Y = Payment.__table__  # type: ignore[attr-defined]
 E = TrainingEvent.__table__  # type: ignore[attr-defined]
 C = FeedCursor.__table__  # type: ignore[attr-defined]
 RUN = PayoutRun.__table__  # type: ignore[attr-defined]
+S = SurveyResponse.__table__  # type: ignore[attr-defined]
 
 PENDING = ("DUE", "SENDING")
 
@@ -58,6 +67,7 @@ def payout_report(sessions: SessionFactory, as_of: date | None = None) -> dict[s
         orphans = session.execute(
             select(func.coalesce(func.sum(P.c.orphan_completions), 0))
         ).scalar_one()
+        surveys = survey_summary(session, as_of)
         unmatched = session.execute(
             select(func.count())
             .select_from(E)
@@ -171,8 +181,49 @@ def payout_report(sessions: SessionFactory, as_of: date | None = None) -> dict[s
         "unmatched_events": int(unmatched),
         "completions_without_purchase": int(orphans),
         "feeds": feeds,
+        "surveys": surveys,
         "conservation_ok": conservation_ok,
     }
+
+
+def survey_summary(session, as_of: date | None = None) -> dict[str, Any]:
+    """Survey answers as counts only: answered per survey, the distribution of each fixed
+    choice, and how many left a comment. Answers are personal data: nothing else of them
+    leaves this function (no NIK, no text)."""
+    where = []
+    if as_of is not None:
+        where.append(S.c.answered_at <= end_of_day_utc(as_of))
+    answered: dict[str, int] = {}
+    choices: dict[str, dict[str, int]] = {
+        name: {_choice_key(c): 0 for c in values} for name, values in SURVEY_CHOICES.items()
+    }
+    comments = 0
+    for survey, answers_json in session.execute(
+        select(S.c.survey, S.c.answers_json).where(*where).order_by(S.c.survey)
+    ):
+        answered[str(survey)] = answered.get(str(survey), 0) + 1
+        try:
+            answers = orjson.loads(answers_json)
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(answers, dict):
+            continue
+        for name in SURVEY_CHOICES:
+            value = answers.get(name)
+            if survey_choice_ok(name, value):
+                choices[name][_choice_key(value)] += 1
+        if isinstance(answers.get("comment"), str) and answers["comment"].strip():
+            comments += 1
+    return {
+        "answered": answered,
+        "answered_total": sum(answered.values()),
+        "choices": choices,
+        "with_comment": comments,
+    }
+
+
+def _choice_key(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def lifecycle_of(sessions: SessionFactory, registrant_ids: list[int]) -> list[dict[str, Any]]:

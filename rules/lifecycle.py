@@ -68,6 +68,24 @@ PENDING_PAYMENT_STATUSES = frozenset({PaymentStatus.DUE, PaymentStatus.SENDING})
 
 EVENT_TYPES = frozenset({"PURCHASED", "CANCELLED", "COMPLETED"})
 
+# Survey k's questions and their fixed choices (portal.md, "Surveys"): the dashboard
+# validates answers against them, the payout report counts answers by them.
+SURVEY_CHOICES: dict[str, tuple[object, ...]] = {
+    "work_status": ("employed", "own_business", "not_working"),
+    "training_helped": (1, 2, 3, 4, 5),
+    "field": ("digital", "sales", "hospitality", "language", "trades", "other"),
+    "applied_for_job": (True, False),
+    "recommend": (True, False),
+}
+SURVEY_COMMENT_MAX = 500  # characters of the optional free text
+
+
+def survey_choice_ok(name: str, value: object) -> bool:
+    """Whether `value` is one of question `name`'s choices: a bool is not a score (1-5)
+    and a number is not a yes or no, though Python counts True == 1."""
+    choices = SURVEY_CHOICES[name]
+    return isinstance(value, bool) == isinstance(choices[0], bool) and value in choices
+
 
 @dataclass(frozen=True)
 class LifecycleSettings:

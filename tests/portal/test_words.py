@@ -69,3 +69,61 @@ def test_rupiah_and_wib():
 )
 def test_an_announcement_written_in_both_languages_shows_one(message, lang, shown):
     assert words.message_in(message, lang) == shown
+
+
+# ---------------------------------------------------------------- after the credit
+@pytest.mark.parametrize("lang", ["id", "en"])
+def test_every_lifecycle_state_and_reason_has_its_own_words(lang):
+    from partners.payment import DISBURSEMENT_FAILURE_REASONS
+    from portal.lifecycle import PAYMENT_STATUSES, SURVEY_STATUSES
+    from rules.lifecycle import LifecycleState, RevokeReason
+
+    sentences = set()
+    for state in LifecycleState:
+        reasons = [r.value for r in RevokeReason] if state == LifecycleState.REVOKED else [""]
+        for reason in reasons:
+            key = f"{state.value}:{reason}" if reason else state.value
+            assert key in words.LIFECYCLE, key  # its own entry, not a fallback
+            headline, what, next_step = words.lifecycle_explain(state.value, reason, lang)
+            assert headline and what and next_step
+            sentences.add(what)
+    assert len(sentences) == len(LifecycleState) + len(RevokeReason) - 1
+
+    # A payment stopped by a re-check (BLACKLISTED, DECEASED, every agency category) or
+    # failed at the payment partner says what it means and what to do, each its own.
+    stop_reasons = ["BLACKLISTED", "DECEASED"] + [
+        r.value for r in ReasonCode if r.value.startswith("EXCLUDED_")
+    ]
+    meanings = set()
+    for reason in [*stop_reasons, *sorted(DISBURSEMENT_FAILURE_REASONS)]:
+        assert reason in words.PAYMENT_REASON, reason
+        means, todo = words.payment_reason(reason, lang)
+        assert means and todo
+        meanings.add(means)
+    assert len(meanings) == len(stop_reasons) + len(DISBURSEMENT_FAILURE_REASONS)
+    means, _ = words.payment_reason("EXCLUDED_FISHERY_BOARD", lang)
+    assert means == words._PAYMENT_REASON_OTHER[lang][0]
+
+    assert set(words.PAYMENT_STATUS) == set(PAYMENT_STATUSES)
+    assert set(words.SURVEY_STATUS) == set(SURVEY_STATUSES)
+    assert len({words.PAYMENT_STATUS[s][lang] for s in PAYMENT_STATUSES}) == 5
+    assert len({words.SURVEY_STATUS[s][lang] for s in SURVEY_STATUSES}) == 4
+
+
+def test_every_survey_question_and_choice_has_words_in_both_languages():
+    from portal.lifecycle import CHOICES
+
+    assert set(words.SURVEY_QUESTIONS) == {*CHOICES, "comment"}
+    for name, choices in CHOICES.items():
+        shown = {str(c).lower() for c in choices}
+        assert set(words.SURVEY_CHOICES[name]) == shown, name
+        for label in words.SURVEY_CHOICES[name].values():
+            assert label["id"] and label["en"]
+    assert words.SURVEY_QUESTIONS["recommend"]["id"] != words.SURVEY_QUESTIONS["recommend"]["en"]
+
+
+def test_lifecycle_dates_read_in_wib():
+    assert words.date_text("2020-05-21", "id") == "21 Mei 2020"
+    assert words.date_text("2020-05-21", "en") == "21 May 2020"
+    assert words.wib_iso_text("2020-05-26T02:14:00+07:00", "id") == "26 Mei 2020, 02.14 WIB"
+    assert words.wib_iso_text("2020-05-25T19:14:00+00:00", "en") == "26 May 2020, 02:14 WIB"
