@@ -1,25 +1,37 @@
-"""Announcement morning on the registrant dashboard: one JSON line on stdout.
+"""Announcement morning on the registrant dashboard, and the months after: one JSON line.
 
 A third of a 5,965,048-registrant wave signs in within the first hour (about 550
-sign-ins a second), then keeps reading its status. Against a database holding a whole
-wave (bench/wave_scale.py leaves one), this measures:
+sign-ins a second), then keeps reading its status; later its 200,000 participants read
+their lifecycle (training deadline, incentives, surveys) and answer surveys. Against a
+database holding a whole wave (bench/wave_scale.py leaves one), this measures:
 
 1. what the dashboard builds: wave 1's portal index (dropped, then rebuilt and timed,
    with the database's growth) and the announcement;
-2. signed-in status reads (`GET /api/me`) driven by `wrk` over thousands of sessions;
-3. sign-ins (`POST /api/login`, the code read from the simulator's gateway,
+2. lifecycle rows for the wave's CREDITED registrants (bench/lifecycle_seed.py: bulk
+   inserts of participants, incentive and survey payments and survey-1 answers as a
+   payout run would leave them 65 days after the credit; kept when already there);
+3. signed-in status reads (`GET /api/me`) of participants (every lifecycle state), driven
+   by `wrk` over thousands of sessions; one answer is checked for its `lifecycle`;
+4. survey answers (`POST /api/surveys/2` with a valid JSON body) by `wrk`, each session a
+   participant whose survey 2 is OPEN (installment 2 PAID, not answered), answering once:
+   201s against anything else, and the answers stored counted in the database;
+5. sign-ins (`POST /api/login`, the code read from the simulator's gateway,
    `POST /api/login/verify`) driven by Locust, each with a registrant not used before;
 
 against `prakerja portal --workers W` and the partner simulator, each a process of its
-own on this machine. The load generators' CPU, the portal's CPU and peak RSS are
-reported beside the rates, since they share the machine's cores.
+own on this machine. The load generators' CPU, the portal's CPU and peak RSS, and the
+machine's load average before each phase are reported beside the rates, since they share
+the machine's cores.
 
     .venv/bin/python bench/portal_load.py --registrants 100000 --build
     .venv/bin/python bench/portal_load.py            # the 6M wave, built beforehand
+    .venv/bin/python bench/portal_load.py --database postgresql+psycopg://... --skip-index
 
 bench/wave_scale.py works in a fresh temporary folder unless given --workdir; --build
 gives it bench/out/wave_scale-N/, where its Prefect run leaves prefect.db, the default
 --database here. The simulator is started with the same seed (--seed, "bench").
+`--phases reads,surveys,signins` picks phases; `--no-lifecycle` reads registrants of the
+portal index instead of participants (the dashboard before lifecycle.md).
 
 Needs `wrk` (`apt-get install -y wrk`) and Locust (`pip install -e '.[bench]'`).
 Work files go to bench/out/portal_load/.
@@ -603,16 +615,24 @@ def wrk_script(tokens: list[str], threads: int, per_connection: int) -> Path:
     return path
 
 
-def run_wrk(base: str, script: Path, threads: int, connections: int, seconds: int) -> dict:
+def run_wrk(
+    base: str,
+    script: Path,
+    threads: int,
+    connections: int,
+    seconds: int,
+    path: str = "/api/me",
+    name: str = "wrk",
+) -> dict:
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
-    cmd += ["--timeout", "10s", "-s", str(script), f"{base}/api/me"]
+    cmd += ["--timeout", "10s", "-s", str(script), f"{base}{path}"]
     before = child_cpu_s()
     done = subprocess.run(cmd, capture_output=True, text=True)
     cpu = child_cpu_s() - before
     line = next((x for x in done.stdout.splitlines() if x.startswith('{"wrk"')), None)
     if done.returncode != 0 or line is None:
         raise SystemExit(f"wrk failed ({done.returncode}): {done.stderr.strip()}")
-    (WORK / "wrk.txt").write_text(done.stdout)
+    (WORK / f"{name}.txt").write_text(done.stdout)
     figures = json.loads(line)
     figures["cpu_s"] = round(cpu, 1)
     return figures
@@ -640,6 +660,209 @@ def check_me(base: str, token: str) -> dict:
     if problems:
         raise SystemExit(f"GET /api/me does not answer as it should: {', '.join(problems)}")
     return entry
+
+
+def check_lifecycle(base: str, token: str) -> dict | None:
+    """The `lifecycle` of wave 1's entry in one participant's `GET /api/me` (portal.md,
+    "After the credit"), checked for its shape; None when the portal shows none (a
+    dashboard from before lifecycle.md)."""
+    import requests
+
+    r = requests.get(f"{base}/api/me", cookies={"prakerja_session": token}, timeout=10)
+    entry = next((w for w in r.json().get("waves") or [] if w.get("wave") == WAVE), {})
+    life = entry.get("lifecycle")
+    if life is None:
+        return None
+    keys = {"state", "reason", "training_deadline", "balance_left", "payments", "surveys"}
+    if not keys <= life.keys():
+        raise SystemExit(f"/api/me's lifecycle lacks {sorted(keys - life.keys())}")
+    return {
+        "state": life["state"],
+        "payments": [f"{p['benefit']} {p['installment']}: {p['status']}" for p in life["payments"]],
+        "surveys": [f"{s['survey']}: {s['status']}" for s in life["surveys"]],
+    }
+
+
+SURVEY_BODIES = [
+    {
+        "work_status": work,
+        "training_helped": helped,
+        "field": field,
+        "applied_for_job": helped % 2 == 0,
+        "recommend": helped > 2,
+        "comment": "" if helped != 5 else "Sangat membantu.",
+    }
+    for work, helped, field in (
+        ("employed", 4, "digital"),
+        ("own_business", 5, "sales"),
+        ("not_working", 3, "hospitality"),
+        ("employed", 2, "language"),
+        ("not_working", 1, "trades"),
+        ("employed", 5, "other"),
+    )
+]
+
+
+def check_survey(base: str, token: str, k: int) -> dict:
+    """One answer by hand before the load: 201, the same again 409, then ANSWERED in
+    `/api/me`. {"available": False} when the portal has no survey route yet."""
+    import requests
+
+    cookies = {"prakerja_session": token}
+    url = f"{base}/api/surveys/{k}"
+    first = requests.post(url, json=SURVEY_BODIES[0], cookies=cookies, timeout=10)
+    try:
+        detail = first.json().get("detail")
+    except ValueError:
+        detail = None
+    if first.status_code in (404, 405) and detail in ("Not Found", "Method Not Allowed"):
+        # Starlette's own answer for a path without that route.
+        return {"available": False, "status": first.status_code}
+    if first.status_code != 201:
+        raise SystemExit(f"POST /api/surveys/{k} answered {first.status_code}: {first.text}")
+    again = requests.post(url, json=SURVEY_BODIES[1], cookies=cookies, timeout=10)
+    if again.status_code != 409:
+        raise SystemExit(f"a second POST /api/surveys/{k} answered {again.status_code}")
+    life = check_lifecycle(base, token) or {}
+    if f"{k}: ANSWERED" not in life.get("surveys", []):
+        raise SystemExit(f"survey {k} is not ANSWERED in /api/me after its answer: {life}")
+    return {"available": True}
+
+
+def insert_sessions(url: str, niks: list[str]) -> list[str]:
+    """Signed-in sessions written straight into the table, as Store.create_session writes
+    them (a random token, its SHA-256 kept), in one transaction: tens of thousands."""
+    from sqlalchemy import create_engine, text
+
+    from portal.store import Store
+
+    tokens = [secrets.token_urlsafe(32) for _ in niks]
+    now = time.time()
+    rows = [
+        {"t": Store._token_hash(token), "n": nik, "s": now}
+        for token, nik in zip(tokens, niks, strict=True)
+    ]
+    engine = create_engine(url, hide_parameters=True)
+    try:
+        with engine.begin() as conn:
+            for start in range(0, len(rows), 20_000):
+                conn.execute(
+                    text(
+                        "INSERT INTO portal_session (token_hash, nik, created_at, last_seen) "
+                        "VALUES (:t, :n, :s, :s)"
+                    ),
+                    rows[start : start + 20_000],
+                )
+    finally:
+        engine.dispose()
+    return tokens
+
+
+def count_answers(url: str, k: int) -> int:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url, hide_parameters=True)
+    try:
+        with engine.connect() as conn:
+            return int(
+                conn.execute(
+                    text(
+                        "SELECT count(*) FROM survey_response WHERE survey = :k AND "
+                        "registrant_id IN (SELECT registrant_id FROM participant "
+                        "WHERE wave_id = :w)"
+                    ),
+                    {"k": k, "w": WAVE},
+                ).scalar()
+                or 0
+            )
+    finally:
+        engine.dispose()
+
+
+SURVEY_LUA = """
+local tokens = {%(tokens)s}
+local bodies = {%(bodies)s}
+local path = "%(path)s"
+local per = %(per)d
+local threads = {}
+local index = 0
+local counters = {"c201", "c409", "c404", "c422", "c401", "c403", "c413", "c5xx", "cother",
+                  "wrapped"}
+
+function setup(thread)
+  thread:set("first", index * per)
+  table.insert(threads, thread)
+  index = index + 1
+end
+
+function init(args)
+  first = tonumber(wrk.thread:get("first")) or 0
+  n = 0
+  for _, name in ipairs(counters) do _G[name] = 0 end
+end
+
+function request()
+  -- Each session answers once: the next token of this thread's share. Past the end of
+  -- the share the tokens come round again (counted: those answers are 409s).
+  n = n + 1
+  if n > per then
+    n = 1
+    wrapped = wrapped + 1
+  end
+  local i = first + n
+  local headers = {["Cookie"] = "prakerja_session=" .. tokens[i],
+                   ["Content-Type"] = "application/json"}
+  return wrk.format("POST", path, headers, bodies[i %% #bodies + 1])
+end
+
+function response(status, headers, body)
+  if status == 201 then c201 = c201 + 1
+  elseif status == 409 then c409 = c409 + 1
+  elseif status == 404 then c404 = c404 + 1
+  elseif status == 422 then c422 = c422 + 1
+  elseif status == 401 then c401 = c401 + 1
+  elseif status == 403 then c403 = c403 + 1
+  elseif status == 413 then c413 = c413 + 1
+  elseif status >= 500 then c5xx = c5xx + 1
+  else cother = cother + 1 end
+end
+
+function done(summary, latency, requests)
+  local total = {}
+  for _, name in ipairs(counters) do total[name] = 0 end
+  for _, thread in ipairs(threads) do
+    for _, name in ipairs(counters) do total[name] = total[name] + (thread:get(name) or 0) end
+  end
+  local e = summary.errors
+  io.write(string.format(
+    '{"wrk": true, "requests": %%d, "duration_us": %%d, "bytes": %%d, ' ..
+    '"p50_us": %%d, "p90_us": %%d, "p99_us": %%d, "max_us": %%d, ' ..
+    '"non_2xx": %%d, "connect_errors": %%d, "read_errors": %%d, "write_errors": %%d, ' ..
+    '"timeouts": %%d, "status": {"201": %%d, "409": %%d, "404": %%d, "422": %%d, ' ..
+    '"401": %%d, "403": %%d, "413": %%d, "5xx": %%d, "other": %%d}, "wrapped": %%d}\\n',
+    summary.requests, summary.duration, summary.bytes,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
+    e.status, e.connect, e.read, e.write, e.timeout,
+    total.c201, total.c409, total.c404, total.c422, total.c401, total.c403, total.c413,
+    total.c5xx, total.cother, total.wrapped))
+end
+"""
+
+
+def survey_script(tokens: list[str], threads: int, k: int) -> Path:
+    path = WORK / "survey.lua"
+    listed = ",".join(f'"{t}"' for t in tokens)
+    bodies = ",".join("'" + json.dumps(b, separators=(",", ":")) + "'" for b in SURVEY_BODIES)
+    path.write_text(
+        SURVEY_LUA
+        % {
+            "tokens": listed,
+            "bodies": bodies,
+            "path": f"/api/surveys/{k}",
+            "per": len(tokens) // threads,
+        }
+    )
+    return path
 
 
 # ------------------------------------------------------------------ sign-ins (Locust)
@@ -714,6 +937,29 @@ def run_locust(
     return figures
 
 
+def load_average() -> list[float]:
+    """The machine's 1-, 5- and 15-minute load averages (others' work shows here)."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def socket_errors(figures: dict) -> int:
+    return (
+        figures["connect_errors"]
+        + figures["read_errors"]
+        + figures["write_errors"]
+        + figures["timeouts"]
+    )
+
+
+def upgrade_schema(env: dict[str, str], root: Path) -> None:
+    """`prakerja db upgrade` from the portal's checkout: a portal of a later commit may
+    come with a migration the wave's database does not have yet (a no-op otherwise)."""
+    cmd = [sys.executable, "-m", "cli", "db", "upgrade"]
+    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"prakerja db upgrade failed: {done.stderr.strip()[-2000:]}")
+
+
 # ------------------------------------------------------------------ main
 def main() -> None:
     ap = argparse.ArgumentParser(
@@ -742,6 +988,27 @@ def main() -> None:
         default=100,
         help="requests a connection carries on average before it closes (0: never)",
     )
+    ap.add_argument(
+        "--phases",
+        default="reads,surveys,signins",
+        help="which of reads, surveys, signins to run (comma-separated)",
+    )
+    ap.add_argument(
+        "--no-lifecycle",
+        action="store_true",
+        help="no lifecycle rows: reads are of registrants of the portal index, no surveys",
+    )
+    ap.add_argument("--reseed", action="store_true", help="write the lifecycle rows again")
+    ap.add_argument("--survey", type=int, default=2, help="the survey answered (k)")
+    ap.add_argument(
+        "--survey-sessions",
+        type=int,
+        default=40_000,
+        help="participants whose survey is OPEN, each answering once (more than the "
+        "phase can use: past them, sessions answer again and get 409)",
+    )
+    ap.add_argument("--survey-seconds", type=int, default=20)
+    ap.add_argument("--survey-connections", type=int, default=64)
     ap.add_argument("--signin-seconds", type=int, default=30)
     ap.add_argument("--signin-users", type=int, default=100, help="Locust users (closed loop)")
     ap.add_argument("--signin-spawn-rate", type=float, default=50)
@@ -794,6 +1061,11 @@ def main() -> None:
         help="py-spy the portal during reads and sign-ins (bench/out/portal_load/profile-*)",
     )
     args = ap.parse_args()
+    phases = {x.strip() for x in args.phases.split(",") if x.strip()}
+    if phases - {"reads", "surveys", "signins"}:
+        ap.error(f"--phases: unknown {sorted(phases - {'reads', 'surveys', 'signins'})}")
+    if args.no_lifecycle:
+        phases.discard("surveys")
 
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
@@ -828,19 +1100,59 @@ def main() -> None:
             f"prefilled {args.prefill_sessions:,} sessions and {args.prefill_guards:,} "
             f"guard rows in {time.monotonic() - t0:.0f} s"
         )
+    lifecycle: dict | None = None
+    if not args.no_lifecycle:
+        from bench.lifecycle_seed import participants, reset_survey, seed_lifecycle, survey_open
+
+        lifecycle = seed_lifecycle(url, WAVE, args.seed, args.reseed)
+        result["lifecycle_seed"] = lifecycle
+        if "surveys" in phases:
+            gone = reset_survey(url, args.survey, WAVE)
+            if gone:
+                log(f"{gone:,} answers to survey {args.survey} of an earlier run removed")
+
     rng = random.Random(f"portal-load:{args.seed}")
-    log(f"choosing {args.sessions + args.signin_people:,} registrants at random")
-    people = sample_people(url, args.sessions + args.signin_people + 1, rng)
-    readers, first, signers = (
-        people[: args.sessions],
-        people[args.sessions],
-        people[args.sessions + 1 :],
-    )
+    readers_from_index = args.no_lifecycle
+    n_people = (args.sessions if readers_from_index else 0) + args.signin_people + 1
+    log(f"choosing {n_people:,} registrants at random")
+    people = sample_people(url, n_people, rng)
+    if readers_from_index:
+        readers = [nik for nik, _ in people[: args.sessions]]
+        reader_states = None
+        people = people[args.sessions :]
+    else:
+        everyone = participants(url, WAVE)
+        if len(everyone) < args.sessions:
+            raise SystemExit(f"wave {WAVE} has {len(everyone):,} participants only")
+        chosen = rng.sample(everyone, args.sessions)
+        readers = [nik for nik, _ in chosen]
+        reader_states = {}
+        for _, state in chosen:
+            reader_states[state] = reader_states.get(state, 0) + 1
+        # The sample answer checked for its lifecycle: a TRAINED participant's.
+        trained = next(i for i, (_, state) in enumerate(chosen) if state == "TRAINED")
+        readers.insert(0, readers.pop(trained))
+    first, signers = people[0], people[1:]
+    survey_niks: list[str] = []
+    if "surveys" in phases:
+        taken = set(readers)
+        open_niks = [nik for nik in survey_open(url, args.survey, WAVE) if nik not in taken]
+        want = args.survey_sessions + 1
+        if len(open_niks) < want:
+            log(f"only {len(open_niks):,} participants with survey {args.survey} OPEN")
+        survey_niks = rng.sample(open_niks, min(want, len(open_niks)))
     secret = secrets.token_urlsafe(48)
     t0 = time.monotonic()
-    tokens = make_sessions(url, secret, [nik for nik, _ in readers])
+    tokens = make_sessions(url, secret, readers)
     log(f"{len(tokens):,} sessions made in {time.monotonic() - t0:.1f} s")
 
+    reads: dict | None = None
+    surveys: dict | None = None
+    signins: dict = {}
+    flow: dict = {}
+    phase_figures: dict = {}
+    load_before: dict = {}
+    me_lifecycle: dict | None = None
     with SimulatorProcess(args.seed) as sim:
         partners = partners_toml(sim.base_url, args.notifier_max_rps)
         env = dict(
@@ -856,6 +1168,7 @@ def main() -> None:
         if extra:
             env["PYTHONPATH"] = os.pathsep.join([*extra, *filter(None, [env.get("PYTHONPATH")])])
         server = uvicorn_flavour(env)
+        upgrade_schema(env, args.portal_root)
         port = args.port or free_port()
         with (
             portal_process(env, port, args.workers, args.portal_root) as (proc, base),
@@ -864,50 +1177,101 @@ def main() -> None:
         ):
             entry = check_me(base, tokens[0])
             log(f"GET /api/me answers as it should (wave {WAVE}: {entry['outcome']})")
+            if not readers_from_index:
+                me_lifecycle = check_lifecycle(base, tokens[0])
+                log(f"its lifecycle: {me_lifecycle}")
 
-            script = wrk_script(tokens, args.read_threads, args.read_requests_per_connection)
-            if args.read_warmup_seconds:
-                log(f"warming up reads for {args.read_warmup_seconds} s")
-                run_wrk(
-                    base,
-                    script,
-                    args.read_threads,
-                    args.read_connections,
-                    args.read_warmup_seconds,
+            if "reads" in phases:
+                script = wrk_script(tokens, args.read_threads, args.read_requests_per_connection)
+                if args.read_warmup_seconds:
+                    log(f"warming up reads for {args.read_warmup_seconds} s")
+                    run_wrk(
+                        base,
+                        script,
+                        args.read_threads,
+                        args.read_connections,
+                        args.read_warmup_seconds,
+                    )
+                load_before["reads"] = load_average()
+                log(
+                    f"reads: wrk -t{args.read_threads} -c{args.read_connections} "
+                    f"-d{args.read_seconds}s over {len(tokens):,} sessions "
+                    f"(load average {load_before['reads']})"
                 )
-            log(
-                f"reads: wrk -t{args.read_threads} -c{args.read_connections} "
-                f"-d{args.read_seconds}s over {len(tokens):,} sessions"
-            )
-            phase = Phase(tree, sim_tree)
-            with profiled(proc.pid, "reads", args.profile):
-                wrk = run_wrk(
-                    base, script, args.read_threads, args.read_connections, args.read_seconds
-                )
-            reads_phase = with_others(phase.end(), wrk["cpu_s"])
-            reads_per_s = wrk["requests"] / (wrk["duration_us"] / 1e6)
-            log(f"reads: {reads_per_s:,.0f}/s, p99 {wrk['p99_us'] / 1000:.1f} ms")
+                phase = Phase(tree, sim_tree)
+                with profiled(proc.pid, "reads", args.profile):
+                    reads = run_wrk(
+                        base, script, args.read_threads, args.read_connections, args.read_seconds
+                    )
+                phase_figures["reads"] = with_others(phase.end(), reads["cpu_s"])
+                reads["per_s"] = reads["requests"] / (reads["duration_us"] / 1e6)
+                log(f"reads: {reads['per_s']:,.0f}/s, p99 {reads['p99_us'] / 1000:.1f} ms")
 
-            one = check_signin(base, sim.base_url, *first)
-            log(f"one sign-in by hand took {one * 1000:.0f} ms; now Locust")
-            phase = Phase(tree, sim_tree)
-            with profiled(proc.pid, "signins", args.profile):
-                signins = run_locust(
-                    base,
-                    sim.base_url,
-                    signers,
-                    args.signin_users,
-                    args.signin_spawn_rate,
-                    args.signin_seconds,
-                    args.poll_seconds,
-                    args.code_reader,
+            if "surveys" in phases and survey_niks:
+                # Made now, so that each session's one request finds it fresh (no
+                # last_seen write first), as a person answering right after signing in.
+                survey_tokens = insert_sessions(url, survey_niks)
+                by_hand = check_survey(base, survey_tokens.pop(0), args.survey)
+                if not by_hand["available"]:
+                    log(f"POST /api/surveys/{args.survey}: no such route yet; no survey phase")
+                    surveys = {"available": False}
+                else:
+                    answers0 = count_answers(url, args.survey)
+                    script = survey_script(survey_tokens, args.read_threads, args.survey)
+                    load_before["surveys"] = load_average()
+                    log(
+                        f"surveys: wrk -t{args.read_threads} -c{args.survey_connections} "
+                        f"-d{args.survey_seconds}s, {len(survey_tokens):,} sessions with "
+                        f"survey {args.survey} open (load average {load_before['surveys']})"
+                    )
+                    phase = Phase(tree, sim_tree)
+                    with profiled(proc.pid, "surveys", args.profile):
+                        surveys = run_wrk(
+                            base,
+                            script,
+                            args.read_threads,
+                            args.survey_connections,
+                            args.survey_seconds,
+                            path=f"/api/surveys/{args.survey}",
+                            name="wrk-surveys",
+                        )
+                    phase_figures["surveys"] = with_others(phase.end(), surveys["cpu_s"])
+                    seconds = surveys["duration_us"] / 1e6
+                    surveys["answered_per_s"] = surveys["status"]["201"] / seconds
+                    surveys["per_s"] = surveys["requests"] / seconds
+                    surveys["stored"] = count_answers(url, args.survey) - answers0
+                    surveys["available"] = True
+                    log(
+                        f"surveys: {surveys['answered_per_s']:,.0f} answered/s, p99 "
+                        f"{surveys['p99_us'] / 1000:.1f} ms, {surveys['status']}, "
+                        f"{surveys['stored']:,} stored"
+                    )
+
+            if "signins" in phases:
+                one = check_signin(base, sim.base_url, *first)
+                load_before["signins"] = load_average()
+                log(
+                    f"one sign-in by hand took {one * 1000:.0f} ms; now Locust "
+                    f"(load average {load_before['signins']})"
                 )
-            signin_phase = with_others(phase.end(), signins["_cpu_s"])
-            flow = signins.get("signin") or {}
-            log(
-                f"sign-ins: {flow.get('per_s')}/s, p99 {flow.get('p99_ms')} ms, "
-                f"{flow.get('failures')} failed"
-            )
+                phase = Phase(tree, sim_tree)
+                with profiled(proc.pid, "signins", args.profile):
+                    signins = run_locust(
+                        base,
+                        sim.base_url,
+                        signers,
+                        args.signin_users,
+                        args.signin_spawn_rate,
+                        args.signin_seconds,
+                        args.poll_seconds,
+                        args.code_reader,
+                    )
+                phase_figures["signins"] = with_others(phase.end(), signins["_cpu_s"])
+                flow = signins.get("signin") or {}
+                log(
+                    f"sign-ins: {flow.get('per_s')}/s, p99 {flow.get('p99_ms')} ms, "
+                    f"{flow.get('failures')} failed"
+                )
             peak_rss_mb = round(tree.peak_rss / 2**20)
             peak_process_rss_mb = round(tree.peak_process_rss / 2**20)
             portal_processes = tree.processes
@@ -917,31 +1281,62 @@ def main() -> None:
         + sum(v["failures"] for k, v in signins.items() if not k.startswith("_") and k != "signin")
         + sum(signins.get("_exceptions", {}).values())
     )
+    if reads is not None:
+        result.update(
+            {
+                "reads_per_s": round(reads["per_s"]),
+                "reads_p50_ms": round(reads["p50_us"] / 1000, 1),
+                "reads_p99_ms": round(reads["p99_us"] / 1000, 1),
+                "reads_max_ms": round(reads["max_us"] / 1000, 1),
+                "reads": reads["requests"],
+                "reads_non_2xx": reads["non_2xx"],
+                "reads_socket_errors": socket_errors(reads),
+            }
+        )
+    result["reads_of"] = "portal index" if readers_from_index else "participants"
+    result["reads_lifecycle"] = me_lifecycle
+    result["reads_sessions_by_state"] = reader_states
+    if surveys is not None and surveys.get("available"):
+        result["surveys"] = {
+            "answered_per_s": round(surveys["answered_per_s"]),
+            "requests_per_s": round(surveys["per_s"]),
+            "p50_ms": round(surveys["p50_us"] / 1000, 1),
+            "p99_ms": round(surveys["p99_us"] / 1000, 1),
+            "max_ms": round(surveys["max_us"] / 1000, 1),
+            "requests": surveys["requests"],
+            "status": surveys["status"],
+            "stored": surveys["stored"],
+            "sessions": len(survey_niks) - 1,
+            "sessions_came_round": surveys["wrapped"],
+            "socket_errors": socket_errors(surveys),
+        }
+    elif surveys is not None:
+        result["surveys"] = {"available": False}
+    if "signins" in phases:
+        result.update(
+            {
+                "signins_per_s": flow.get("per_s"),
+                "signins": flow.get("requests"),
+                "signin_p50_ms": flow.get("p50_ms"),
+                "signin_p99_ms": flow.get("p99_ms"),
+                "failures": failures,
+                "signin_requests": {
+                    k: {x: v[x] for x in ("requests", "failures", "per_s", "p50_ms", "p99_ms")}
+                    for k, v in signins.items()
+                    if not k.startswith("_") and k != "signin"
+                },
+                "signin_errors": signins.get("_errors", {}) | signins.get("_exceptions", {}),
+            }
+        )
     result.update(
         {
-            "reads_per_s": round(reads_per_s),
-            "reads_p50_ms": round(wrk["p50_us"] / 1000, 1),
-            "reads_p99_ms": round(wrk["p99_us"] / 1000, 1),
-            "reads_max_ms": round(wrk["max_us"] / 1000, 1),
-            "reads": wrk["requests"],
-            "reads_non_2xx": wrk["non_2xx"],
-            "reads_socket_errors": wrk["connect_errors"]
-            + wrk["read_errors"]
-            + wrk["write_errors"]
-            + wrk["timeouts"],
-            "signins_per_s": flow.get("per_s"),
-            "signins": flow.get("requests"),
-            "signin_p50_ms": flow.get("p50_ms"),
-            "signin_p99_ms": flow.get("p99_ms"),
-            "failures": failures,
-            "signin_requests": {
-                k: {x: v[x] for x in ("requests", "failures", "per_s", "p50_ms", "p99_ms")}
-                for k, v in signins.items()
-                if not k.startswith("_") and k != "signin"
+            "load_generator_cpu_s": {
+                "wrk": reads["cpu_s"] if reads else None,
+                "wrk_surveys": surveys.get("cpu_s") if surveys else None,
+                "locust": signins.get("_cpu_s"),
             },
-            "signin_errors": signins.get("_errors", {}) | signins.get("_exceptions", {}),
-            "load_generator_cpu_s": {"wrk": wrk["cpu_s"], "locust": signins["_cpu_s"]},
-            "phases": {"reads": reads_phase, "signins": signin_phase},
+            "load_average_before": load_before,
+            "phases": phase_figures,
             "portal_peak_rss_mb": peak_rss_mb,
             "portal_peak_process_rss_mb": peak_process_rss_mb,
             "portal_processes": portal_processes,
@@ -949,6 +1344,7 @@ def main() -> None:
             "server": server,
             "cores": psutil.cpu_count(logical=True),
             "settings": {
+                "phases": sorted(phases),
                 "sessions": len(tokens),
                 "read_seconds": args.read_seconds,
                 "read_warmup_seconds": args.read_warmup_seconds,
@@ -957,6 +1353,9 @@ def main() -> None:
                 "prefill_sessions": args.prefill_sessions,
                 "prefill_guards": args.prefill_guards,
                 "read_requests_per_connection": args.read_requests_per_connection,
+                "survey": args.survey,
+                "survey_seconds": args.survey_seconds,
+                "survey_connections": args.survey_connections,
                 "signin_seconds": args.signin_seconds,
                 "signin_users": args.signin_users,
                 "signin_spawn_rate": args.signin_spawn_rate,
