@@ -271,9 +271,15 @@ class PortalPerson(SQLModel, table=True):
 
 
 class PortalSession(SQLModel, table=True):
-    """A signed-in registrant: the cookie holds a random token, the database its hash."""
+    """A signed-in registrant: the cookie holds a random token, the database its hash.
+
+    `last_seen` is indexed so that the sweep finds idle sessions without reading the table
+    (migration 0007). `created_at` is not: a session 12 hours old is ended by its next
+    request, or swept through `last_seen` 30 minutes after its last, and an index paid
+    on every sign-in would find nothing those two do not."""
 
     __tablename__ = "portal_session"
+    __table_args__ = (Index("ix_portal_session_last_seen", "last_seen"),)
 
     token_hash: str = Field(primary_key=True)
     nik: str
@@ -285,10 +291,12 @@ class LoginGuard(SQLModel, table=True):
     """Per NIK (keyed hash, never the NIK): the current code and the sign-in limits.
 
     Kept in the database so that every portal process sees the same counts. Times are
-    Unix seconds; `requests`/`failures` hold the recent ones, comma-separated.
+    Unix seconds; `requests`/`failures` hold the last 24 hours' (at most 10 and 20),
+    comma-separated. `updated_at` is indexed for the sweep (migration 0007).
     """
 
     __tablename__ = "login_guard"
+    __table_args__ = (Index("ix_login_guard_updated_at", "updated_at"),)
 
     key: str = Field(primary_key=True)
     requests: str = ""
@@ -297,6 +305,36 @@ class LoginGuard(SQLModel, table=True):
     code_hash: str | None = None
     code_expires: float = 0
     updated_at: float = 0
+
+
+class PortalSecret(SQLModel, table=True):
+    """The dashboard's secret when PRAKERJA_PORTAL_SECRET is unset: made once (row 1) and
+    shared by every portal process and restart, so limits and codes outlive them."""
+
+    __tablename__ = "portal_secret"
+
+    id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    secret: str
+    created_at: float
+
+
+class PortalGuessMinute(SQLModel, table=True):
+    """Wrong sign-in codes across all NIKs, per minute (Unix seconds // 60): counts only."""
+
+    __tablename__ = "portal_guess_minute"
+
+    minute: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    failures: int
+
+
+class PortalAlert(SQLModel, table=True):
+    """When the dashboard last raised an alert (by event name), so that every process
+    together raises it at most once per its quiet period."""
+
+    __tablename__ = "portal_alert"
+
+    name: str = Field(primary_key=True)
+    raised_at: float
 
 
 class SignOff(SQLModel, table=True):
