@@ -21,7 +21,30 @@ from cli.root import (
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8780, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
-def portal(host: str, port: int, workers: int) -> None:
+@click.option(
+    "--proxy-headers",
+    is_flag=True,
+    help="Trust X-Forwarded-Proto/-For from --forwarded-allow-ips (TLS ends at a proxy).",
+)
+@click.option(
+    "--forwarded-allow-ips",
+    metavar="IPS",
+    help="The proxies' addresses, comma-separated (uvicorn's; default its own: "
+    "$FORWARDED_ALLOW_IPS, else 127.0.0.1,::1).",
+)
+@click.option(
+    "--insecure-cookie",
+    is_flag=True,
+    help="No Secure on the session cookie over plain HTTP (https requests keep it).",
+)
+def portal(
+    host: str,
+    port: int,
+    workers: int,
+    proxy_headers: bool,
+    forwarded_allow_ips: str | None,
+    insecure_cookie: bool,
+) -> None:
     """Serves the registrant dashboard (portal.md) over the program database."""
     from functools import partial
 
@@ -31,6 +54,8 @@ def portal(host: str, port: int, workers: int) -> None:
     from portal.app import create_app
     from portal.settings import MIN_SECRET, SECRET_ENV, is_loopback
 
+    if forwarded_allow_ips is not None and not proxy_headers:
+        _refuse("--forwarded-allow-ips is only read with --proxy-headers")
     loopback = is_loopback(host)
     given = settings().portal_secret
     secret = given.get_secret_value() if given else None
@@ -44,10 +69,14 @@ def portal(host: str, port: int, workers: int) -> None:
             )
         # On loopback a secret made now; every worker of this command shares it.
         secret = secrets.token_urlsafe(48)
+    # On loopback without proxy headers the browser is on this machine, over plain HTTP:
+    # a Secure cookie would never come back. Anywhere else it is Secure unless the
+    # operator says otherwise; a request that came over https gets it whatever this says.
+    secure_cookie = not insecure_cookie and (proxy_headers or not loopback)
     # The dashboard's settings, handed to each of its worker processes with the app's
     # factory (pickled by uvicorn when it starts them), not through the environment.
     served = settings().model_copy(
-        update={"portal_secret": SecretStr(secret), "portal_secure_cookie": not loopback}
+        update={"portal_secret": SecretStr(secret), "portal_secure_cookie": secure_cookie}
     )
     try:
         _load_partners()  # the notifier sends the codes: refuse a bad file now
@@ -80,7 +109,8 @@ def portal(host: str, port: int, workers: int) -> None:
             log_level="warning",
             access_log=False,
             server_header=False,
-            proxy_headers=False,
+            proxy_headers=proxy_headers,
+            forwarded_allow_ips=forwarded_allow_ips,
         )
     )
 

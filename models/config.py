@@ -148,11 +148,6 @@ class Settings(BaseSettings, ExecutionFields):
     )
     # Operations
     drop_dir: str = Field("var/drop", description="The drop folder of the weekly wave.")
-    audit_witness: str | None = Field(
-        None,
-        description="A file outside the database that keeps each audit row's id and hash "
-        "(appended, fsync'd; `prakerja audit --verify` checks the trail against it).",
-    )
     alert_webhook_url: SecretStr | None = Field(
         None, description="Webhook receiving the alerts' JSON {subject, body} (`prakerja alerts`)."
     )
@@ -170,7 +165,10 @@ class Settings(BaseSettings, ExecutionFields):
         None, description="Keys the portal's hashes of NIKs and codes; at least 32 characters."
     )
     portal_secure_cookie: bool = Field(
-        True, description="Mark the session cookie Secure (off only when served on loopback)."
+        True,
+        description="Mark the session cookie Secure on plain-HTTP requests too (`prakerja "
+        "portal` turns it off on loopback without --proxy-headers, and with "
+        "--insecure-cookie); a request that came over https always gets it.",
     )
     portal_code_window_ms: int = Field(
         50, ge=1, le=1000, description="How long sign-in codes are collected into one call."

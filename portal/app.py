@@ -48,10 +48,14 @@ SECURITY_HEADERS = [
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
 ]
 NO_STORE = (b"cache-control", b"no-store")
+HSTS = (b"strict-transport-security", b"max-age=31536000")
+MAX_BODY = 16 * 1024  # bytes of a request body (portal.md, "Bounded work")
 
 
 class SecurityHeaders:
-    """Pure ASGI: every answer gets the headers above; all but static files `no-store`."""
+    """Pure ASGI: every answer gets the headers above; all but static files `no-store`;
+    every answer to a request that came over https (itself, or as a trusted proxy's
+    `X-Forwarded-Proto` says: uvicorn's --proxy-headers set the scheme) HSTS."""
 
     def __init__(self, app) -> None:
         self.app = app
@@ -60,6 +64,7 @@ class SecurityHeaders:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         static = scope["path"].startswith("/static/")
+        https = scope.get("scheme") == "https"
 
         async def send_with_headers(message):
             if message["type"] == "http.response.start":
@@ -71,6 +76,8 @@ class SecurityHeaders:
                 headers += SECURITY_HEADERS
                 if not static:
                     headers.append(NO_STORE)
+                if https:
+                    headers.append(HSTS)
                 message["headers"] = headers
             await send(message)
 
@@ -97,6 +104,67 @@ class SecurityHeaders:
                     }
                 )
                 await send({"type": "http.response.body", "body": b'{"error":"internal_error"}'})
+
+
+class BodyLimit:
+    """Pure ASGI: a request body over MAX_BODY answers 413 before the app sees it.
+
+    A declared `Content-Length` over the limit is refused unread; any other body (chunked
+    ones declare no length) is read here, counting its chunks, and handed on whole, so no
+    handler ever holds more than MAX_BODY. A request with neither header has no body."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = None
+        framed = False
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                declared = value
+            elif name == b"transfer-encoding":
+                framed = True
+        if declared is None and not framed:
+            return await self.app(scope, receive, send)
+        if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+            return await _too_large(send)
+        chunks = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return None
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > MAX_BODY:
+                return await _too_large(send)
+            more = message.get("more_body", False)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()  # after the body: the disconnect, when it comes
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        return await self.app(scope, replay, send)
+
+
+async def _too_large(send) -> None:
+    # `Connection: close`: the rest of the body is not read, so the connection cannot
+    # carry another request.
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", JSON.encode()), (b"connection", b"close")],
+        }
+    )
+    await send({"type": "http.response.body", "body": b'{"error":"payload_too_large"}'})
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -164,12 +232,17 @@ class Portal:
         result = self.store.verify_code(nik, code)
         return result, (self.store.create_session(nik) if result.ok else "")
 
-    def cookie(self, token: str) -> str:
-        secure = "; Secure" if self.secure else ""
+    def is_secure(self, request: Request) -> bool:
+        """Secure when the settings say so (`prakerja portal` decides by host and flags),
+        and always for a request that came over https, through a trusted proxy or not."""
+        return self.secure or request.scope.get("scheme") == "https"
+
+    def cookie(self, token: str, request: Request) -> str:
+        secure = "; Secure" if self.is_secure(request) else ""
         return f"{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/{secure}"
 
-    def expired_cookie(self) -> str:
-        secure = "; Secure" if self.secure else ""
+    def expired_cookie(self, request: Request) -> str:
+        secure = "; Secure" if self.is_secure(request) else ""
         return f"{COOKIE}=; Max-Age=0; HttpOnly; SameSite=Strict; Path=/{secure}"
 
     def render(self, template: str, status: int = 200, /, **context: Any) -> Response:
@@ -181,15 +254,20 @@ class Portal:
 def same_origin(request: Request) -> bool:
     """A state-changing request must come from the portal's own pages (portal.md).
 
-    Browsers send `Origin` (and `Sec-Fetch-Site`) on every POST; a client that is not a
-    browser sends neither and carries no one else's cookie, so it is let through.
+    Browsers that matter send `Origin` or `Sec-Fetch-Site` on every POST. A request with
+    neither is taken only as JSON: no cross-site form can send `application/json` without
+    a CORS preflight, which this server never grants, while forms can send the other
+    types from any page (in an old browser, with the person's cookie).
     """
     origin = request.headers.get("origin")
     if origin is not None:
         host = request.headers.get("host", "")
         return origin in (f"{request.url.scheme}://{host}", f"http://{host}", f"https://{host}")
     site = request.headers.get("sec-fetch-site")
-    return site is None or site in ("same-origin", "none")
+    if site is not None:
+        return site in ("same-origin", "none")
+    media_type = request.headers.get("content-type", "").split(";", 1)[0]
+    return media_type.strip().lower() == JSON
 
 
 async def _body_json(request: Request) -> dict | None:
@@ -269,7 +347,7 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
             )
         if not result.ok:
             return _json({"error": "invalid_code"}, 401)
-        return _json({"status": "ok"}, 200, {"Set-Cookie": portal().cookie(token)})
+        return _json({"status": "ok"}, 200, {"Set-Cookie": portal().cookie(token, request)})
 
     # Signed-in reads on SQLite run on the event loop: they read a fraction of a
     # millisecond from the page cache, and the hop to a worker thread and back cost more
@@ -298,7 +376,7 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
         if not same_origin(request):
             return _json({"error": "forbidden"}, 403)
         await run_in_threadpool(portal().store.end_session, request.cookies.get(COOKIE))
-        return Response(status_code=204, headers={"Set-Cookie": portal().expired_cookie()})
+        return Response(status_code=204, headers={"Set-Cookie": portal().expired_cookie(request)})
 
     # ------------------------------------------------------------------ pages
     @app.get("/")
@@ -340,7 +418,7 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
                 "signin.html", 401, **_page(lang, step="code", nik=nik, error="bad_code")
             )
         response = RedirectResponse(f"/status?lang={lang}", status_code=303)
-        response.headers["Set-Cookie"] = portal().cookie(token)
+        response.headers["Set-Cookie"] = portal().cookie(token, request)
         return response
 
     def status_page(p: Portal, nik: str | None, lang: str) -> Response:
@@ -372,7 +450,7 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
             return portal().render("signin.html", 403, **_page(lang, step="nik", error="forbidden"))
         await run_in_threadpool(portal().store.end_session, request.cookies.get(COOKIE))
         response = RedirectResponse(f"/?lang={lang}", status_code=303)
-        response.headers["Set-Cookie"] = portal().expired_cookie()
+        response.headers["Set-Cookie"] = portal().expired_cookie(request)
         return response
 
     @app.get("/static/style.css")
@@ -383,7 +461,7 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
             headers={"Cache-Control": "public, max-age=3600"},
         )
 
-    return SecurityHeaders(app)  # type: ignore[return-value]
+    return SecurityHeaders(BodyLimit(app))  # type: ignore[return-value]
 
 
 def _field(form, name: str) -> str:

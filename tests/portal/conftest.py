@@ -32,6 +32,7 @@ REGISTRANTS = 1500
 QUOTA = 80
 SECRET = "test-portal-secret-0123456789-abcdefghijklmnop"
 MESSAGE = "Hasil gelombang 1 <script>alert('x')</script> & lainnya"
+SMALL_WAVE = 120  # registrants of `small_portal_wave`
 
 
 def _fresh_database(kind: str, folder: Path) -> str:
@@ -142,6 +143,41 @@ def portal_wave(request, prefect_server, tmp_path_factory):
                 os.environ["PRAKERJA_DATABASE_URL"] = saved
 
 
+@pytest.fixture(scope="module", params=DATABASES)
+def small_portal_wave(request, tmp_path_factory):
+    """A small announced wave (intake only: every row accepted, with its phone) and the
+    simulator that receives its codes, per database: quicker than `portal_wave` where
+    only sign-in matters. Returns (PortalWave, its rows)."""
+    from datetime import datetime
+
+    from models.tables import Wave
+    from partners.simulator.server import SimulatorThread
+    from runtime import app as runtime
+    from tasks.intake import import_export
+    from tasks.portal_index import announce_wave
+    from tests.tasks.factories import make_wave, person, write_export
+
+    folder = tmp_path_factory.mktemp(f"small-portal-{request.param}")
+    url = _fresh_database(request.param, folder)
+    rt = runtime.configure(database=url)
+    try:
+        make_wave(rt.sessions)
+        rows = [person(i) for i in range(1, SMALL_WAVE + 1)]
+        export = write_export(folder / "wave.csv", rows)
+        import_export(rt.sessions, 1, export)
+        with rt.sessions() as session, session.begin():
+            session.get(Wave, 1).drawn_at = datetime(2026, 11, 28, 12, 0)
+        announce_wave(rt.sessions, 1, None)
+        with SimulatorThread("small-portal-seed") as sim:
+            pw = PortalWave(
+                url, folder, sim.base_url, partners_file(folder, sim.base_url), export,
+                rt.sessions,
+            )  # fmt: skip
+            yield pw, rows
+    finally:
+        runtime.reset()
+
+
 def free_port() -> int:
     from partners.simulator.server import free_port as _free
 
@@ -185,13 +221,20 @@ class PortalProcess:
 
 
 def start_portal(
-    pw: PortalWave, *, workers: int = 2, extra_env: dict | None = None
+    pw: PortalWave,
+    *,
+    workers: int = 2,
+    extra_env: dict | None = None,
+    args: tuple[str, ...] = (),
 ) -> PortalProcess:
+    """`prakerja portal` over the wave's database (`args`: more of its flags); an empty
+    value in `extra_env` unsets that variable (PRAKERJA_PORTAL_SECRET="": none given)."""
     port = free_port()
     log_path = pw.folder / f"portal-{port}.log"
     log = open(log_path, "wb")
+    command = [sys.executable, "-m", "cli", "portal", "--port", str(port)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "cli", "portal", "--port", str(port), "--workers", str(workers)],
+        [*command, "--workers", str(workers), *args],
         cwd=ROOT,
         env=pw.env(**(extra_env or {})),
         stdout=log,
