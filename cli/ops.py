@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -24,33 +25,26 @@ from cli.root import (
 @main.command("audit")
 @click.option("--wave", "wave_id", type=click.IntRange(1), default=None)
 @click.option("--json", "as_json", is_flag=True)
-@click.option("--verify", is_flag=True, help="Check the hash chain (exit 1 at a broken row).")
-def audit_command(wave_id: int | None, as_json: bool, verify: bool) -> None:
+@click.option(
+    "--verify", is_flag=True, help="Check the hash chain, the witnesses and the approvals."
+)
+@click.option(
+    "--witness",
+    "witness_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A witness file to hold the trail to (besides PRAKERJA_AUDIT_WITNESS); implies --verify.",
+)
+def audit_command(
+    wave_id: int | None, as_json: bool, verify: bool, witness_files: tuple[Path, ...]
+) -> None:
     """Every operator action, oldest first, with who, when, what, before and after."""
     from tasks.audit import audit_trail
-    from tasks.audit import verify as verify_chain
 
     rt = _runtime()
+    if verify or witness_files:
+        _verify_audit(rt, list(witness_files), as_json)
     with rt.sessions() as session:
-        if verify:
-            checked, broken = verify_chain(session)
-            if as_json:
-                click.echo(
-                    json.dumps(
-                        {
-                            "ok": broken is None,
-                            "rows": checked,
-                            "first_broken": None
-                            if broken is None
-                            else {"id": broken.id, "why": broken.why},
-                        }
-                    )
-                )
-            elif broken is None:
-                click.echo(f"audit trail intact: {checked:,} rows, hash chain verified")
-            else:
-                click.echo(f"error: audit trail broken at {broken}", err=True)
-            sys.exit(EXIT_OK if broken is None else EXIT_ERROR)
         rows = audit_trail(session, wave_id)
     if as_json:
         click.echo(json.dumps(rows))
@@ -58,6 +52,80 @@ def audit_command(wave_id: int | None, as_json: bool, verify: bool) -> None:
     from cli import render
 
     render.audit(rows)
+
+
+def _verify_audit(rt, witness_files: list[Path], as_json: bool) -> NoReturn:
+    """`audit --verify`: the head, what was checked, exit 1 naming the first altered or
+    missing row, or an approval with no audit row of its own."""
+    from tasks.audit import WitnessError, verify_trail
+
+    configured = rt.settings.audit_witness
+    files = list(witness_files)
+    notes: list[str] = []
+    if configured:
+        if Path(configured).is_file():
+            if not any(Path(configured).resolve() == f.resolve() for f in files):
+                files.append(Path(configured))
+        else:
+            notes.append(f"witness file {configured} (PRAKERJA_AUDIT_WITNESS) not found")
+    try:
+        with rt.sessions() as session:
+            check = verify_trail(session, files)
+    except WitnessError as exc:
+        _refuse(f"--witness: {exc}")
+    first = check.first_break
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "ok": check.ok,
+                    "rows": check.rows,
+                    "head": None
+                    if check.head is None
+                    else {"id": check.head[0], "hash": check.head[1]},
+                    "first_broken": None if first is None else {"id": first.id, "why": first.why},
+                    "breaks": [{"id": b.id, "why": b.why} for b in check.breaks],
+                    "witnesses": [
+                        {
+                            "source": w.source,
+                            "rows": len(w.rows),
+                            "last_id": w.last_id,
+                            "note": w.note,
+                        }
+                        for w in check.witnesses
+                    ],
+                    "approvals": check.approvals,
+                    "unaudited_approvals": [
+                        {"table": a.table, "id": a.id, "by": a.approved_by} for a in check.unaudited
+                    ],
+                    "notes": notes,
+                }
+            )
+        )
+        sys.exit(EXIT_OK if check.ok else EXIT_ERROR)
+    if check.head is None:
+        click.echo("head: no rows yet")
+    else:
+        click.echo(f"head: row {check.head[0]}, hash {check.head[1]}")
+    click.echo(f"hash chain: {check.rows:,} rows")
+    for w in check.witnesses:
+        last = f", last row {w.last_id}" if w.last_id is not None else ""
+        note = f" ({w.note})" if w.note else ""
+        click.echo(f"witness {w.source}: {len(w.rows):,} rows witnessed{last}{note}")
+    if not check.witnesses:
+        click.echo("witness: none (--witness FILE, PRAKERJA_AUDIT_WITNESS or a Prefect API)")
+    for note in notes:
+        click.echo(f"witness: {note}")
+    click.echo(f"approvals: {check.approvals:,} checked against their audit rows")
+    for b in sorted(check.breaks, key=lambda b: b.id):
+        click.echo(f"error: audit trail broken at {b}", err=True)
+    for a in check.unaudited:
+        click.echo(
+            f"error: approval {a} has no audit row with the same approver and digest", err=True
+        )
+    if check.ok:
+        click.echo("audit trail intact: hash chain, witnesses and approvals verified")
+    sys.exit(EXIT_OK if check.ok else EXIT_ERROR)
 
 
 @main.group()

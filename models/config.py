@@ -148,6 +148,11 @@ class Settings(BaseSettings, ExecutionFields):
     )
     # Operations
     drop_dir: str = Field("var/drop", description="The drop folder of the weekly wave.")
+    audit_witness: str | None = Field(
+        None,
+        description="A file outside the database that keeps each audit row's id and hash "
+        "(appended, fsync'd; `prakerja audit --verify` checks the trail against it).",
+    )
     alert_webhook_url: SecretStr | None = Field(
         None, description="Webhook receiving the alerts' JSON {subject, body} (`prakerja alerts`)."
     )

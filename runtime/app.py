@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 from models.config import Execution, Settings, read_settings
 from models.db import SessionFactory, engine_for, init_db, session_factory
@@ -175,12 +176,30 @@ def build_app(
     init_db(engine)
     return App(
         engine,
-        session_factory(engine),
+        witnessed_sessions(session_factory(engine), settings.audit_witness),
         settings,
         execution or settings.execution(),
         partners_config,
         shared_limits,
     )
+
+
+# The session.info key naming the audit witness file (PRAKERJA_AUDIT_WITNESS): tasks/audit.py
+# appends each audit row there once its transaction has committed.
+AUDIT_WITNESS_INFO = "prakerja.audit_witness"
+
+
+def witnessed_sessions(sessions: SessionFactory, witness_file: str | None) -> SessionFactory:
+    """`sessions` whose audit rows are also kept in `witness_file` (None: no file)."""
+    if not witness_file:
+        return sessions
+
+    def factory() -> Session:
+        session = sessions()
+        session.info[AUDIT_WITNESS_INFO] = witness_file
+        return session
+
+    return factory
 
 
 # ---------------------------------------------------------------- this process's app

@@ -127,9 +127,9 @@ def start_wave_run(
     under_lease: Callable[[HeldLease], None] | None = None,
 ) -> RunOutcome:
     """Creates the wave (from its export and settings) or resumes it, then runs it
-    (`run_wave`). Bad input is refused before anything is written; the wave's creation
-    and the run are audited once the lease is held (a run refused as busy changes
-    nothing)."""
+    (`run_wave`). Bad input is refused before anything is written; the wave's creation is
+    audited in its own transaction, the run once the lease is held (a run refused as
+    busy is not audited)."""
     wave_id = request.wave_id
     try:
         wave_row, created, given = _create_or_resume(app, request)
@@ -216,6 +216,7 @@ def _create_or_resume(app: App, request: WaveRun) -> tuple[Wave, bool, set[str]]
             # A resumed wave's keep_open changes only under the lease: a run refused as
             # busy changes nothing.
             keep_open=existing.keep_open if existing is not None else bool(request.keep_open),
+            actor=audit.Actor.here(request.by),  # wave.created, with the wave
         )
     except SettingsError as exc:
         raise _Refused(str(exc)) from None
@@ -230,18 +231,9 @@ def _audit_run(
     given: set[str],
     keep_open: bool,
 ) -> None:
-    """The run's audit rows: the wave's creation with its settings, then the run."""
+    """The run's audit row (the wave's creation was audited with the wave)."""
     actor = audit.Actor.here(request.by)
     w = wave_row.wave_id
-    if created:
-        settings = {
-            name: getattr(wave_row, name)
-            for name in WaveSettings.model_fields
-            if name not in ("wave_id", "lottery_seed")
-        }
-        settings["lottery_seed_sha256"] = wave_row.lottery_seed_sha256
-        settings["export_sha256"] = wave_row.source_sha256
-        audit.record(app.sessions, actor, "wave.created", wave_id=w, after=settings)
     run: dict[str, Any] = {"via": request.via, "keep_open": keep_open}
     if request.registrants:
         run["export"] = Path(request.registrants).name

@@ -148,15 +148,8 @@ def create_wave_task(wave_id: int, export: str, settings_file: str) -> dict:
         source_path=export,
         source_sha256=file_sha256(export),
         given=set(values) | {"lottery_seed"},
+        actor=actor_here(),  # wave.created, with the wave
     )
-    if created:
-        from tasks import audit
-
-        shown = {
-            k: v for k, v in settings.as_dict().items() if k not in ("wave_id", "lottery_seed")
-        }
-        shown.update(lottery_seed_sha256=wave.lottery_seed_sha256, export_sha256=wave.source_sha256)
-        audit.record(current().sessions, actor_here(), "wave.created", wave_id=wave_id, after=shown)
     return {"wave_id": wave_id, "created": created, "quota": wave.quota}
 
 

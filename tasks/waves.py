@@ -17,6 +17,8 @@ from models.tables import Wave
 from readmodels.reporting import work_left
 from rules.draw import seed_sha256
 from rules.settings import SettingsError, WaveSettings, default_rollout_deadline
+from tasks import audit
+from tasks.audit import Actor
 from tasks.common import R, load_wave, rebuilt_waitlist_index, utcnow
 
 LEASE_SECONDS = 60
@@ -61,11 +63,14 @@ def create_or_resume_wave(
     source_sha256: str | None,
     given: set[str],
     keep_open: bool = False,
+    actor: Actor | None = None,
 ) -> tuple[Wave, bool]:
     """Returns (wave, created). A resumed wave keeps its settings: a flag that disagrees
     with them, or another export file, is refused rather than silently ignored.
-    (`settings` were checked when they were made: WaveSettings refuses a bad value.)"""
-    args = (sessions, settings, source_path, source_sha256, given, keep_open)
+    (`settings` were checked when they were made: WaveSettings refuses a bad value.)
+    With `actor`, a wave made here is audited (`wave.created`) in the transaction that
+    makes it: the wave and its audit row, or neither."""
+    args = (sessions, settings, source_path, source_sha256, given, keep_open, actor)
     try:
         return _create_or_resume(*args)
     except IntegrityError:
@@ -74,10 +79,12 @@ def create_or_resume_wave(
         return _create_or_resume(*args)
 
 
-def _create_or_resume(sessions, settings, source_path, source_sha256, given, keep_open):
+def _create_or_resume(sessions, settings, source_path, source_sha256, given, keep_open, actor):
     if source_sha256 is None:
         _check_stored_export(sessions, settings.wave_id)
     with sessions() as session, session.begin():
+        if actor is not None:
+            audit.lock(session)  # before the read (SQLite: a read cannot become a write)
         wave = session.get(Wave, settings.wave_id)
         if wave is not None:
             if source_sha256 and wave.source_sha256 and source_sha256 != wave.source_sha256:
@@ -115,7 +122,24 @@ def _create_or_resume(sessions, settings, source_path, source_sha256, given, kee
             source_sha256=source_sha256,
         )
         session.add(wave)
+        if actor is not None:
+            session.flush()
+            audit.append(
+                session, actor, "wave.created", wave_id=wave.wave_id, after=created_audit(wave)
+            )
         return wave, True
+
+
+def created_audit(wave: Wave) -> dict:
+    """What `wave.created` records: the wave's settings, its seed only as a SHA-256."""
+    shown = {
+        name: getattr(wave, name)
+        for name in WaveSettings.model_fields
+        if name not in ("wave_id", "lottery_seed")
+    }
+    shown["lottery_seed_sha256"] = wave.lottery_seed_sha256
+    shown["export_sha256"] = wave.source_sha256
+    return shown
 
 
 def _check_stored_export(sessions: SessionFactory, wave_id: int) -> None:
