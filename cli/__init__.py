@@ -1,7 +1,16 @@
 """The `prakerja` command (`cli:main`): its root group and every command group, one
 module each. `python -m cli` runs it too."""
 
-from cli import db, demo, ops, payout, portal, simulator, wave  # noqa: F401 - registers the commands
+from cli import (  # noqa: F401 - registers the commands
+    approve,
+    db,
+    demo,
+    ops,
+    payout,
+    portal,
+    simulator,
+    wave,
+)
 from cli.root import (
     EXIT_BUSY,
     EXIT_ERROR,

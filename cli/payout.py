@@ -132,13 +132,16 @@ def run_payout_command(
                 line += f"  (partners failing: {', '.join(sorted(failures))})"
             click.echo(line)
     if outcome.end == RunEnd.SIGN_OFF:
+        from cli.approve import approvers_or_refuse
         from tasks.payout_signoff import status
 
-        s = status(app.sessions, as_of)
+        s = status(app.sessions, as_of, approvers=approvers_or_refuse())
+        key = " --key YOUR_KEY" if s["signed"] else ""
         click.echo(
             f"payout run {as_of}: waiting for sign-off: {s['payments']:,} payments, "
             f"{_rupiah(s['total_amount'])}, digest {s['digest']}; {len(s['approvals'])} of "
-            f"{s['required']} approvals (prakerja payout sign-off --as-of {as_of} --by NAME)",
+            f"{s['required']} approvals ({'signed' if s['signed'] else 'unsigned'}; "
+            f"prakerja payout sign-off --as-of {as_of} --by NAME --digest {s['digest']}{key})",
             err=True,
         )
     elif outcome.end == RunEnd.PENDING:
@@ -155,27 +158,50 @@ def run_payout_command(
 @payout.command("sign-off")
 @click.option("--as-of", "as_of", required=True, help="The run's date, YYYY-MM-DD.")
 @click.option("--by", "by", default=None, help="The approver's name (without it: show only).")
-@click.option("--digest", "digest", default=None, help="The digest you were shown.")
+@click.option("--digest", "digest", default=None, help="The digest you were shown (with --by).")
+@click.option(
+    "--key",
+    "key_file",
+    default=None,
+    help="Your OpenSSH ed25519 private key (with --by, under an approvers file).",
+)
 @click.option("--json", "as_json", is_flag=True)
-def payout_sign_off(as_of: str, by: str | None, digest: str | None, as_json: bool) -> None:
-    """Shows a payout run's payments as they stand and their digest, or (with --by) records
-    one approval of them."""
+def payout_sign_off(
+    as_of: str, by: str | None, digest: str | None, key_file: str | None, as_json: bool
+) -> None:
+    """Shows a payout run's payments as they stand and their digest, or (with --by and the
+    --digest shown) records one approval of them, signed with --key under an approvers
+    file."""
+    from cli.approve import approvers_or_refuse, digest_or_refuse, signature_for, signing_line
     from rules.signoff import approver_problem
     from tasks.audit import Actor
     from tasks.payout_signoff import record_approval, status
     from tasks.signoff import SignOffError
 
     day = _as_of(as_of)
-    app = _runtime()
+    if by is None and (digest or key_file):
+        _refuse("--digest and --key go with --by (without --by: show the run only)")
+    approvers = approvers_or_refuse()
     if by is None:
-        result = status(app.sessions, day)
+        result = status(_runtime().sessions, day, approvers=approvers)
     else:
         problem = approver_problem(by)
         if problem:
             _refuse(f"--by: {problem}")
+        if not digest:
+            _refuse("--digest: required with --by: the digest you were shown")
+        seen = digest_or_refuse(digest)
+        app = _runtime()
+        signature = signature_for(approvers, key_file, by, "payout", day, seen)
         try:
             result = record_approval(
-                app.sessions, day, Actor.here(by), via="cli", seen_digest=digest
+                app.sessions,
+                day,
+                Actor.here(by),
+                via="cli",
+                seen_digest=seen,
+                approvers=approvers,
+                signature=signature,
             )
         except SignOffError as exc:
             _refuse(str(exc))
@@ -190,7 +216,10 @@ def payout_sign_off(as_of: str, by: str | None, digest: str | None, as_json: boo
         click.echo(f"  {benefit:<10} {v['count']:>9,}  {_rupiah(v['amount'])}")
     click.echo(f"  digest     {result['digest']}")
     who = ", ".join(a["by"] for a in result["approvals"]) or "none"
-    click.echo(f"{len(result['approvals'])} of {result['required']} approvals ({who})")
+    click.echo(
+        f"{len(result['approvals'])} of {result['required']} approvals ({who}); "
+        + signing_line(result["signed"])
+    )
 
 
 @payout.command("report")

@@ -277,8 +277,9 @@ def _report(outcome, quiet: bool) -> int:
             f"{len(s.approvals)} of {s.required} approvals of "
             f"{s.confirmed:,} confirmed participants, "
             f"{_rupiah(s.total_amount)} "
-            f"(digest {s.digest[:12]}...); approve with `prakerja wave sign-off "
-            f"--wave {wave_id} --by NAME`, then run it again",
+            f"({'signed' if s.signed else 'unsigned: no approvers file'}); approve with "
+            f"`prakerja wave sign-off --wave {wave_id} --by NAME --digest {s.digest}"
+            f"{' --key YOUR_KEY' if s.signed else ''}`, then run it again",
             err=True,
         )
     elif outcome.end == RunEnd.PENDING:
@@ -458,40 +459,122 @@ def explain(wave_id: int, nik: str, as_json: bool) -> None:
 
 @wave.command("sign-off")
 @click.option("--wave", "wave_id", type=click.IntRange(1), required=True)
-@click.option("--by", "by", required=True, help="The approver's name.")
+@click.option("--by", "by", default=None, help="The approver's name (without it: show only).")
+@click.option("--digest", "digest", default=None, help="The digest you were shown (with --by).")
+@click.option(
+    "--key",
+    "key_file",
+    default=None,
+    help="Your OpenSSH ed25519 private key (with --by, under an approvers file).",
+)
 @click.option("--json", "as_json", is_flag=True)
-def wave_sign_off(wave_id: int, by: str, as_json: bool) -> None:
-    """Records one approval of the wave as it stands (seats, confirmed participants,
-    total rupiah, draw digest) and prints what was approved."""
+def wave_sign_off(
+    wave_id: int, by: str | None, digest: str | None, key_file: str | None, as_json: bool
+) -> None:
+    """Shows the wave as it stands (seats, confirmed participants, total rupiah, digest),
+    or (with --by and the --digest shown) records one approval of it, signed with --key
+    under an approvers file."""
+    from cli.approve import approvers_or_refuse, digest_or_refuse, signature_for
+    from readmodels.signoff import sign_off_status
     from rules.signoff import approver_problem
     from tasks.audit import Actor
     from tasks.signoff import SignOffError, record_approval
 
-    problem = approver_problem(by)
-    if problem:
-        _refuse(f"--by: {problem}")
+    if by is None and (digest or key_file):
+        _refuse("--digest and --key go with --by (without --by: show the wave only)")
+    if by is not None:
+        problem = approver_problem(by)
+        if problem:
+            _refuse(f"--by: {problem}")
+        if not digest:
+            _refuse("--digest: required with --by: the digest you were shown")
+        digest = digest_or_refuse(digest)
+    approvers = approvers_or_refuse()
     rt = _runtime()
+    if by is None or digest is None:
+        with rt.sessions() as session:
+            try:
+                shown = sign_off_status(session, wave_id, approvers=approvers)
+            except LookupError as exc:
+                _refuse(str(exc))
+        _show_sign_off(shown, as_json)
+        return
+    signature = signature_for(approvers, key_file, by, "wave", wave_id, digest)
     try:
-        result = record_approval(rt.sessions, wave_id, Actor.here(by), via="cli")
+        result = record_approval(
+            rt.sessions,
+            wave_id,
+            Actor.here(by),
+            via="cli",
+            seen_digest=digest,
+            approvers=approvers,
+            signature=signature,
+        )
     except (LookupError, SignOffError) as exc:
         _refuse(str(exc))
     if as_json:
-        click.echo(json.dumps(result, default=str))
+        click.echo(json.dumps(_sign_off_json(result), default=str))
         return
     seen = result["approved_now"]
-    seats = seen["seats"]
-    if isinstance(seats, dict):
-        seats = ", ".join(f"{p}: {n:,}" for p, n in sorted(seats.items()))
-    else:
-        seats = f"{seats:,}"
     click.echo(f"wave {wave_id} approved by {seen['by']} at {seen['at']}:")
-    click.echo(f"  seats                   {seats}")
-    click.echo(f"  confirmed participants  {seen['confirmed']:,}")
-    click.echo(f"  total amount            {_rupiah(seen['total_amount'])}")
-    click.echo(f"  draw digest             {seen['digest']}")
+    _print_seen(seen)
+    click.echo(
+        f"  signed with             {seen['key']}"
+        if seen["signed"]
+        else "  signed with             nothing: unsigned (no approvers file)"
+    )
     n, need = len(result["approvals"]), result["required"]
     who = ", ".join(a["by"] for a in result["approvals"])
     if result["approved"]:
         click.echo(f"{n} of {need} approvals ({who}): the next run credits the wave.")
     else:
         click.echo(f"{n} of {need} approvals ({who}): waiting for {need - n} more.")
+
+
+def _sign_off_json(status: dict) -> dict:
+    """interfaces.md's keys (wave, seats, confirmed, amount, digest, required, approvals)
+    besides the status's own."""
+    return {
+        **status,
+        "wave": status["wave_id"],
+        "amount": status.get("total_amount", 0),
+    }
+
+
+def _print_seen(seen: dict) -> None:
+    seats = seen["seats"]
+    if isinstance(seats, dict):
+        seats = ", ".join(f"{p}: {n:,}" for p, n in sorted(seats.items()))
+    else:
+        seats = f"{seats:,}"
+    click.echo(f"  seats                   {seats}")
+    click.echo(f"  confirmed participants  {seen['confirmed']:,}")
+    click.echo(f"  total amount            {_rupiah(seen['total_amount'])}")
+    click.echo(f"  draw digest             {seen['digest']}")
+
+
+def _show_sign_off(status: dict, as_json: bool) -> None:
+    from cli.approve import signing_line
+
+    if as_json:
+        click.echo(json.dumps(_sign_off_json(status), default=str))
+        return
+    wave_id = status["wave_id"]
+    if not status["required"]:
+        click.echo(f"wave {wave_id} needs no sign-off (its sign_off is 0)")
+        return
+    click.echo(f"wave {wave_id} as it stands:")
+    _print_seen(status)
+    who = ", ".join(a["by"] for a in status["approvals"]) or "none"
+    click.echo(
+        f"{len(status['approvals'])} of {status['required']} approvals ({who}); "
+        + signing_line(status["signed"])
+    )
+    if status["waiting"]:
+        key = " --key YOUR_KEY" if status["signed"] else ""
+        click.echo(
+            f"approve: prakerja wave sign-off --wave {wave_id} --by NAME "
+            f"--digest {status['digest']}{key}"
+        )
+    elif status["not_waiting"]:
+        click.echo(f"not waiting for sign-off: {status['not_waiting']}")

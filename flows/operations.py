@@ -149,14 +149,25 @@ def _lease_wait_s() -> float:
 
 
 # ---------------------------------------------------------------- sign-off (pause, form)
+SIGNATURE_HELP = (
+    "Your signature of this digest (base64): the output of `prakerja sign --kind {kind} "
+    "--id {ident} --digest <the digest> --key <your key>`. Required when the program has an "
+    "approvers file; leave empty when approvals are unsigned."
+)
+
+
 class SignOffForm(RunInput):
     """The form of a run paused for sign-off (operations.md): the wave as it stands,
-    then the approver's name and an explicit approval. The facts are filled in; an
-    approval whose facts are not the wave's as it stands now is refused."""
+    then the approver's name, their signature (under an approvers file) and an explicit
+    approval. The facts are filled in; an approval whose digest is not the wave's as it
+    stands now, or whose signature is not the approver's over it, is refused."""
 
     approver: str = Field(description="Your name, as the audit trail will show it.")
     approve: bool = Field(
         default=False, description="I approve crediting this wave exactly as shown."
+    )
+    signature: str = Field(
+        default="", description=SIGNATURE_HELP.format(kind="wave", ident="<the wave>")
     )
     wave: int = Field(description="The wave.")
     seats: str = Field(description="Its seats (the quota, or seats by province).")
@@ -179,17 +190,33 @@ def _form(status: SignOffStatus) -> type[SignOffForm]:
         f"- draw digest: `{status.digest}`\n\n"
         f"Approvals: {len(status.approvals)} of {status.required} ({status.approvers}). "
         "Type your name and tick *approve* to approve crediting this wave as shown; "
-        "each approver must be a different person."
+        "each approver must be a different person.\n\n"
+        + _signing_note("wave", str(status.wave_id), status.digest, status.signed)
     )
     return SignOffForm.with_initial_data(
         description=description,
         approver="",
         approve=False,
+        signature="",
         wave=status.wave_id,
         seats=shown,
         confirmed_participants=status.confirmed,
         total_rupiah=status.total_amount,
         draw_digest=status.digest,
+    )
+
+
+def _signing_note(kind: str, ident: str, digest: str, signed: bool) -> str:
+    if not signed:
+        return (
+            "Approvals are **unsigned**: the program has no approvers file "
+            "(PRAKERJA_APPROVERS), so the name typed here is not checked; leave *signature* "
+            "empty."
+        )
+    return (
+        "Approvals are **signed**: paste into *signature* the output of\n\n"
+        f"`prakerja sign --kind {kind} --id {ident} --digest {digest} --key <your key>`\n\n"
+        "run where your private key is; it is checked against your key in the approvers file."
     )
 
 
@@ -214,7 +241,11 @@ def await_sign_off(wave_id: int, announce: bool = False) -> SignOffStatus:
             logger.warning("wave %s: the form was sent without 'approve': not approved", wave_id)
         else:
             got = record_sign_off_task(
-                wave_id, answer.approver, answer.draw_digest, current_run.name or ""
+                wave_id,
+                answer.approver,
+                answer.draw_digest,
+                answer.signature,
+                current_run.name or "",
             )
             if "refused" in got:
                 logger.warning("wave %s: approval refused: %s", wave_id, got["refused"])
@@ -430,6 +461,9 @@ class PayoutSignOffForm(RunInput):
 
     approver: str = Field(description="Your name, as the audit trail will show it.")
     approve: bool = Field(default=False, description="I approve these payments as shown.")
+    signature: str = Field(
+        default="", description=SIGNATURE_HELP.format(kind="payout", ident="<the as-of date>")
+    )
     as_of: str = Field(description="The payout run's date.")
     payments: int = Field(description="Payments to make.")
     total_rupiah: int = Field(description="Their total, in rupiah.")
@@ -446,10 +480,12 @@ def _payout_form(status: dict) -> type[PayoutSignOffForm]:
             f"## Payout run {status['as_of']} waits for sign-off\n\n{lines}\n"
             f"- digest: `{status['digest']}`\n\nApprovals: {len(status['approvals'])} of "
             f"{status['required']}. Type your name and tick *approve*; each approver must be "
-            "a different person."
+            "a different person.\n\n"
+            + _signing_note("payout", status["as_of"], status["digest"], status["signed"])
         ),
         approver="",
         approve=False,
+        signature="",
         as_of=status["as_of"],
         payments=status["payments"],
         total_rupiah=status["total_amount"],
@@ -469,8 +505,9 @@ def await_payout_sign_off(as_of) -> dict:
     from tasks.signoff import SignOffError
 
     logger = get_run_logger()
-    sessions = current().sessions
-    now = status(sessions, as_of)
+    app = current()
+    sessions = app.sessions
+    now = status(sessions, as_of, approvers=app.approvers)
     while not now["approved"]:
         try:
             answer = pause_flow_run(
@@ -487,12 +524,14 @@ def await_payout_sign_off(as_of) -> dict:
                     Actor(answer.approver.strip(), Actor.here().host),
                     via="prefect",
                     seen_digest=answer.digest,
+                    approvers=app.approvers,
+                    signature=answer.signature.strip() or None,
                 )
             except SignOffError as exc:
                 logger.warning("payout run %s: approval refused: %s", as_of, exc)
         else:
             logger.warning("payout run %s: the form was sent without 'approve'", as_of)
-        now = status(sessions, as_of)
+        now = status(sessions, as_of, approvers=app.approvers)
     return now
 
 

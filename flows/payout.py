@@ -126,7 +126,7 @@ def recheck_stage(as_of: date) -> dict:
 
 @flow(name="disburse", flow_run_name="payout-{as_of}-disburse")
 def disburse_stage(as_of: date) -> dict:
-    status = payout_signoff.status(current().sessions, as_of)
+    status = payout_signoff.status(current().sessions, as_of, approvers=current().approvers)
     if not status["approved"]:
         emit_event(
             event="prakerja.payout.awaiting-sign-off",

@@ -11,7 +11,7 @@ environment.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from pydantic import (
@@ -146,6 +146,11 @@ class Settings(BaseSettings, ExecutionFields):
         description="How long a deployment run paused for sign-off waits for the form "
         "(the approvals can still be given with `prakerja wave sign-off` after).",
     )
+    approvers: str | None = Field(
+        None,
+        description="The approvers file (TOML, `[[approver]]` name and ssh-ed25519 "
+        "public_key): approvals count only signed by their approver's key; unset: unsigned.",
+    )
     # Operations
     drop_dir: str = Field("var/drop", description="The drop folder of the weekly wave.")
     audit_witness: str | None = Field(
@@ -179,6 +184,12 @@ class Settings(BaseSettings, ExecutionFields):
         50, ge=1, le=1000, description="How long sign-in codes are collected into one call."
     )
 
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        # repr() and str() show the database URL without its password (SecretStr fields
+        # already show stars): settings end up in logs and tracebacks.
+        for name, value in super().__repr_args__():
+            yield name, mask_url_password(value) if name == "database_url" else value
+
     def execution(self, **overrides: Any) -> Execution:
         """The run's Execution: these settings (PRAKERJA_SHARED_RATE_LIMITS=1 meaning
         partner_limits prefect), with `overrides` (the CLI's flags; None: not given) over
@@ -210,6 +221,20 @@ class Settings(BaseSettings, ExecutionFields):
             if value is not None:
                 out[self.env_name(name)] = str(int(value) if isinstance(value, bool) else value)
         return out
+
+
+def mask_url_password(url: str) -> str:
+    """`postgresql+psycopg://user:***@host/db` for a URL with a password; others as given."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return "<unparsable database URL>" if "@" in url else url
+    if parsed.password is None:
+        return url
+    return parsed.render_as_string(hide_password=True)
 
 
 class SettingsEnvError(ValueError):

@@ -183,15 +183,16 @@ class Registrant(SQLModel, table=True):
     pending_at: datetime | None = Field(default=None, sa_type=DateTime)
 
 
-# A credit that is paid or may be: the issuer applied it, or it may yet (wave-rules.md,
-# "Paid once in the program"). Written the same way in the index and in the queries that
+# A credit that is paid or may be: the issuer applied it, or it may yet, or a person must
+# find out (CONFLICT: the issuer may hold it) (wave-rules.md, "Paid once in the program";
+# CONFLICT since migration 0008). Written the same way in the index and in the queries that
 # must use it (SQLite only uses a partial index whose WHERE appears in the query's).
-LIVE_CREDIT = "status IN ('PENDING', 'APPLIED')"
+LIVE_CREDIT = "status IN ('PENDING', 'APPLIED', 'CONFLICT')"
 
 
 class LedgerEntry(SQLModel, table=True):
     """One credit per (wave, NIK, benefit), written before the issuer is called; at most
-    one live (pending or applied) credit per (NIK, benefit) in the whole program."""
+    one live (pending, applied or conflict) credit per (NIK, benefit) in the whole program."""
 
     __tablename__ = "ledger"
     __table_args__ = (
@@ -357,6 +358,10 @@ class SignOff(SQLModel, table=True):
     confirmed: int
     total_amount: int = Field(sa_type=BigInteger)
     digest: str
+    # Under an approvers file (migration 0008): the approver's Ed25519 signature (base64)
+    # over rules.signature.signed_text, and their key's fingerprint; None: unsigned.
+    signature: str | None = None
+    key_fingerprint: str | None = None
 
 
 class AuditEntry(SQLModel, table=True):
@@ -546,3 +551,5 @@ class PayoutSignOff(SQLModel, table=True):
     payments: int
     total_amount: int = Field(sa_type=BigInteger)
     digest: str
+    signature: str | None = None  # as SignOff's (migration 0008)
+    key_fingerprint: str | None = None

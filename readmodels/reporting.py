@@ -26,6 +26,7 @@ from partners.client import PartnerError
 from partners.issuer import IssuerClient
 from rules.money import BENEFIT, statement_reference
 from rules.outcomes import outcome_of
+from rules.signature import Approvers
 
 L = LedgerEntry.__table__  # type: ignore[attr-defined]
 M = Message.__table__  # type: ignore[attr-defined]
@@ -208,7 +209,9 @@ def stage_state(session: Session, wave_id: int) -> dict[str, Any]:
     return {**_wave_state(session, wave_id), **_money_state(session, wave_id)}
 
 
-def wave_report(session: Session, wave_id: int) -> dict[str, Any]:
+def wave_report(
+    session: Session, wave_id: int, *, approvers: Approvers | None = None
+) -> dict[str, Any]:
     wave = load_wave(session, wave_id)
     state = _wave_state(session, wave_id)
     money = _money_state(session, wave_id)
@@ -237,19 +240,21 @@ def wave_report(session: Session, wave_id: int) -> dict[str, Any]:
         "states": state["states"],
         "training_balance": wave.training_balance,
         "announced_at": _iso(wave.announced_at),
-        "sign_off": _sign_off(session, wave_id),
+        "sign_off": _sign_off(session, wave_id, approvers),
     }
 
 
-def _sign_off(session: Session, wave_id: int) -> dict[str, Any]:
+def _sign_off(session: Session, wave_id: int, approvers: Approvers | None) -> dict[str, Any]:
     """interfaces.md: `{"required", "approvals": [{"by", "at"}]}`, the approvals of the
-    wave as it stands (voided ones are not listed), plus whether it waits for more."""
+    wave as it stands that count (voided, unsigned under an approvers file, or missing
+    from the audit trail: not listed), whether it waits for more, and whether approvals
+    are signed (an approvers file, `approvers`; None: they are unsigned)."""
     from readmodels.signoff import sign_off_status
 
-    status = sign_off_status(session, wave_id)
+    status = sign_off_status(session, wave_id, approvers=approvers)
     return {
         k: status[k]
-        for k in ("required", "approvals", "approved", "waiting", "digest")
+        for k in ("required", "approvals", "approved", "waiting", "digest", "signed")
         if k in status
     }
 

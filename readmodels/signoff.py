@@ -6,6 +6,7 @@ keeps the credit gate."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import func, select
@@ -14,7 +15,9 @@ from sqlmodel import Session
 from models.enums import State, WaveStatus
 from models.queries import R, load_wave
 from models.tables import SignOff, Wave
-from rules.signoff import Approval, approved_list_digest, valid_approvals
+from readmodels.approval_audit import wave_sign_off_rows
+from rules.signature import Approvers
+from rules.signoff import Approval, approved_list_digest, matches_audit, valid_approvals
 
 S = SignOff.__table__  # type: ignore[attr-defined]
 
@@ -69,10 +72,28 @@ def wave_as_it_stands(session: Session, wave: Wave) -> dict[str, Any]:
 
 
 def _approvals(session: Session, wave_id: int) -> list[Approval]:
-    return [
-        Approval(r.approved_by, r.at.isoformat() + "Z", r.digest)
-        for r in session.execute(select(S).where(S.c.wave_id == wave_id).order_by(S.c.id))
-    ]
+    audited = wave_sign_off_rows(session, wave_id)
+    out = []
+    for r in session.execute(select(S).where(S.c.wave_id == wave_id).order_by(S.c.id)):
+        a = Approval(
+            r.approved_by, r.at.isoformat() + "Z", r.digest, r.signature, r.key_fingerprint
+        )
+        out.append(replace(a, audited=matches_audit(a, audited)))
+    return out
+
+
+def counted_approvals(
+    session: Session, wave: Wave, digest: str, approvers: Approvers | None
+) -> list[Approval]:
+    """The approvals that count for the wave as it stands (`digest`): its own digest,
+    signed by their approver under an approvers file, and standing in the audit trail."""
+    return valid_approvals(
+        _approvals(session, wave.wave_id),
+        digest,
+        approvers=approvers,
+        kind="wave",
+        ident=wave.wave_id,
+    )
 
 
 def _count(session: Session, wave_id: int, state: State) -> int:
@@ -81,13 +102,17 @@ def _count(session: Session, wave_id: int, state: State) -> int:
     ).scalar_one()
 
 
-def sign_off_status(session: Session, wave_id: int) -> dict[str, Any]:
+def sign_off_status(
+    session: Session, wave_id: int, *, approvers: Approvers | None
+) -> dict[str, Any]:
     """The wave as it stands, its valid approvals, and whether it waits for sign-off
-    (`waiting`; `not_waiting` says why not, when it needs sign-off but does not wait)."""
+    (`waiting`; `not_waiting` says why not, when it needs sign-off but does not wait).
+    `signed`: approvals need their approver's signature (an approvers file), else they
+    are unsigned."""
     wave = load_wave(session, wave_id)
     need = required(wave)
     facts = wave_as_it_stands(session, wave) if need else {}
-    valid = valid_approvals(_approvals(session, wave_id), facts.get("digest", "")) if need else []
+    valid = counted_approvals(session, wave, facts["digest"], approvers) if need else []
     approved = len(valid) >= need
     why = None
     if need and not approved:
@@ -107,7 +132,11 @@ def sign_off_status(session: Session, wave_id: int) -> dict[str, Any]:
         **facts,
         "wave_id": wave_id,
         "required": need,
-        "approvals": [{"by": a.by, "at": a.at} for a in valid],
+        "approvals": [
+            {"by": a.by, "at": a.at, "signed": a.signature is not None, "key": a.fingerprint}
+            for a in valid
+        ],
+        "signed": approvers is not None,
         "approved": approved,
         "waiting": bool(need) and not approved and why is None,
         "not_waiting": why,

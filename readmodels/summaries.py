@@ -19,6 +19,8 @@ class Approval(BaseModel):
 
     by: str
     at: Any = None
+    signed: bool = False
+    key: str | None = None  # the signing key's fingerprint
 
 
 class SignOffStatus(BaseModel):
@@ -38,6 +40,7 @@ class SignOffStatus(BaseModel):
     training_balance: int = 0
     total_amount: int = 0
     digest: str = ""
+    signed: bool = False  # an approvers file: approvals need their approver's signature
 
     @property
     def approvers(self) -> str:

@@ -9,11 +9,15 @@ approver saw, so a quota raise or a backfill round voids it by changing the dige
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import date
+from typing import TYPE_CHECKING, Any
 
 from rules.audit import canonical
+
+if TYPE_CHECKING:
+    from rules.signature import Approvers, Kind
 
 MAX_APPROVERS = 2
 DIGEST_VERSION = "prakerja-sign-off-v1"
@@ -40,16 +44,54 @@ class Approval:
     by: str
     at: str  # ISO UTC
     digest: str
+    signature: str | None = None  # base64, under an approvers file
+    fingerprint: str | None = None  # of the key that signed it
+    audited: bool = False  # its audit row stands and says the same (matches_audit)
 
 
-def valid_approvals(approvals: Sequence[Approval], digest: str) -> list[Approval]:
-    """The approvals of the wave as it stands (one per approver, the earliest)."""
-    seen: set[str] = set()
+def matches_audit(approval: Approval, audit_rows: Iterable[tuple[str, Mapping[str, Any]]]) -> bool:
+    """Whether one of the sign-off's audit rows, (who, after), says the same approver,
+    digest, signature and key: an approval without one was not recorded by the program."""
+    return any(
+        who == approval.by
+        and after.get("digest") == approval.digest
+        and after.get("signature") == approval.signature
+        and after.get("fingerprint") == approval.fingerprint
+        for who, after in audit_rows
+    )
+
+
+def valid_approvals(
+    approvals: Sequence[Approval],
+    digest: str,
+    *,
+    approvers: Approvers | None = None,
+    kind: Kind = "wave",
+    ident: int | date | str | None = None,
+) -> list[Approval]:
+    """The approvals that count for the list as it stands (`digest`), one per approver,
+    the earliest: audited ones only; under an approvers file, only those signed by their
+    approver's key from the file over this digest, one per key."""
+    people: set[str] = set()
+    keys: set[str] = set()
     out = []
     for a in approvals:
-        if a.digest == digest and same_person_key(a.by) not in seen:
-            seen.add(same_person_key(a.by))
-            out.append(a)
+        person = same_person_key(a.by)
+        if a.digest != digest or not a.audited or person in people:
+            continue
+        if approvers is not None:
+            approver = approvers.named(a.by)
+            if (
+                approver is None
+                or ident is None
+                or approvers.problem(a.by, a.signature, kind, ident, digest) is not None
+                or a.fingerprint != approver.fingerprint
+                or approver.fingerprint in keys
+            ):
+                continue
+            keys.add(approver.fingerprint)
+        people.add(person)
+        out.append(a)
     return out
 
 

@@ -19,6 +19,7 @@ the settings were read.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -32,10 +33,38 @@ from models.db import SessionFactory, engine_for, init_db, session_factory
 from partners.config import PartnersConfig, load_partners_config
 from partners.limits import Limiter, SharedLimits, limiter_for
 from partners.wiring import Partners, build_partners
+from rules.signature import Approvers, ApproversFileError, parse_approvers
 from runtime import timing
 
-
 # ---------------------------------------------------------------- the builders
+_approvers_read: dict[str, tuple[tuple[int, int], Approvers]] = {}
+
+
+def load_approvers(path: str | None) -> Approvers | None:
+    """The approvers file (PRAKERJA_APPROVERS), read again when it changes on disk (a
+    long-lived `prakerja serve` sees an approver added); None without one: approvals are
+    unsigned. ApproversFileError names the file, the entry and the field."""
+    if not path:
+        return None
+    try:
+        stat = os.stat(path)
+        version = (stat.st_mtime_ns, stat.st_size)
+        known = _approvers_read.get(path)
+        if known is not None and known[0] == version:
+            return known[1]
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ApproversFileError(
+            f"{path}: cannot read the approvers file ({exc.strerror or type(exc).__name__})"
+        ) from None
+    except UnicodeDecodeError:
+        raise ApproversFileError(f"{path}: not UTF-8 text") from None
+    approvers = parse_approvers(text, path)
+    _approvers_read[path] = (version, approvers)
+    return approvers
+
+
 def build_engine(settings: Settings, url: str | None = None) -> Engine:
     """The program database (`url`, else settings.database_url), tuned by the settings;
     the time of its statements counted (runtime/timing.py)."""
@@ -92,6 +121,11 @@ class App:
     _limiter: Limiter | None = field(default=None, repr=False)
     _siblings: dict[str, App] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def approvers(self) -> Approvers | None:
+        """Who may approve, with their keys (PRAKERJA_APPROVERS); None: approvals unsigned."""
+        return load_approvers(self.settings.approvers)
 
     @property
     def partner_limits(self) -> str:

@@ -190,7 +190,7 @@ def credit_task(
 ) -> dict:
     rt = runtime_for(execution)
     report = rollout.credit_training_balance_batch(
-        rt.sessions, rt.partners.issuer, wave_id, id_range
+        rt.sessions, rt.partners.issuer, wave_id, id_range, approvers=rt.approvers
     )
     return publish_failures(wave_id, report)
 
@@ -223,7 +223,7 @@ def reconcile_task(wave_id: int, execution: Execution | None = None) -> dict:
 @task(name="wave-report", retries=2, retry_delay_seconds=DB_RETRY_DELAYS_S, cache_policy=NO_CACHE)
 def report_task(wave_id: int) -> dict:
     with current().sessions() as session:
-        return reporting.wave_report(session, wave_id)
+        return reporting.wave_report(session, wave_id, approvers=current().approvers)
 
 
 @task(name="stage-state", retries=2, retry_delay_seconds=DB_RETRY_DELAYS_S, cache_policy=NO_CACHE)
@@ -256,7 +256,9 @@ def sign_off_status_task(wave_id: int) -> SignOffStatus:
     """Whether the wave may be credited (wave-rules.md, "Sign-off before money"): counts,
     seats and the digest of the confirmed list, never a person."""
     with current().sessions() as session:
-        return SignOffStatus.model_validate(sign_off_status(session, wave_id))
+        return SignOffStatus.model_validate(
+            sign_off_status(session, wave_id, approvers=current().approvers)
+        )
 
 
 @task(

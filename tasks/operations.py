@@ -17,6 +17,7 @@ from sqlmodel import Session
 
 from models.enums import State, WaveStatus
 from models.tables import Wave
+from rules.signature import Approvers
 from runtime.app import current
 from runtime.boundary import task
 from tasks import drop
@@ -53,9 +54,9 @@ def wave_ids(session: Session) -> list[int]:
     return list(session.execute(select(W.c.wave_id).order_by(W.c.wave_id)).scalars())
 
 
-def waves_to_credit(session: Session) -> list[dict]:
-    """Open waves with confirmed participants not yet credited and nothing (sign-off)
-    holding their money back, lowest first."""
+def waves_to_credit(session: Session, approvers: Approvers | None) -> list[dict]:
+    """Open waves with confirmed participants not yet credited and nothing (sign-off,
+    checked with the approvers file `approvers`) holding their money back, lowest first."""
     counts = dict(
         session.execute(
             select(R.c.wave_id, func.count())
@@ -68,7 +69,7 @@ def waves_to_credit(session: Session) -> list[dict]:
         wave = session.get(Wave, wave_id)
         if wave is None or wave.status == WaveStatus.CLOSED:
             continue
-        if not credits_allowed(session, wave):
+        if not credits_allowed(session, wave, approvers):
             continue  # waits for sign-off (wave-rules.md): credited once approved
         out.append(
             {
@@ -156,7 +157,7 @@ def create_wave_task(wave_id: int, export: str, settings_file: str) -> dict:
 @task(name="waves-to-credit", cache_policy=NO_CACHE)  # answers from the database
 def waves_to_credit_task() -> list[dict]:
     with current().sessions() as session:
-        return waves_to_credit(session)
+        return waves_to_credit(session, current().approvers)
 
 
 @task(name="raise-quota", cache_policy=NO_CACHE)  # answers from the database
@@ -171,19 +172,25 @@ def raise_quota_task(wave_id: int, quota: int, lease_owner: str, who: str, host:
 
 
 @task(name="record-sign-off", cache_policy=NO_CACHE)  # answers from the database
-def record_sign_off_task(wave_id: int, approver: str, seen_digest: str, run_name: str) -> dict:
-    """One approval from the form, recorded exactly like `prakerja wave sign-off`;
+def record_sign_off_task(
+    wave_id: int, approver: str, seen_digest: str, signature: str, run_name: str
+) -> dict:
+    """One approval from the form, recorded exactly like `prakerja wave sign-off`: its
+    signature checked against the approver's key from the approvers file first;
     `{"refused": why}` instead of an approval the rules refuse."""
     from tasks.audit import Actor
     from tasks.signoff import SignOffError, record_approval
 
+    app = current()
     try:
         result = record_approval(
-            current().sessions,
+            app.sessions,
             wave_id,
             Actor(approver.strip(), f"prefect-ui (run {run_name})"),
             via="prefect",
             seen_digest=seen_digest,
+            approvers=app.approvers,
+            signature=signature.strip() or None,
         )
     except SignOffError as exc:
         return {"refused": str(exc)}

@@ -24,6 +24,7 @@ from rules.money import (
     require_rupiah,
     statement_reference,
 )
+from rules.signature import Approvers
 from tasks.common import (
     CLEAR_PENDING,
     R,
@@ -45,8 +46,15 @@ class LedgerWriteError(RuntimeError):
 
 
 def credit_training_balance_batch(
-    sessions: SessionFactory, issuer: IssuerClient, wave_id: int, id_range: tuple[int, int]
+    sessions: SessionFactory,
+    issuer: IssuerClient,
+    wave_id: int,
+    id_range: tuple[int, int],
+    *,
+    approvers: Approvers | None = None,
 ) -> dict:
+    """Credits the batch's confirmed participants once sign-off allows it; `approvers`
+    (the approvers file, None: approvals unsigned) is what the gate checks signatures with."""
     report = BatchReport(Stage.ROLLOUT.value)
     now = utcnow()
     with sessions() as session, session.begin():
@@ -61,7 +69,7 @@ def credit_training_balance_batch(
         )
         if not rows:
             return report.as_dict()
-        if not credits_allowed(session, wave):
+        if not credits_allowed(session, wave, approvers):
             # Sign-off before money (wave-rules.md): nothing is written, nothing is sent.
             report.counts["awaiting_sign_off"] += len(rows)
             return report.as_dict()

@@ -49,3 +49,26 @@ def test_settings_rebuild_in_another_process_secrets_included_but_never_shown():
     env = s.handover_env()
     assert env["PRAKERJA_PORTAL_SECRET"] == secret and env["PRAKERJA_SHARED_RATE_LIMITS"] == "1"
     assert read_settings(env) == s
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql+psycopg://user:s3cr%40t@db.example:5432/prakerja", "user:***@db.example"),
+        ("postgresql://prakerja:hunter22@10.0.0.5/prakerja", "prakerja:***@10.0.0.5"),
+        ("sqlite:///./var/prakerja.db", "sqlite:///./var/prakerja.db"),
+    ],
+)
+def test_settings_show_no_database_password_nor_secret(url, shown):
+    s = read_settings(
+        {
+            "PRAKERJA_DATABASE_URL": url,
+            "PRAKERJA_PORTAL_SECRET": "p" * 40,
+            "PRAKERJA_ALERT_WEBHOOK_URL": "https://hooks.example/T0KEN-abc",
+        }
+    )
+    for text in (repr(s), str(s)):
+        assert shown in text
+        for secret in ("s3cr", "hunter22", "p" * 40, "T0KEN-abc"):
+            assert secret not in text
+    assert s.database_url == url  # masked when shown only

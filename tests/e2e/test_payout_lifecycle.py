@@ -461,6 +461,35 @@ def test_a_recheck_partner_down_pays_nothing_and_stops_nothing(
     )
 
 
+def _hand_approval(database_url: str, day, shown: dict) -> None:
+    from sqlalchemy import insert
+
+    from models.db import make_engine
+    from models.tables import PayoutSignOff
+
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                insert(PayoutSignOff.__table__),
+                [
+                    {
+                        "as_of": day,
+                        "approved_by": "citra",
+                        "approver_key": "citra",
+                        "host": "h",
+                        "via": "cli",
+                        "at": datetime(2026, 12, 1),
+                        "payments": shown["payments"],
+                        "total_amount": shown["total_amount"],
+                        "digest": shown["digest"],
+                    }
+                ],
+            )
+    finally:
+        engine.dispose()
+
+
 def test_sign_off_then_two_approvals_then_paid(env, simulator, people, database_url):
     d0 = _day0(people)
     _script(
@@ -509,9 +538,14 @@ def test_sign_off_then_two_approvals_then_paid(env, simulator, people, database_
         "--digest",
         shown["digest"],
     )
-    _cli(env, "payout", "sign-off", "--as-of", day.isoformat(), "--by", "ani", check=2)
+    approve = ("payout", "sign-off", "--as-of", day.isoformat(), "--digest", shown["digest"])
+    again = _cli(env, *approve, "--by", "ani", check=2)
+    assert "already approved" in again.stderr
+    # A payout_sign_off row written by hand (no audit row): it releases nothing.
+    _hand_approval(database_url, day, shown)
     _payout(env, simulator, day, check=5)
-    _cli(env, "payout", "sign-off", "--as-of", day.isoformat(), "--by", "budi")
+    assert not _paid_at_partner(simulator)
+    _cli(env, *approve, "--by", "budi")
     out = _payout(env, simulator, day)
     assert out["end"] == "done"
     assert len(_paid_at_partner(simulator)) == 3

@@ -65,8 +65,18 @@ def _report(env) -> dict:
     return json.loads(done.stdout)
 
 
+def _shown_digest(env) -> str:
+    shown = run_cli(["wave", "sign-off", "--wave", "1", "--json"], env)
+    assert shown.returncode == 0, shown.stderr
+    return json.loads(shown.stdout)["digest"]
+
+
 def _sign(env, name: str) -> subprocess.CompletedProcess:
-    return run_cli(["wave", "sign-off", "--wave", "1", "--by", name, "--json"], env)
+    """An approval of the digest `wave sign-off` shows (unsigned: no approvers file)."""
+    digest = _shown_digest(env)
+    return run_cli(
+        ["wave", "sign-off", "--wave", "1", "--by", name, "--digest", digest, "--json"], env
+    )
 
 
 def _tamper(database_url: str, sql: str) -> None:
@@ -169,6 +179,7 @@ def test_two_approvers_gate_the_money_and_the_audit_trail_proves_every_action(st
     assert raise_row["before"] == {"quota": QUOTA}
     assert raise_row["after"]["quota"] == RAISED
     assert rows[7]["after"]["confirmed"] == confirmed and rows[7]["after"]["approvals"] == 2
+    assert rows[7]["after"]["signed"] is False and rows[7]["after"]["signature"] is None
     # No NIK anywhere but in the blacklist row, which is about that NIK.
     for r in rows:
         niks = re.findall(r"(?<!\d)\d{16}(?!\d)", json.dumps([r["before"], r["after"]]))

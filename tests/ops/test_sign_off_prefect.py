@@ -1,7 +1,9 @@
 """Sign-off in the Prefect UI (operations.md), against a real `prefect server start`:
 a wave that needs sign-off notifies, a deployment run pauses after accounts with the
-sign-off form and holds no lease while paused, the approval submitted through the API the
-UI uses resumes it, and it then credits exactly the confirmed list."""
+sign-off form and holds no lease while paused; under an approvers file, a form sent with
+another key's signature is refused (the run pauses again, nothing recorded), and the
+approval with the signature `prakerja sign` printed, submitted through the API the UI
+uses, resumes it; it then credits exactly the confirmed list."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import requests
 from partners.config import SIMULATOR_KEY_ENV, simulator_partners_text
 from tests.cli_process import run_cli
 from tests.ops.conftest import base_env, start, stop, wait_until
+from tests.tasks.test_signed_approvals_db import approvers_file, make_key
 
 SEED = "ui-sign-off-seed"
 REFERENCE = date(2026, 11, 28)
@@ -36,11 +39,14 @@ def served(prefect_api, receiver, client_home, tmp_path_factory):
     partners = work / "partners.toml"
     partners.write_text(simulator_partners_text(sim.base_url))
     database_url = f"sqlite:///{work}/prakerja.db"
+    keys = {name: make_key(work, name) for name in ("sari", "tono")}
+    approvers = approvers_file(work, {"sari": keys["sari"][2]})  # tono's key is in no file
     env = base_env(
         prefect_api,
         client_home,
         PRAKERJA_DATABASE_URL=database_url,
         PRAKERJA_PARTNERS=str(partners),
+        PRAKERJA_APPROVERS=str(approvers),
         PRAKERJA_ALERT_WEBHOOK_URL=receiver.url,
         **{SIMULATOR_KEY_ENV: "simulator"},
     )
@@ -56,7 +62,14 @@ def served(prefect_api, receiver, client_home, tmp_path_factory):
             {**env, "PREFECT_RUNNER_POLL_FREQUENCY": "1"},
             log,
         )
-        yield {"env": env, "export": export, "sim": sim, "db": database_url, "log": log}
+        yield {
+            "env": env,
+            "export": export,
+            "sim": sim,
+            "db": database_url,
+            "log": log,
+            "keys": keys,
+        }
     finally:
         if proc is not None:
             stop(proc, signal.SIGINT, wait_s=20)
@@ -67,6 +80,15 @@ def _report(env) -> dict:
     done = run_cli(["wave", "report", "--wave", "1", "--json"], env)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout)
+
+
+def _statement(sim) -> list:
+    return requests.get(
+        f"{sim.base_url}/issuer/v1/statements",
+        params={"reference": "wave-1/training"},
+        headers={"Authorization": "Bearer simulator"},
+        timeout=10,
+    ).json()["entries"]
 
 
 def _lease_owner(database_url: str):
@@ -123,19 +145,14 @@ def test_a_paused_run_resumes_with_the_forms_approval_and_credits(served, prefec
         keyset = paused.state.state_details.run_input_keyset
         assert keyset, "paused without a form"
         form = client.read_flow_run_input(rerun.id, keyset["schema"])
-        assert {"approver", "approve", "draw_digest"} <= set(json.loads(form)["properties"])
+        assert {"approver", "approve", "draw_digest", "signature"} <= set(
+            json.loads(form)["properties"]
+        )
         described = json.loads(client.read_flow_run_input(rerun.id, keyset["description"]))
         assert digest in described and f"{confirmed}" in described
+        assert "**signed**" in described and "prakerja sign --kind wave --id 1" in described
         assert _lease_owner(served["db"]) is None, "a paused run holds the wave's lease"
-        assert (
-            requests.get(
-                f"{sim.base_url}/issuer/v1/statements",
-                params={"reference": "wave-1/training"},
-                headers={"Authorization": "Bearer simulator"},
-                timeout=10,
-            ).json()["entries"]
-            == []
-        )
+        assert _statement(sim) == []
 
         # What the UI's form sends: POST /flow_runs/{id}/resume with run_input.
         answer = {
@@ -147,13 +164,36 @@ def test_a_paused_run_resumes_with_the_forms_approval_and_credits(served, prefec
             "total_rupiah": confirmed * 1_000_000,
             "draw_digest": digest,
         }
-        resumed = httpx.post(
-            f"{prefect_api.api_url}/flow_runs/{rerun.id}/resume",
-            json={"run_input": answer},
-            timeout=30,
-        )
-        assert resumed.status_code in (200, 201), resumed.text
-        assert resumed.json()["status"] == "ACCEPT", resumed.text
+
+        def resume(signature: str) -> None:
+            resumed = httpx.post(
+                f"{prefect_api.api_url}/flow_runs/{rerun.id}/resume",
+                json={"run_input": {**answer, "signature": signature}},
+                timeout=30,
+            )
+            assert resumed.status_code in (200, 201), resumed.text
+            assert resumed.json()["status"] == "ACCEPT", resumed.text
+
+        def signature_by(name: str) -> str:
+            signed = run_cli(
+                ["sign", "--kind", "wave", "--id", "1", "--digest", digest, "--key",
+                 str(served["keys"][name][1])],
+                {k: v for k, v in env.items() if k != "PRAKERJA_DATABASE_URL"},
+            )  # fmt: skip
+            assert signed.returncode == 0, signed.stderr
+            return signed.stdout.strip()
+
+        # Signed with a key that is not sari's: refused, the run pauses again.
+        resume(signature_by("tono"))
+
+        def paused_again():
+            fr = state("Paused")
+            return fr if fr and fr.state.id != paused.state.id else None
+
+        wait_until(paused_again, 300, "the rerun paused again after a refused signature")
+        assert _report(env)["sign_off"]["approvals"] == []
+        assert _statement(sim) == []
+        resume(signature_by("sari"))
 
         def finished():
             fr = client.read_flow_run(rerun.id)
@@ -174,4 +214,6 @@ def test_a_paused_run_resumes_with_the_forms_approval_and_credits(served, prefec
     assert actions[2][0] == "wave.rerun" and actions[2][1].startswith("deployment rerun-wave")
     assert actions[3] == ("wave.sign-off", "sari")
     assert rows[3]["after"]["via"] == "prefect" and rows[3]["after"]["digest"] == digest
+    assert rows[3]["after"]["signed"] is True
+    assert [r["action"] for r in rows].count("wave.sign-off") == 1  # tono's: not recorded
     assert run_cli(["audit", "--verify"], env).returncode == 0

@@ -77,10 +77,11 @@ def test_the_digest_changes_with_the_list_the_seats_and_the_amount():
 
 def test_only_approvals_of_the_list_as_it_stands_count_once_per_person():
     approvals = [
-        Approval("Ani", "t1", "old"),
-        Approval("ani ", "t2", "new"),
-        Approval("ANI", "t3", "new"),
-        Approval("Budi", "t4", "new"),
+        Approval("Ani", "t1", "old", audited=True),
+        Approval("ani ", "t2", "new", audited=True),
+        Approval("ANI", "t3", "new", audited=True),
+        Approval("Budi", "t4", "new", audited=True),
+        Approval("Citra", "t5", "new"),  # no audit row says so: not the program's
     ]
     assert [a.at for a in valid_approvals(approvals, "new")] == ["t2", "t4"]
     assert valid_approvals(approvals, "other") == []

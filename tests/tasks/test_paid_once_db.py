@@ -395,3 +395,28 @@ def test_a_credit_whose_idempotency_key_is_held_by_another_row_fails_the_batch(s
     with pytest.raises((IntegrityError, LedgerWriteError)):
         credit_training_balance_batch(sessions, Issuer(), 1, ids(sessions, 1))
     assert states(sessions, 1)[people[0]] == ("CONFIRMED", None)
+
+
+def test_a_conflict_in_one_wave_blocks_a_credit_of_the_same_nik_in_another(sessions):
+    """A CONFLICT credit may be held by the issuer: until a person settles it, the NIK is
+    paid (migration 0008). The index refuses a second live credit, and the rollout of the
+    other wave rejects the NIK as a prior recipient without calling the issuer."""
+    for wave_id in (1, 2):
+        make_wave(sessions, wave_id=wave_id, quota=1, lottery_seed=SEED)
+    add_ledger(sessions, ledger_row(1, nik(1), "CONFLICT"))
+    with pytest.raises(IntegrityError):
+        add_ledger(sessions, ledger_row(2, nik(1), "PENDING"))
+    add(sessions, 2, [nik(1)], "CONFIRMED", draw_round=0, card_number="5049000000000021")
+
+    class Issuer:
+        def credit(self, credits):
+            raise AssertionError(f"sent {credits}")
+
+        def lookup(self, key):
+            return None
+
+    report = credit_training_balance_batch(sessions, Issuer(), 2, ids(sessions, 2))
+    assert report["counts"] == {"PRIOR_RECIPIENT": 1}
+    assert states(sessions, 2)[nik(1)] == ("REJECTED", "PRIOR_RECIPIENT")
+    with sessions() as session:
+        assert session.execute(select(L.c.wave_id).where(L.c.nik == nik(1))).scalars().all() == [1]
