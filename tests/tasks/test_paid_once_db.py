@@ -124,7 +124,16 @@ def drop_live_credit_index(sessions) -> None:
         session.execute(text("DROP INDEX ix_registrant_pending"))
         session.execute(text("DROP INDEX ix_registrant_waitlist"))  # ... and issue 19's
         # ... and before lifecycle.md's tables and settings (issue 20).
+        # ... and before the dashboard's hardening (issue 21, migration 0007).
+        for index in (
+            "ix_portal_session_last_seen",
+            "ix_login_guard_updated_at",
+        ):
+            session.execute(text(f"DROP INDEX {index}"))
         for table in (
+            "portal_secret",
+            "portal_guess_minute",
+            "portal_alert",
             "payout_sign_off",
             "payout_lease",
             "payout_run",
