@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import secrets
 import sys
 
 import click
-from pydantic import SecretStr
 
 from cli.root import (
     EXIT_ERROR,
@@ -61,23 +59,19 @@ def portal(
     secret = given.get_secret_value() if given else None
     if secret is not None and len(secret) < MIN_SECRET:
         _refuse(f"{SECRET_ENV} must be at least {MIN_SECRET} characters")
-    if secret is None:
-        if not loopback:
-            _refuse(
-                f"{SECRET_ENV} is not set: it is required when --host is not a loopback "
-                f"address (at least {MIN_SECRET} characters, the same for every portal process)"
-            )
-        # On loopback a secret made now; every worker of this command shares it.
-        secret = secrets.token_urlsafe(48)
+    if secret is None and not loopback:
+        _refuse(
+            f"{SECRET_ENV} is not set: it is required when --host is not a loopback "
+            f"address (at least {MIN_SECRET} characters, the same for every portal process)"
+        )
     # On loopback without proxy headers the browser is on this machine, over plain HTTP:
     # a Secure cookie would never come back. Anywhere else it is Secure unless the
     # operator says otherwise; a request that came over https gets it whatever this says.
     secure_cookie = not insecure_cookie and (proxy_headers or not loopback)
     # The dashboard's settings, handed to each of its worker processes with the app's
     # factory (pickled by uvicorn when it starts them), not through the environment.
-    served = settings().model_copy(
-        update={"portal_secret": SecretStr(secret), "portal_secure_cookie": secure_cookie}
-    )
+    # Without the variable, every worker reads the secret kept in the program database.
+    served = settings().model_copy(update={"portal_secure_cookie": secure_cookie})
     try:
         _load_partners()  # the notifier sends the codes: refuse a bad file now
     except ConfigError as exc:
@@ -85,10 +79,17 @@ def portal(
     from models.schema import SchemaError
 
     try:
-        from portal.store import Store, make_portal_engine
+        from models.db import init_db
+        from portal.store import make_portal_engine, stored_secret
 
-        # Its tables, and reachable.
-        Store(make_portal_engine(served.database_url, served), b"-").close()
+        # Its tables, and reachable; the kept secret made now, before the workers start.
+        engine = make_portal_engine(served.database_url, served)
+        try:
+            init_db(engine)
+            if secret is None:
+                stored_secret(engine)
+        finally:
+            engine.dispose()
     except SchemaError as exc:
         _refuse(str(exc))
     except Exception as exc:

@@ -273,8 +273,26 @@ ALERTS: tuple[Alert, ...] = (
         {"prefect.resource.role": "flow", "prefect.resource.name": OPERATION_FLOWS},
     ),
 )
-# The payout runs' alerts (operations.md, "Alerts"), after the waves'.
-ALERTS = ALERTS + PAYOUT_ALERTS
+# The dashboard's (portal.md, "Behind a proxy, and under attack"): the portal raises it
+# at most once per 10 minutes across its processes, so every event notifies.
+PORTAL_ALERTS: tuple[Alert, ...] = (
+    Alert(
+        "portal guessing",
+        "Wrong sign-in codes on the dashboard, across all NIKs, went above "
+        "PRAKERJA_PORTAL_GUESS_ALERT a minute: someone may be guessing codes.",
+        (names.PORTAL_GUESSING,),
+        "[prakerja] dashboard: {{ event.payload.failures_in_minute }} wrong sign-in codes "
+        "in a minute",
+        "The dashboard counted {{ event.payload.failures_in_minute }} wrong sign-in codes in "
+        "the minute from {{ event.payload.minute_start }} (UTC), above the alert threshold "
+        "of {{ event.payload.threshold }}. Every NIK stays limited (5 wrong codes in 15 "
+        "minutes, 20 in 24 hours, then 429); the addresses sending them are in the "
+        "proxy's logs. Not notified again for {{ event.payload.quiet_minutes }} minutes.",
+        {"prefect.resource.id": names.PORTAL_RESOURCE},
+    ),
+)
+# The payout runs' alerts (operations.md, "Alerts"), after the waves', then the dashboard's.
+ALERTS = ALERTS + PAYOUT_ALERTS + PORTAL_ALERTS
 
 
 def automation_name(alert: Alert) -> str:

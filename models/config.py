@@ -183,6 +183,12 @@ class Settings(BaseSettings, ExecutionFields):
     portal_code_window_ms: int = Field(
         50, ge=1, le=1000, description="How long sign-in codes are collected into one call."
     )
+    portal_guess_alert: int = Field(
+        300,
+        ge=1,
+        description="Wrong sign-in codes a minute, across all NIKs, above which the event "
+        "prakerja.portal.guessing is raised (at most once per 10 minutes).",
+    )
 
     def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
         # repr() and str() show the database URL without its password (SecretStr fields

@@ -16,6 +16,9 @@ CREDIT_REJECTED = "prakerja.credit.rejected"
 ROLLOUT_LATE = "prakerja.rollout.late"
 RECONCILE_MISMATCH = "prakerja.reconcile.mismatch"
 EXPORT_MISSING = "prakerja.export.missing"
+# Wrong sign-in codes on the dashboard above PRAKERJA_PORTAL_GUESS_ALERT a minute.
+PORTAL_GUESSING = "prakerja.portal.guessing"
+PORTAL_RESOURCE = "prakerja.portal"  # the dashboard, as the resource of its events
 
 # ---------------------------------------------------------------- flows
 WAVE_FLOW = "wave"

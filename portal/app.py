@@ -23,7 +23,14 @@ from models import names
 from portal import words
 from portal.sender import CodeSender
 from portal.settings import PortalSettings
-from portal.store import Store, Verification, WaveView, make_portal_engine
+from portal.store import (
+    Guessing,
+    Store,
+    Verification,
+    WaveView,
+    make_portal_engine,
+    stored_secret,
+)
 from rules.masking import mask_card, mask_nik_for_owner
 from rules.outcomes import outcome_of
 
@@ -280,14 +287,21 @@ async def _body_json(request: Request) -> dict | None:
 
 def create_app(settings: PortalSettings | None = None) -> FastAPI:
     settings = settings or PortalSettings()
-    if settings.portal_secret is None:
-        raise RuntimeError("PRAKERJA_PORTAL_SECRET is not set")  # the CLI makes one
-    secret = settings.portal_secret.get_secret_value().encode()
+    given = settings.portal_secret
     state: dict[str, Portal] = {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        store = Store(make_portal_engine(settings.database_url, settings), secret)
+        engine = make_portal_engine(settings.database_url, settings)
+        # Without PRAKERJA_PORTAL_SECRET, the one kept in the program database: every
+        # process and restart then hashes NIKs and codes alike (portal.md).
+        secret = given.get_secret_value().encode() if given else stored_secret(engine)
+        store = Store(
+            engine,
+            secret,
+            guess_alert=settings.portal_guess_alert,
+            on_guessing=_guessing_alert,
+        )
         sender = _build_sender(settings)
         state["portal"] = Portal(settings, store, sender)
         try:
@@ -528,6 +542,34 @@ def _build_sender(settings: PortalSettings) -> CodeSender | None:
         window_s=settings.portal_code_window_ms / 1000,
         on_failure=_partner_failed,
     )
+
+
+def _guessing_alert(guessing: Guessing) -> None:
+    """Wrong codes above PRAKERJA_PORTAL_GUESS_ALERT a minute (this process won the claim
+    of every process's alert): a log line, and `prakerja.portal.guessing` where a Prefect
+    API is configured. Counts only: which NIKs were guessed is nobody's business here."""
+    log.warning(
+        "portal: %d wrong sign-in codes in a minute, above %d (guessing)",
+        guessing.failures,
+        guessing.threshold,
+    )
+    try:
+        from prefect.settings import get_current_settings
+
+        if not get_current_settings().api.url:
+            return
+        from prefect.events import emit_event
+
+        emit_event(
+            event=names.PORTAL_GUESSING,
+            resource={
+                "prefect.resource.id": names.PORTAL_RESOURCE,
+                "prefect.resource.name": "dashboard",
+            },
+            payload=guessing.payload(),
+        )
+    except Exception as exc:  # an alert that cannot be sent must not stop sign-ins
+        log.warning("portal: could not emit %s: %s", names.PORTAL_GUESSING, type(exc).__name__)
 
 
 def _partner_failed(failure, items: int) -> None:
