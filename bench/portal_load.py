@@ -206,6 +206,18 @@ def rebuild_index_and_announce(url: str) -> dict:
     }
 
 
+def clear_portal_state(url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url, hide_parameters=True)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM portal_session"))
+            conn.execute(text("DELETE FROM login_guard"))
+    finally:
+        engine.dispose()
+
+
 def count_registrants(url: str) -> int:
     from sqlalchemy import create_engine, text
 
@@ -1092,6 +1104,10 @@ def main() -> None:
     result["registrants"] = count_registrants(url)
     if not args.skip_index:
         result.update(rebuild_index_and_announce(url))
+    else:
+        # The index is kept; an earlier run's sessions and sign-in limits are not (the
+        # same people sign in again: their 15-minute and 24-hour limits would answer).
+        clear_portal_state(url)
 
     if args.prefill_sessions or args.prefill_guards:
         t0 = time.monotonic()
