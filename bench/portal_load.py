@@ -963,11 +963,14 @@ def socket_errors(figures: dict) -> int:
     )
 
 
-def upgrade_schema(env: dict[str, str], root: Path) -> None:
-    """`prakerja db upgrade` from the portal's checkout: a portal of a later commit may
-    come with a migration the wave's database does not have yet (a no-op otherwise)."""
+def upgrade_schema(url: str, root: Path) -> None:
+    """`prakerja db upgrade` from the portal's checkout: a portal of a later commit than
+    the wave may come with migrations its database does not have yet (a no-op otherwise)."""
     cmd = [sys.executable, "-m", "cli", "db", "upgrade"]
+    env = dict(os.environ, PRAKERJA_DATABASE_URL=url)
+    t0 = time.monotonic()
     done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
+    log(f"prakerja db upgrade: {done.stdout.strip()[-200:]} ({time.monotonic() - t0:.1f} s)")
     if done.returncode != 0:
         raise SystemExit(f"prakerja db upgrade failed: {done.stderr.strip()[-2000:]}")
 
@@ -1101,6 +1104,7 @@ def main() -> None:
         # The whole of bench/wave_scale.py (export, simulator, Prefect) and its wave alone.
         result["build_s"] = built["build_s"]
         result["build_wave_wall_s"] = built.get("wall_s")
+    upgrade_schema(url, args.portal_root)
     result["registrants"] = count_registrants(url)
     if not args.skip_index:
         result.update(rebuild_index_and_announce(url))
@@ -1184,7 +1188,6 @@ def main() -> None:
         if extra:
             env["PYTHONPATH"] = os.pathsep.join([*extra, *filter(None, [env.get("PYTHONPATH")])])
         server = uvicorn_flavour(env)
-        upgrade_schema(env, args.portal_root)
         port = args.port or free_port()
         with (
             portal_process(env, port, args.workers, args.portal_root) as (proc, base),
