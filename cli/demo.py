@@ -78,7 +78,7 @@ def demo(registrants: int, seed: str, workdir: str) -> None:
             if life not in (EXIT_OK, EXIT_PENDING):
                 code = life
     if code in (EXIT_OK, EXIT_PENDING):
-        _demo_dashboard(work, seed)
+        _demo_dashboard(work, seed, today)
     elapsed = time.monotonic() - started
     click.echo(f"\ndemo finished in {elapsed:.0f} s{_setup_time_note()} (exit {code}).")
     click.echo(
@@ -259,7 +259,49 @@ def _venv_command(name: str) -> str:
         return str(path)
 
 
-def _demo_dashboard(work: Path, seed: str) -> None:
+def _demo_participants() -> list[tuple[str, str]]:
+    """Demo participants worth signing in as after the payout runs: one with a survey
+    open (to answer it, then see it paid after the next run), one stopped by a re-check,
+    one revoked, one whose installment failed at the payment partner."""
+    from sqlalchemy import and_, exists, select
+
+    from models.tables import Participant, Payment, Registrant, SurveyResponse
+
+    P = Participant.__table__  # type: ignore[attr-defined]
+    Y = Payment.__table__  # type: ignore[attr-defined]
+    S = SurveyResponse.__table__  # type: ignore[attr-defined]
+    R = Registrant.__table__  # type: ignore[attr-defined]
+    has_phone = exists().where(R.c.id == P.c.registrant_id, R.c.phone.is_not(None))
+    paid = Y.alias("paid")
+    open_survey = exists().where(
+        paid.c.registrant_id == P.c.registrant_id,
+        paid.c.benefit == "incentive",
+        paid.c.status == "PAID",
+        paid.c.installment <= 3,
+        ~exists()
+        .where(and_(S.c.registrant_id == P.c.registrant_id, S.c.survey == paid.c.installment))
+        .correlate(P, paid),
+    )
+    failed = exists().where(Y.c.registrant_id == P.c.registrant_id, Y.c.status == "FAILED")
+    wanted = [
+        ("a survey open: answer it, then run the next payout run", [
+            P.c.state.in_(["TRAINED", "COMPLETED"]), open_survey]),
+        ("payments stopped by a re-check", [P.c.state == "STOPPED"]),
+        ("card revoked", [P.c.state == "REVOKED"]),
+        ("an installment failed at the payment partner", [failed]),
+    ]  # fmt: skip
+    picks = []
+    with _runtime().sessions() as session:
+        for what, where in wanted:
+            nik = session.execute(
+                select(P.c.nik).where(*where, has_phone).order_by(P.c.registrant_id).limit(1)
+            ).scalar()
+            if nik is not None:
+                picks.append((nik, f"CREDITED; {what}"))
+    return picks
+
+
+def _demo_dashboard(work: Path, seed: str, credited_on=None) -> None:
     """Announces the demo wave and says how to sign in to the dashboard as a registrant."""
     from tasks.audit import Actor
     from tasks.portal_index import announce_wave, demo_sign_ins
@@ -272,6 +314,8 @@ def _demo_dashboard(work: Path, seed: str) -> None:
         actor=Actor.here(None),
     )
     people = demo_sign_ins(rt.sessions, 1)
+    # The participants' descriptions say more than "CREDITED" for the same NIK.
+    people = list({**dict(people), **dict(_demo_participants())}.items())
     guide = work / "try-the-dashboard.txt"
     db = settings().database_url
     lines = [
@@ -285,8 +329,18 @@ def _demo_dashboard(work: Path, seed: str) -> None:
         *(f"     {nik}   ({what})" for nik, what in people),
         "4. Read the code the gateway received, in a third terminal:",
         "     ./prakerja simulator-messages --last 1",
-        "",
     ]
+    if credited_on is not None:
+        from datetime import timedelta
+
+        next_run = credited_on + timedelta(days=DEMO_PAYOUT_DAYS[-1] + 1)
+        lines += [
+            "5. As the participant with a survey open: answer it (Survei / Surveys on the",
+            "   status page), then run the next payout run with the simulator of step 1",
+            "   still serving, and reload the status page: the survey payment is paid.",
+            f"     PRAKERJA_DATABASE_URL={db} ./prakerja payout run --as-of {next_run}",
+        ]
+    lines.append("")
     guide.write_text("\n".join(lines), encoding="utf-8")
     click.echo(
         "\nwave 1 is announced on the registrant dashboard. To sign in as a demo registrant:\n"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
+from datetime import date
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -20,7 +21,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
 from models import names
-from portal import words
+from portal import lifecycle, words
 from portal.sender import CodeSender
 from portal.settings import PortalSettings
 from portal.store import (
@@ -203,6 +204,8 @@ def wave_entry(view: WaveView) -> dict[str, Any]:
         entry["credited_at"] = (
             words.to_wib(view.credited_at).isoformat() if view.credited_at else None
         )
+        if view.lifecycle is not None:
+            entry["lifecycle"] = view.lifecycle
     return entry
 
 
@@ -238,6 +241,34 @@ class Portal:
         worker thread, since each hop to a thread and back costs as much as a write."""
         result = self.store.verify_code(nik, code)
         return result, (self.store.create_session(nik) if result.ok else "")
+
+    def survey_state(self, nik: str, k: int) -> tuple[str, WaveView | None]:
+        """Survey k of the signed-in person: ("OPEN", the entry it is open in), or its
+        status elsewhere ("ANSWERED"/"PAID": answered; anything else: not open)."""
+        seen = "LOCKED"
+        for view in self.store.person_view(nik):
+            for survey in (view.lifecycle or {}).get("surveys", []):
+                if survey["survey"] != k:
+                    continue
+                if survey["status"] == "OPEN":
+                    return "OPEN", view
+                if survey["status"] in ("ANSWERED", "PAID"):
+                    seen = "ANSWERED"
+        return seen, None
+
+    def answer_survey(self, nik: str, k: int, body: Any) -> str:
+        """`answered`, `already_answered`, `not_open` or `invalid` (portal.md, "Surveys"):
+        an answered survey is refused whatever the body; a survey not open is not found."""
+        status, view = self.survey_state(nik, k)
+        if status == "ANSWERED":
+            return "already_answered"
+        if view is None or view.registrant_id is None:
+            return "not_open"
+        answers = lifecycle.validate_answers(body)
+        if answers is None:
+            return "invalid"
+        stored = self.store.answer_survey(view.registrant_id, k, answers)
+        return "answered" if stored else "already_answered"
 
     def is_secure(self, request: Request) -> bool:
         """Secure when the settings say so (`prakerja portal` decides by host and flags),
@@ -456,6 +487,66 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
                 return status_page(p, nik, lang)  # on the event loop, as /api/me
         return await run_in_threadpool(lambda: status_page(p, p.store.session_nik(token), lang))
 
+    # ------------------------------------------------------------------ surveys
+    @app.post("/api/surveys/{k}")
+    async def api_survey(request: Request, k: str) -> Response:
+        if not same_origin(request):
+            return _json({"error": "forbidden"}, 403)
+        p = portal()
+        nik = await run_in_threadpool(p.store.session_nik, request.cookies.get(COOKIE))
+        if nik is None:
+            return _json({"error": "not_signed_in"}, 401)
+        number = _survey_number(k)
+        if number is None:
+            return _json({"error": "not_found"}, 404)
+        body = await _body_json(request)
+        outcome = await run_in_threadpool(p.answer_survey, nik, number, body)
+        status, answer = SURVEY_ANSWERS[outcome]
+        return _json(answer, status)
+
+    @app.get("/survey/{k}")
+    async def page_survey(request: Request, k: str, lang: str | None = None) -> Response:
+        lang = words.lang_of(lang)
+        p = portal()
+        nik = await run_in_threadpool(p.store.session_nik, request.cookies.get(COOKIE))
+        if nik is None:
+            return RedirectResponse(f"/?lang={lang}", status_code=303)
+        number = _survey_number(k)
+        state, view = await run_in_threadpool(p.survey_state, nik, number) if number else ("", None)
+        if state == "ANSWERED":
+            return _survey_message(p, lang, number, "survey_already", 409)
+        if view is None or number is None:
+            return _survey_message(p, lang, number, "survey_not_open", 404)
+        return p.render("survey.html", **_survey_page(lang, number, view, {}))
+
+    @app.post("/survey/{k}")
+    async def page_answer_survey(request: Request, k: str) -> Response:
+        form = await request.form()
+        lang = words.lang_of(_field(form, "lang"))
+        p = portal()
+        if not same_origin(request):
+            return p.render("signin.html", 403, **_page(lang, step="nik", error="forbidden"))
+        nik = await run_in_threadpool(p.store.session_nik, request.cookies.get(COOKIE))
+        if nik is None:
+            return RedirectResponse(f"/?lang={lang}", status_code=303)
+        number = _survey_number(k)
+        if number is None:
+            return _survey_message(p, lang, None, "survey_not_open", 404)
+        fields = {name: _field(form, name) for name in SURVEY_FIELDS}
+        body = lifecycle.answers_from_form(fields)
+        outcome = await run_in_threadpool(p.answer_survey, nik, number, body)
+        if outcome == "answered":
+            return _survey_message(p, lang, number, "survey_done", 201)
+        if outcome == "already_answered":
+            return _survey_message(p, lang, number, "survey_already", 409)
+        if outcome == "not_open":
+            return _survey_message(p, lang, number, "survey_not_open", 404)
+        state, view = await run_in_threadpool(p.survey_state, nik, number)
+        if view is None:
+            return _survey_message(p, lang, number, "survey_not_open", 404)
+        context = _survey_page(lang, number, view, fields, error="survey_invalid")
+        return p.render("survey.html", 422, **context)
+
     @app.post("/logout")
     async def page_logout(request: Request) -> Response:
         form = await request.form()
@@ -476,6 +567,51 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
         )
 
     return SecurityHeaders(BodyLimit(app))  # type: ignore[return-value]
+
+
+SURVEY_ANSWERS: dict[str, tuple[int, dict[str, str]]] = {
+    "answered": (201, {"status": "answered"}),
+    "already_answered": (409, {"error": "already_answered"}),
+    "not_open": (404, {"error": "not_found"}),
+    "invalid": (422, {"error": "invalid_answer"}),
+}
+SURVEY_FIELDS = (*lifecycle.CHOICES, "comment")
+
+
+def _survey_number(k: str) -> int | None:
+    """Survey numbers are small positive integers; anything else is not found."""
+    return int(k) if k.isascii() and k.isdigit() and len(k) <= 2 and int(k) > 0 else None
+
+
+def _survey_page(
+    lang: str, k: int, view: WaveView, chosen: dict[str, str], error: str | None = None
+) -> dict[str, Any]:
+    amount = view.survey_amount
+    questions = [
+        {
+            "name": name,
+            "label": words.SURVEY_QUESTIONS[name][lang],
+            "choices": [
+                {"value": value, "label": label[lang], "checked": chosen.get(name) == value}
+                for value, label in words.SURVEY_CHOICES[name].items()
+            ],
+        }
+        for name in lifecycle.CHOICES
+    ]
+    return _page(
+        lang,
+        k=k,
+        questions=questions,
+        comment_label=words.SURVEY_QUESTIONS["comment"][lang],
+        comment=chosen.get("comment", "")[: lifecycle.COMMENT_MAX * 2],
+        comment_max=lifecycle.COMMENT_MAX,
+        amount=words.rupiah(amount) if amount else None,
+        error=error,
+    )
+
+
+def _survey_message(p: Portal, lang: str, k: int | None, key: str, status: int) -> Response:
+    return p.render("survey_message.html", status, **_page(lang, k=k, key=key))
 
 
 def _field(form, name: str) -> str:
@@ -526,7 +662,62 @@ def _wave_card(view: WaveView, lang: str) -> dict[str, Any]:
             balance=words.rupiah(entry["balance"]),
             credited_at=words.wib_text(view.credited_at, lang) if view.credited_at else None,
         )
+        if "lifecycle" in entry:
+            card["life"] = _life(entry["lifecycle"], lang)
     return card
+
+
+def _life(life: dict[str, Any], lang: str) -> dict[str, Any]:
+    """The lifecycle of a credited wave in plain words (portal.md, "After the credit")."""
+    headline, what, next_step = words.lifecycle_explain(life["state"], life["reason"], lang)
+    shown: dict[str, Any] = {
+        "state": life["state"],
+        "headline": headline,
+        "what": what,
+        "next_step": next_step,
+        "balance_left": words.rupiah(life["balance_left"]),
+        "deadline": words.date_text(life["training_deadline"], lang),
+    }
+    if life["state"] == "AWAITING_TRAINING":
+        left = (date.fromisoformat(life["training_deadline"]) - lifecycle.today_wib()).days
+        shown["days_left"] = (
+            words.text("days_left", lang, n=left)
+            if left > 0
+            else words.text("last_day" if left == 0 else "deadline_passed", lang)
+        )
+    elif life["state"] == "REVOKED":
+        shown["days_left"] = words.text("deadline_passed", lang)
+    else:  # a first training was bought in time
+        shown["days_left"] = words.text("deadline_met", lang)
+    shown["payments"] = [_payment_line(p, lang) for p in life["payments"]]
+    shown["surveys"] = [
+        {
+            "k": s["survey"],
+            "status": s["status"],
+            "text": words.SURVEY_STATUS[s["status"]][lang],
+        }
+        for s in life["surveys"]
+    ]
+    return shown
+
+
+def _payment_line(payment: dict[str, Any], lang: str) -> dict[str, Any]:
+    label = "incentive_k" if payment["benefit"] == "incentive" else "survey_payment_k"
+    line: dict[str, Any] = {
+        "label": words.text(label, lang, k=payment["installment"]),
+        "amount": words.rupiah(payment["amount"]),
+        "status": payment["status"],
+        "status_text": words.PAYMENT_STATUS[payment["status"]][lang],
+    }
+    if payment["status"] == "PAID" and payment.get("paid_at"):
+        line["when_label"] = words.text("paid_on", lang)
+        line["when"] = words.wib_iso_text(payment["paid_at"], lang)
+    else:
+        line["when_label"] = words.text("due_on", lang)
+        line["when"] = words.date_text(payment["due"], lang)
+    if payment["status"] in ("STOPPED", "FAILED"):
+        line["means"], line["todo"] = words.payment_reason(payment.get("reason", ""), lang)
+    return line
 
 
 def _build_sender(settings: PortalSettings) -> CodeSender | None:

@@ -37,6 +37,7 @@ from sqlalchemy.engine import Connection, Engine
 from models import names
 from models.config import Settings
 from models.db import engine_for, init_db, make_engine
+from portal import lifecycle
 
 log = logging.getLogger("prakerja.portal")
 CODE_TTL_S = 5 * 60
@@ -61,6 +62,7 @@ GUESS_FLUSH_S = 1.0  # a process's count of wrong codes reaches the database thi
 GUESS_ALERT = names.PORTAL_GUESSING  # its row in portal_alert
 SECRET_ROW = 1
 BENEFIT = "training"
+CREDITED = "CREDITED"  # the registrant state whose entries carry a lifecycle
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,10 @@ class WaveView:
     credited_at: datetime | None
     applied_amount: int | None
     full_name: str | None = None  # shown to the person only, escaped
+    registrant_id: int | None = None
+    # The `lifecycle` of a CREDITED entry (portal/lifecycle.py), read with the view.
+    lifecycle: dict | None = None
+    survey_amount: int | None = None  # the wave's, for the survey page
 
 
 @dataclass(frozen=True)
@@ -294,7 +300,7 @@ class Store:
                 text(
                     "SELECT p.wave_id, w.announced_at, w.announce_message, r.state, r.reason, "
                     "r.pending_stage, r.card_number, r.credited_at, l.amount, l.status, "
-                    "r.full_name "
+                    "r.full_name, p.registrant_id "
                     "FROM portal_person p "
                     "JOIN wave w ON w.wave_id = p.wave_id "
                     "JOIN registrant r ON r.id = p.registrant_id "
@@ -304,6 +310,12 @@ class Store:
                 ),
                 {"nik": nik, "benefit": BENEFIT},
             ).all()
+            credited = [
+                lifecycle.Credited(r.registrant_id, r.wave_id, _as_datetime(r.credited_at))
+                for r in rows
+                if r.announced_at is not None and r.state == CREDITED
+            ]
+            lifecycles = lifecycle.read(conn, credited)
         views = []
         for r in rows:
             announced = r.announced_at is not None
@@ -324,9 +336,21 @@ class Store:
                     credited_at=_as_datetime(r.credited_at),
                     applied_amount=int(r.amount) if r.status == "APPLIED" else None,
                     full_name=r.full_name,
+                    registrant_id=r.registrant_id,
+                    lifecycle=lifecycles[r.registrant_id][0]
+                    if r.registrant_id in lifecycles
+                    else None,
+                    survey_amount=lifecycles[r.registrant_id][1]
+                    if r.registrant_id in lifecycles
+                    else None,
                 )
             )
         return views
+
+    def answer_survey(self, registrant_id: int, k: int, answers: dict) -> bool:
+        """Stores a participant's answers to survey k once (False: answered before)."""
+        with self._write() as conn:
+            return lifecycle.store_answer(conn, registrant_id, k, answers)
 
     # ------------------------------------------------------------------ sign-in
     def request_code(self, nik: str) -> CodeRequest:

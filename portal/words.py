@@ -805,6 +805,7 @@ TEXT.update(
         "days_left": {"id": "{n} hari lagi", "en": "{n} days left"},
         "last_day": {"id": "hari ini hari terakhir", "en": "today is the last day"},
         "deadline_passed": {"id": "batas waktu sudah lewat", "en": "the deadline has passed"},
+        "deadline_met": {"id": "sudah terpenuhi", "en": "done: a training was bought in time"},
         "balance_left": {"id": "Sisa saldo pelatihan", "en": "Training balance left"},
         "payments": {"id": "Pembayaran", "en": "Payments"},
         "no_payments": {
