@@ -173,7 +173,9 @@ def make_portal_engine(url: str, settings: Settings | None = None) -> Engine:
     autocommitted on SQLite (transactions are begun by hand: BEGIN IMMEDIATE for writes,
     below); parameters never in errors."""
     if settings is None:
-        return make_engine(url, sqlite_busy_timeout_s=30.0, autocommit=True, pool_size=20)
+        return make_engine(
+            url, sqlite_busy_timeout_s=30.0, autocommit=True, pool_size=20, point_reads=True
+        )
     return engine_for(settings, url, portal=True)
 
 
@@ -300,18 +302,21 @@ class Store:
                 text(
                     "SELECT p.wave_id, w.announced_at, w.announce_message, r.state, r.reason, "
                     "r.pending_stage, r.card_number, r.credited_at, l.amount, l.status, "
-                    "r.full_name, p.registrant_id "
+                    f"r.full_name, p.registrant_id, {lifecycle.PERSON_COLUMNS} "
                     "FROM portal_person p "
                     "JOIN wave w ON w.wave_id = p.wave_id "
                     "JOIN registrant r ON r.id = p.registrant_id "
                     "LEFT JOIN ledger l ON l.wave_id = p.wave_id AND l.nik = p.nik "
                     "AND l.benefit = :benefit "
+                    "LEFT JOIN participant pa ON pa.registrant_id = p.registrant_id "
                     "WHERE p.nik = :nik ORDER BY p.wave_id"
                 ),
                 {"nik": nik, "benefit": BENEFIT},
             ).all()
+            # A credited wave's lifecycle: its participant row and the wave's settings came
+            # with the rows above; payments and survey answers are one more read.
             credited = [
-                lifecycle.Credited(r.registrant_id, r.wave_id, _as_datetime(r.credited_at))
+                lifecycle.Credited(r.registrant_id, r.wave_id, _as_datetime(r.credited_at), r, r)
                 for r in rows
                 if r.announced_at is not None and r.state == CREDITED
             ]

@@ -102,6 +102,13 @@ def build_portal_index(sessions: SessionFactory, wave_id: int) -> dict:
         ).scalar_one()
         wave.portal_indexed_at = utcnow()
         session.add(wave)
+    with sessions() as session:
+        conn = session.connection()
+        if conn.dialect.name == "postgresql":
+            # Millions of rows just written: without fresh statistics PostgreSQL guesses
+            # thousands of rows per NIK and plans every dashboard read as a big join.
+            conn.exec_driver_sql("ANALYZE portal_person")
+            session.commit()
     return {"indexed": int(indexed), "already": False}
 
 

@@ -19,7 +19,7 @@ WAVE = Row(
     survey_amount=50_000,
     surveys=3,
 )
-ENTRY = lifecycle.Credited(7, 1, datetime(2020, 4, 21, 16, 10))  # 23:10 WIB
+ENTRY = lifecycle.Credited(7, 1, datetime(2020, 4, 21, 16, 10), WAVE, None)  # 23:10 WIB
 TODAY = date(2020, 7, 1)
 
 
