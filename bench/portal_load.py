@@ -466,7 +466,12 @@ def profiled(pid: int, name: str, enabled: bool):
 def with_others(phase: dict, load_generator_cpu_s: float) -> dict:
     """The phase's figures with the load generator's CPU, and what the rest of the
     machine used meanwhile (other people's work on a shared machine)."""
-    known = phase["portal_cpu_s"] + phase["simulator_cpu_s"] + load_generator_cpu_s
+    known = (
+        phase["portal_cpu_s"]
+        + phase["simulator_cpu_s"]
+        + phase["database_cpu_s"]
+        + load_generator_cpu_s
+    )
     return phase | {
         "load_generator_cpu_s": load_generator_cpu_s,
         "other_cpu_s": round(max(0.0, phase["machine_busy_cpu_s"] - known), 1),
@@ -540,15 +545,39 @@ def child_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-class Phase:
-    """CPU of the portal tree, the simulator and the whole machine over one phase."""
+def postgres_cpu_s(url: str) -> dict[int, float]:
+    """CPU seconds of each PostgreSQL backend serving the URL's database (their titles
+    name it: "postgres: 15/main: USER DATABASE ..."); {} for SQLite. Other sessions'
+    databases on the same server are not counted."""
+    if sqlite_path(url) is not None:
+        return {}
+    import psutil
+    from sqlalchemy.engine import make_url
 
-    def __init__(self, portal: ProcessTree, sim: ProcessTree) -> None:
+    name = f" {make_url(url).database} "
+    found = {}
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        try:
+            title = " ".join(proc.info["cmdline"] or []) + " "
+            if title.startswith("postgres:") and name in title:
+                t = proc.cpu_times()
+                found[proc.pid] = t.user + t.system
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+class Phase:
+    """CPU of the portal tree, the simulator, the database's backends (PostgreSQL) and the
+    whole machine over one phase."""
+
+    def __init__(self, portal: ProcessTree, sim: ProcessTree, url: str = "sqlite://") -> None:
         import psutil
 
-        self.portal, self.sim = portal, sim
+        self.portal, self.sim, self.url = portal, sim, url
         self.t0 = time.monotonic()
         self.portal0, self.sim0 = portal.cpu_by_process(), sim.cpu_s()
+        self.db0 = postgres_cpu_s(url)
         self.machine0 = psutil.cpu_times()
 
     def end(self) -> dict:
@@ -570,6 +599,12 @@ class Phase:
             # The supervisor, then each worker: how evenly the workers share the load.
             "portal_cpu_s_by_process": [round(v, 1) for v in by.values()],
             "simulator_cpu_s": round(self.sim.cpu_s() - self.sim0, 1),
+            # PostgreSQL's backends for the database (a backend that ended during the
+            # phase is missed; the portal's pooled connections last).
+            "database_cpu_s": round(
+                sum(cpu - self.db0.get(pid, 0.0) for pid, cpu in postgres_cpu_s(self.url).items()),
+                1,
+            ),
             # From /proc/stat, which samples at clock ticks: work woken in step with a
             # timer (the ~40 ms delayed ACKs of reads without TCP_NODELAY) is undercounted
             # there, unlike the per-process figures above. Approximate, then.
@@ -1217,7 +1252,7 @@ def main() -> None:
                     f"-d{args.read_seconds}s over {len(tokens):,} sessions "
                     f"(load average {load_before['reads']})"
                 )
-                phase = Phase(tree, sim_tree)
+                phase = Phase(tree, sim_tree, url)
                 with profiled(proc.pid, "reads", args.profile):
                     reads = run_wrk(
                         base, script, args.read_threads, args.read_connections, args.read_seconds
@@ -1243,7 +1278,7 @@ def main() -> None:
                         f"-d{args.survey_seconds}s, {len(survey_tokens):,} sessions with "
                         f"survey {args.survey} open (load average {load_before['surveys']})"
                     )
-                    phase = Phase(tree, sim_tree)
+                    phase = Phase(tree, sim_tree, url)
                     with profiled(proc.pid, "surveys", args.profile):
                         surveys = run_wrk(
                             base,
@@ -1273,7 +1308,7 @@ def main() -> None:
                     f"one sign-in by hand took {one * 1000:.0f} ms; now Locust "
                     f"(load average {load_before['signins']})"
                 )
-                phase = Phase(tree, sim_tree)
+                phase = Phase(tree, sim_tree, url)
                 with profiled(proc.pid, "signins", args.profile):
                     signins = run_locust(
                         base,
