@@ -35,6 +35,25 @@ def digest_or_refuse(digest: str) -> str:
     return given
 
 
+def approval_flags_or_refuse(
+    by: str | None, digest: str | None, key_file: str | None, what: str
+) -> str | None:
+    """The digest an approval names (None: no `--by`, only show `what`). `--digest` and
+    `--key` go with `--by`; `--by` needs an acceptable name and the digest shown."""
+    from rules.signoff import approver_problem
+
+    if by is None:
+        if digest or key_file:
+            _refuse(f"--digest and --key go with --by (without --by: show the {what} only)")
+        return None
+    problem = approver_problem(by)
+    if problem:
+        _refuse(f"--by: {problem}")
+    if not digest:
+        _refuse("--digest: required with --by: the digest you were shown")
+    return digest_or_refuse(digest)
+
+
 def sign_with_key_file(key_file: str, kind: Kind, ident: int | date | str, digest: str) -> str:
     """The signature (base64) of `key_file`'s private key over the approval's text."""
     from rules.signature import KeyFileError, private_key_from, sign, signed_text

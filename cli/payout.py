@@ -172,25 +172,22 @@ def payout_sign_off(
     """Shows a payout run's payments as they stand and their digest, or (with --by and the
     --digest shown) records one approval of them, signed with --key under an approvers
     file."""
-    from cli.approve import approvers_or_refuse, digest_or_refuse, signature_for, signing_line
-    from rules.signoff import approver_problem
+    from cli.approve import (
+        approval_flags_or_refuse,
+        approvers_or_refuse,
+        signature_for,
+        signing_line,
+    )
     from tasks.audit import Actor
     from tasks.payout_signoff import record_approval, status
     from tasks.signoff import SignOffError
 
     day = _as_of(as_of)
-    if by is None and (digest or key_file):
-        _refuse("--digest and --key go with --by (without --by: show the run only)")
+    seen = approval_flags_or_refuse(by, digest, key_file, "run")
     approvers = approvers_or_refuse()
-    if by is None:
+    if by is None or seen is None:
         result = status(_runtime().sessions, day, approvers=approvers)
     else:
-        problem = approver_problem(by)
-        if problem:
-            _refuse(f"--by: {problem}")
-        if not digest:
-            _refuse("--digest: required with --by: the digest you were shown")
-        seen = digest_or_refuse(digest)
         app = _runtime()
         signature = signature_for(approvers, key_file, by, "payout", day, seen)
         try:

@@ -474,21 +474,12 @@ def wave_sign_off(
     """Shows the wave as it stands (seats, confirmed participants, total rupiah, digest),
     or (with --by and the --digest shown) records one approval of it, signed with --key
     under an approvers file."""
-    from cli.approve import approvers_or_refuse, digest_or_refuse, signature_for
+    from cli.approve import approval_flags_or_refuse, approvers_or_refuse, signature_for
     from readmodels.signoff import sign_off_status
-    from rules.signoff import approver_problem
     from tasks.audit import Actor
     from tasks.signoff import SignOffError, record_approval
 
-    if by is None and (digest or key_file):
-        _refuse("--digest and --key go with --by (without --by: show the wave only)")
-    if by is not None:
-        problem = approver_problem(by)
-        if problem:
-            _refuse(f"--by: {problem}")
-        if not digest:
-            _refuse("--digest: required with --by: the digest you were shown")
-        digest = digest_or_refuse(digest)
+    digest = approval_flags_or_refuse(by, digest, key_file, "wave")
     approvers = approvers_or_refuse()
     rt = _runtime()
     if by is None or digest is None:
