@@ -567,6 +567,26 @@ def postgres_cpu_s(url: str) -> dict[int, float]:
     return found
 
 
+def postgres_sessions(url: str) -> int | None:
+    """Sessions (connections) PostgreSQL has opened to the URL's database so far
+    (pg_stat_database.sessions, PostgreSQL 14 and later); None for SQLite."""
+    if sqlite_path(url) is not None:
+        return None
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url, hide_parameters=True)
+    try:
+        with engine.connect() as conn:
+            value = conn.execute(
+                text("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
+            ).scalar()
+        return int(value) if value is not None else None
+    except Exception:
+        return None
+    finally:
+        engine.dispose()
+
+
 class Phase:
     """CPU of the portal tree, the simulator, the database's backends (PostgreSQL) and the
     whole machine over one phase."""
@@ -578,6 +598,7 @@ class Phase:
         self.t0 = time.monotonic()
         self.portal0, self.sim0 = portal.cpu_by_process(), sim.cpu_s()
         self.db0 = postgres_cpu_s(url)
+        self.sessions0 = postgres_sessions(url)
         self.machine0 = psutil.cpu_times()
 
     def end(self) -> dict:
@@ -604,6 +625,14 @@ class Phase:
             "database_cpu_s": round(
                 sum(cpu - self.db0.get(pid, 0.0) for pid, cpu in postgres_cpu_s(self.url).items()),
                 1,
+            ),
+            # Connections the database accepted during the phase (this count's own one
+            # included): each is a new backend process, whose CPU (fork, start-up, catalog
+            # caches) ends with it and shows only in machine_busy, as "other".
+            "database_connections_opened": (
+                None
+                if self.sessions0 is None
+                else (postgres_sessions(self.url) or 0) - self.sessions0
             ),
             # From /proc/stat, which samples at clock ticks: work woken in step with a
             # timer (the ~40 ms delayed ACKs of reads without TCP_NODELAY) is undercounted
