@@ -30,6 +30,9 @@ SQLITE_SORT_THREADS = 2  # helper threads of a big sort (PRAGMA threads)
 SQLITE_SOFT_HEAP_BYTES = 256 * 1024 * 1024
 
 
+DASHBOARD_THREADS = 40  # anyio's default thread pool: the dashboard's blocking calls
+
+
 def database_url(env: Mapping[str, str] | None = None) -> str:
     """PRAKERJA_DATABASE_URL of `env` (default: this process's environment)."""
     return read_settings(env).database_url
@@ -90,16 +93,27 @@ def make_engine(
     # JIT compilation or parallel workers. Either one, chosen on a misestimate (fresh
     # statistics are not always there right after a big insert), cost 40-200 ms a read
     # where the lookup itself takes under a millisecond: 44 reads/s at six million rows.
-    connect_args = (
-        {"options": "-c jit=off -c max_parallel_workers_per_gather=0"} if point_reads else {}
-    )
+    if point_reads:
+        # The dashboard's pool holds as many connections as a worker's thread pool runs
+        # requests (anyio's 40): with 20 + 20 overflow, overflow connections were opened
+        # and closed per request under load (690 connections in 30 s of reads). No ping
+        # before each use (a round trip per request): a connection the server dropped
+        # fails one request, and SQLAlchemy then renews the whole pool.
+        return create_engine(
+            url,
+            pool_size=max(pool_size, DASHBOARD_THREADS),
+            max_overflow=10,
+            pool_pre_ping=False,
+            pool_recycle=1800,
+            hide_parameters=True,
+            connect_args={"options": "-c jit=off -c max_parallel_workers_per_gather=0"},
+        )
     return create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
         hide_parameters=True,
-        connect_args=connect_args,
     )
 
 

@@ -63,6 +63,20 @@ GUESS_ALERT = names.PORTAL_GUESSING  # its row in portal_alert
 SECRET_ROW = 1
 BENEFIT = "training"
 CREDITED = "CREDITED"  # the registrant state whose entries carry a lifecycle
+# A person's view: every wave the NIK has a row in, with a credited wave's ledger row,
+# participant and lifecycle settings (portal/lifecycle.py).
+PERSON_SQL = (
+    "SELECT p.wave_id, w.announced_at, w.announce_message, r.state, r.reason, "
+    "r.pending_stage, r.card_number, r.credited_at, l.amount, l.status, "
+    f"r.full_name, p.registrant_id, {lifecycle.PERSON_COLUMNS} "
+    "FROM portal_person p "
+    "JOIN wave w ON w.wave_id = p.wave_id "
+    "JOIN registrant r ON r.id = p.registrant_id "
+    "LEFT JOIN ledger l ON l.wave_id = p.wave_id AND l.nik = p.nik "
+    "AND l.benefit = :benefit "
+    "LEFT JOIN participant pa ON pa.registrant_id = p.registrant_id "
+    "WHERE p.nik = :nik ORDER BY p.wave_id"
+)
 
 
 @dataclass(frozen=True)
@@ -298,21 +312,7 @@ class Store:
     def person_view(self, nik: str) -> list[WaveView]:
         """Every wave the NIK has a row in, ascending: one range scan of portal_person."""
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                text(
-                    "SELECT p.wave_id, w.announced_at, w.announce_message, r.state, r.reason, "
-                    "r.pending_stage, r.card_number, r.credited_at, l.amount, l.status, "
-                    f"r.full_name, p.registrant_id, {lifecycle.PERSON_COLUMNS} "
-                    "FROM portal_person p "
-                    "JOIN wave w ON w.wave_id = p.wave_id "
-                    "JOIN registrant r ON r.id = p.registrant_id "
-                    "LEFT JOIN ledger l ON l.wave_id = p.wave_id AND l.nik = p.nik "
-                    "AND l.benefit = :benefit "
-                    "LEFT JOIN participant pa ON pa.registrant_id = p.registrant_id "
-                    "WHERE p.nik = :nik ORDER BY p.wave_id"
-                ),
-                {"nik": nik, "benefit": BENEFIT},
-            ).all()
+            rows = lifecycle.rows_of(conn, PERSON_SQL, {"nik": nik, "benefit": BENEFIT})
             # A credited wave's lifecycle: its participant row and the wave's settings came
             # with the rows above; payments and survey answers are one more read.
             credited = [
