@@ -376,7 +376,7 @@ def test_the_page_before_the_deadline_in_both_languages(world, chromium):
     ):
         page = _page(chromium, world, "A", f"/status?lang={lang}")
         life = _life(page)
-        expect(life.locator(".outcome")).to_have_text(headline)
+        expect(life.locator(".life-outcome")).to_have_text(headline)
         month = months[lang].split()[deadline.month - 1]
         expect(life.locator(".deadline")).to_contain_text(f"{deadline.day} {month} {deadline.year}")
         expect(life.locator(".deadline")).to_contain_text(days)
@@ -508,7 +508,7 @@ def test_the_pages_of_the_revoked_and_the_stopped(world, chromium, lang):
     world.reach(3)
     page = _page(chromium, world, "A", f"/status?lang={lang}")
     life = _life(page)
-    expect(life.locator(".outcome")).to_have_text(
+    expect(life.locator(".life-outcome")).to_have_text(
         {"id": "Kartu dicabut", "en": "Card revoked"}[lang]
     )
     expect(life).to_contain_text(
@@ -523,7 +523,7 @@ def test_the_pages_of_the_revoked_and_the_stopped(world, chromium, lang):
 
     page = _page(chromium, world, "D", f"/status?lang={lang}")
     life = _life(page)
-    expect(life.locator(".outcome")).to_have_text(
+    expect(life.locator(".life-outcome")).to_have_text(
         {"id": "Pembayaran dihentikan", "en": "Payments stopped"}[lang]
     )
     expect(life.locator(".payment-PAID")).to_have_count(2)
