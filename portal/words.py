@@ -759,7 +759,10 @@ PAYMENT_STATUS = {
 SURVEY_STATUS = {
     "LOCKED": {"id": "Belum dibuka", "en": "Not open yet"},
     "OPEN": {"id": "Terbuka, silakan isi", "en": "Open: please answer"},
-    "ANSWERED": {"id": "Sudah diisi (pembayarannya di daftar di atas)", "en": "Answered (its payment is listed above)"},
+    "ANSWERED": {
+        "id": "Sudah diisi (pembayarannya di daftar di atas)",
+        "en": "Answered (its payment is listed above)",
+    },
     "PAID": {"id": "Sudah diisi dan dibayar", "en": "Answered and paid"},
 }
 
